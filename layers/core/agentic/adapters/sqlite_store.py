@@ -1,0 +1,201 @@
+"""The embedded store: one SQLite file holding tasks and their event logs.
+
+Every write is one transaction (``BEGIN IMMEDIATE``), so conditional transitions and cursor
+allocation are atomic even with several processes on the same file. WAL mode lets streams read
+while agents write.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import sqlite3
+import threading
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agentic.adapters.local_events import LocalEventBus
+from agentic.errors import InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound
+from agentic.models import NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id    TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    doc        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_owner ON tasks(owner, created_at DESC, task_id DESC);
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(status);
+CREATE TABLE IF NOT EXISTS events (
+    task_id    TEXT NOT NULL,
+    cursor     INTEGER NOT NULL,
+    event_key  TEXT,
+    event_type TEXT NOT NULL,
+    timestamp  TEXT NOT NULL,
+    data       TEXT NOT NULL,
+    PRIMARY KEY (task_id, cursor)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_key ON events(task_id, event_key) WHERE event_key IS NOT NULL;
+"""
+
+
+def sort_key(ts: datetime) -> str:
+    """A fixed-width UTC timestamp that sorts as text."""
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def encode_cursor(parts: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(parts, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> list[Any]:
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidInput("cursor is not valid: pass back the next_cursor of a previous page") from None
+    if not isinstance(parts, list):
+        raise InvalidInput("cursor is not valid: pass back the next_cursor of a previous page")
+    return parts
+
+
+class SQLiteTaskStore:
+    blocking = False  # a local file: calls take microseconds, run them inline
+
+    def __init__(self, path: Path | str, bus: LocalEventBus | None = None) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.bus = bus or LocalEventBus()
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # --- tasks ---------------------------------------------------------------------------------
+
+    def create(self, task: TaskState) -> TaskState:
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT INTO tasks(task_id, owner, status, created_at, doc) VALUES (?, ?, ?, ?, ?)",
+                    (task.task_id, task.owner, task.status.value, sort_key(task.created_at), task.model_dump_json()),
+                )
+        except sqlite3.IntegrityError:
+            raise TaskAlreadyExists(task.task_id) from None
+        return task
+
+    def get(self, task_id: str) -> TaskState | None:
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return TaskState.model_validate_json(row[0]) if row else None
+
+    def list(
+        self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None
+    ) -> TaskPage:
+        sql = "SELECT doc, created_at, task_id FROM tasks WHERE owner = ?"
+        args: list[Any] = [owner]
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status.value)
+        if cursor:
+            parts = decode_cursor(cursor)
+            if len(parts) != 2 or not all(isinstance(p, str) for p in parts):
+                raise InvalidInput("cursor is not valid: pass back the next_cursor of a previous page")
+            sql += " AND (created_at < ? OR (created_at = ? AND task_id < ?))"
+            args += [parts[0], parts[0], parts[1]]
+        sql += " ORDER BY created_at DESC, task_id DESC LIMIT ?"
+        args.append(limit + 1)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        items = [TaskState.model_validate_json(r[0]) for r in rows[:limit]]
+        next_cursor = encode_cursor([rows[limit - 1][1], rows[limit - 1][2]]) if len(rows) > limit else None
+        return TaskPage(items=items, next_cursor=next_cursor)
+
+    def list_in_status(self, statuses: Collection[TaskStatus]) -> list[TaskState]:
+        marks = ",".join("?" * len(statuses))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT doc FROM tasks WHERE status IN ({marks})", [s.value for s in statuses]
+            ).fetchall()
+        return [TaskState.model_validate_json(r[0]) for r in rows]
+
+    def update(self, task_id: str, expect: Collection[TaskStatus], **changes: Any) -> TaskState:
+        with self._transaction() as db:
+            row = db.execute("SELECT doc FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            if row is None:
+                raise TaskNotFound(task_id)
+            task = TaskState.model_validate_json(row[0])
+            if task.status not in expect:
+                raise InvalidTransition(
+                    f"task {task_id} is {task.status.value}; this needs it to be "
+                    + " or ".join(sorted(s.value for s in expect))
+                )
+            updated = task.model_copy(update={**changes, "updated_at": utcnow()})
+            db.execute(
+                "UPDATE tasks SET status = ?, doc = ? WHERE task_id = ?",
+                (updated.status.value, updated.model_dump_json(), task_id),
+            )
+        return updated
+
+    # --- events --------------------------------------------------------------------------------
+
+    def append_event(self, event: NewEvent) -> StreamEvent | None:
+        try:
+            with self._transaction() as db:
+                (cursor,) = db.execute(
+                    "SELECT COALESCE(MAX(cursor), 0) + 1 FROM events WHERE task_id = ?", (event.task_id,)
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO events(task_id, cursor, event_key, event_type, timestamp, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        event.task_id,
+                        cursor,
+                        event.key,
+                        event.event_type.value,
+                        event.timestamp.isoformat(),
+                        json.dumps(event.data, default=str),
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            return None  # this key was written before: an idempotent replay
+        self.bus.publish(event.task_id, cursor)
+        return StreamEvent(
+            event_type=event.event_type, task_id=event.task_id, timestamp=event.timestamp, cursor=cursor, data=event.data
+        )
+
+    def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> list[StreamEvent]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT cursor, event_type, timestamp, data FROM events WHERE task_id = ? AND cursor > ? "
+                "ORDER BY cursor LIMIT ?",
+                (task_id, after, limit),
+            ).fetchall()
+        return [
+            StreamEvent(
+                event_type=r[1], task_id=task_id, timestamp=datetime.fromisoformat(r[2]), cursor=r[0], data=json.loads(r[3])
+            )
+            for r in rows
+        ]

@@ -1,0 +1,1 @@
+"""The HTTP API: FastAPI routers mounted by the local server and by the Lambda handlers."""

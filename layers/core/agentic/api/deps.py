@@ -1,0 +1,23 @@
+"""FastAPI dependencies: the service and the caller, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from agentic.service.tasks import TaskService
+
+
+def _service(request: Request) -> TaskService:
+    service: TaskService = request.app.state.service
+    return service
+
+
+def _owner(request: Request) -> str:
+    owner: str = request.app.state.identity(request)
+    return owner
+
+
+Service = Annotated[TaskService, Depends(_service)]
+Owner = Annotated[str, Depends(_owner)]

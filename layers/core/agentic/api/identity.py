@@ -1,0 +1,58 @@
+"""Who is calling: the task owner. Locally a bearer token (or one default owner); on AWS the IAM caller."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+
+from fastapi import Request
+
+from agentic.errors import Unauthorized
+from agentic.settings import Settings
+
+IdentityResolver = Callable[[Request], str]
+
+
+def bearer_identity(settings: Settings) -> IdentityResolver:
+    tokens = settings.owner_tokens()
+
+    def resolve(request: Request) -> str:
+        if not tokens:
+            return settings.default_owner
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token:
+            for known, owner in tokens.items():
+                if hmac.compare_digest(known.encode(), token.encode()):
+                    return owner
+        raise Unauthorized("a valid 'Authorization: Bearer <token>' header is required")
+
+    return resolve
+
+
+def _iam_user_arn(request_context: dict[str, object]) -> str | None:
+    authorizer = request_context.get("authorizer")
+    if isinstance(authorizer, dict):
+        iam = authorizer.get("iam")
+        if isinstance(iam, dict) and iam.get("userArn"):
+            return str(iam["userArn"])
+    return None
+
+
+def iam_identity(request: Request) -> str:
+    """The IAM caller of an API Gateway HTTP API (via Mangum) or a Function URL (via the Web Adapter)."""
+    event = request.scope.get("aws.event")
+    if isinstance(event, dict):
+        arn = _iam_user_arn(event.get("requestContext") or {})
+        if arn:
+            return arn
+    # The Lambda Web Adapter forwards the request context as a JSON header.
+    raw = request.headers.get("x-amzn-request-context")
+    if raw:
+        try:
+            arn = _iam_user_arn(json.loads(raw))
+        except ValueError:
+            arn = None
+        if arn:
+            return arn
+    raise Unauthorized("the request carries no IAM identity (call it with SigV4-signed credentials)")

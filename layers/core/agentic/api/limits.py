@@ -1,0 +1,48 @@
+"""Reject request bodies over a size limit with 413 before they are read into memory.
+
+Starlette has no body-size limit of its own, and Content-Length alone can be absent (chunked
+uploads), so this also counts bytes as they arrive.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    @property
+    def message(self) -> str:
+        return f"request body exceeds {self.max_bytes} bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                body = json.dumps({"error": "input_too_large", "message": self.message}).encode()
+                await send({"type": "http.response.start", "status": 413,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    # FastAPI lets HTTPException out of body parsing; the error handlers answer 413.
+                    raise HTTPException(status_code=413, detail=self.message)
+            return message
+
+        await self.app(scope, limited_receive, send)

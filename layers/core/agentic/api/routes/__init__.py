@@ -1,0 +1,1 @@
+"""Routers per resource: ``tasks`` (create/list/status), ``stream`` (execute/events), ``health``."""

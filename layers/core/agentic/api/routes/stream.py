@@ -1,0 +1,60 @@
+"""Execute a task and stream its events as NDJSON, one line per event, written as it happens."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+
+from agentic.api.deps import Owner, Service
+from agentic.errors import InvalidInput
+
+router = APIRouter(prefix="/tasks", tags=["stream"])
+
+NDJSON = "application/x-ndjson"
+_STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {NDJSON: {}}, "description": "One JSON event per line until task_completed or task_failed"},
+    404: {"description": "Unknown task"},
+    429: {"description": "Too many executions; the task stays pending (see Retry-After)"},
+}
+# Proxies (nginx, some API gateways) buffer unless told not to.
+_NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def resume_cursor(after: int | None, last_event_id: str | None) -> int:
+    if after is not None:
+        return after
+    if last_event_id:
+        if not last_event_id.strip().isdigit():
+            raise InvalidInput("Last-Event-ID must be the cursor of an event (an integer)")
+        return int(last_event_id)
+    return 0
+
+
+@router.post("/{task_id}/execute", response_class=StreamingResponse, responses=_STREAM_RESPONSES)
+async def execute_task(
+    task_id: str,
+    service: Service,
+    owner: Owner,
+    after: Annotated[int | None, Query(ge=0, description="Resume after this cursor")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Start the task (if pending) and stream its events. Running or finished tasks are attached to."""
+    cursor = resume_cursor(after, last_event_id)
+    await service.execute(owner, task_id)
+    lines = await service.stream(owner, task_id, cursor)
+    return StreamingResponse(lines, media_type=NDJSON, headers=_NO_BUFFERING)
+
+
+@router.get("/{task_id}/events", response_class=StreamingResponse, responses=_STREAM_RESPONSES)
+async def task_events(
+    task_id: str,
+    service: Service,
+    owner: Owner,
+    after: Annotated[int | None, Query(ge=0, description="Resume after this cursor")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Re-attach to a task's stream without starting it."""
+    lines = await service.stream(owner, task_id, resume_cursor(after, last_event_id))
+    return StreamingResponse(lines, media_type=NDJSON, headers=_NO_BUFFERING)

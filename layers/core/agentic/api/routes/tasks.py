@@ -1,0 +1,57 @@
+"""Create, list and read tasks: the buffered routes (served through Mangum on AWS)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from agentic.api.deps import Owner, Service
+from agentic.models import TaskCreate, TaskList, TaskPublic, TaskStatus
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaskPublic,
+    responses={200: {"description": "An Idempotency-Key replay: the task created the first time"},
+               409: {"description": "Idempotency-Key reused with another description"},
+               413: {"description": "Body too large"}, 422: {"description": "Invalid input"},
+               429: {"description": "execute=true but too many executions (the task was created)"}},
+)
+async def create_task(
+    body: TaskCreate,
+    service: Service,
+    owner: Owner,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> TaskPublic:
+    """Create a pending task. With ``execute: true`` it also starts (stream it from ``/events``)."""
+    task, created = await service.create(owner, body.description, idempotency_key=idempotency_key)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/tasks/{task.task_id}/status"
+    if body.execute:
+        task = await service.execute(owner, task.task_id)
+    return TaskPublic.of(task)
+
+
+@router.get("", response_model=TaskList)
+async def list_tasks(
+    service: Service,
+    owner: Owner,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    task_status: Annotated[TaskStatus | None, Query(alias="status")] = None,
+) -> TaskList:
+    """The caller's tasks, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    page = await service.list(owner, limit=limit, cursor=cursor, status=task_status)
+    return TaskList(items=[TaskPublic.of(t) for t in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{task_id}/status", response_model=TaskPublic)
+async def task_status(task_id: str, service: Service, owner: Owner) -> TaskPublic:
+    return TaskPublic.of(await service.get(owner, task_id))

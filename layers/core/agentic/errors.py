@@ -1,0 +1,80 @@
+"""Domain errors. Each maps to one HTTP status in ``api.errors``; never match on message strings."""
+
+from __future__ import annotations
+
+
+class AgenticError(Exception):
+    """Base class of every error the core raises on purpose."""
+
+    code = "error"
+
+
+class TaskNotFound(AgenticError):
+    code = "task_not_found"
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} not found")
+        self.task_id = task_id
+
+
+class TaskAlreadyExists(AgenticError):
+    """A conditional create found the id taken (an idempotent replay or a key reused)."""
+
+    code = "task_exists"
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} already exists")
+        self.task_id = task_id
+
+
+class IdempotencyConflict(AgenticError):
+    code = "idempotency_conflict"
+
+
+class InvalidTransition(AgenticError):
+    """A state change was asked from a state that does not allow it (a conditional write failed)."""
+
+    code = "invalid_transition"
+
+
+class Backpressure(AgenticError):
+    """Too many executions are running or waiting; the task stays pending and can be executed later."""
+
+    code = "too_many_executions"
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class InputTooLarge(AgenticError):
+    code = "input_too_large"
+
+
+class InvalidInput(AgenticError):
+    code = "invalid_input"
+
+
+class Unauthorized(AgenticError):
+    code = "unauthorized"
+
+
+# --- agent failures -------------------------------------------------------------------------------
+# Step Functions names an error by the bare class name of the Python exception, and the pipeline's
+# Retry clauses match on that name; the local runner applies the same rule, so keep the names stable.
+
+
+class AgentError(AgenticError):
+    code = "agent_error"
+
+
+class TransientAgentError(AgentError):
+    """Worth retrying: a timeout, a throttle, a flaky dependency."""
+
+    code = "transient_agent_error"
+
+
+class PermanentAgentError(AgentError):
+    """Retrying cannot help (invalid input, a bug): the task fails at once."""
+
+    code = "permanent_agent_error"

@@ -1,0 +1,78 @@
+"""Builds the local system from settings: the embedded store, the in-process runner and executor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from agentic.adapters.local_executor import LocalExecutor
+from agentic.adapters.sqlite_store import SQLiteTaskStore
+from agentic.agents.faults import FaultPlan
+from agentic.agents.registry import default_registry
+from agentic.api.app import create_app
+from agentic.api.identity import bearer_identity
+from agentic.observability import logger
+from agentic.pipeline import load_pipeline
+from agentic.service.pipeline_ops import PipelineOps
+from agentic.service.runner import LocalRunner
+from agentic.service.tasks import TaskService
+from agentic.settings import Settings
+
+
+@dataclass
+class LocalSystem:
+    settings: Settings
+    store: SQLiteTaskStore
+    ops: PipelineOps
+    runner: LocalRunner
+    executor: LocalExecutor
+    service: TaskService
+
+
+def build_local_system(settings: Settings) -> LocalSystem:
+    store = SQLiteTaskStore(settings.database_path)
+    registry = default_registry(settings.agent_latency_scale)
+    ops = PipelineOps(store, registry, load_pipeline(settings.pipeline_definition), FaultPlan.parse(settings.faults))
+    runner = LocalRunner(ops, time_scale=settings.retry_time_scale, jitter=settings.local_retry_jitter)
+    executor = LocalExecutor(
+        runner.run,
+        store,
+        max_concurrent=settings.max_concurrent_executions,
+        max_queue=settings.max_queue_size,
+        retry_after_seconds=settings.retry_after_seconds,
+    )
+    service = TaskService(store, executor, store.bus, settings, ops=ops)
+    return LocalSystem(settings, store, ops, runner, executor, service)
+
+
+def create_local_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    system = build_local_system(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        system.service.recover_interrupted()
+        watcher = None
+        if settings.inbox_dir is not None:
+            from agentic.local.inbox import InboxWatcher
+
+            watcher = InboxWatcher(system.service, settings.inbox_dir, settings.default_owner,
+                                   poll_seconds=settings.inbox_poll_seconds)
+            watcher.start()
+        logger.info("local server ready", extra={"database": str(settings.database_path)})
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                await watcher.stop()
+            await system.executor.shutdown()
+            system.store.close()
+
+    app = create_app(
+        system.service, bearer_identity(settings), max_request_bytes=settings.max_request_bytes, lifespan=lifespan
+    )
+    app.state.system = system
+    return app

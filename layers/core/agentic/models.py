@@ -1,0 +1,198 @@
+"""Pydantic models: the task, its plan and steps, stream events, and the API's input/output shapes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    ANALYZING = "analyzing"
+    EXECUTING = "executing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED)
+
+
+# The only legal moves. The stores enforce "from" with a conditional write; this table is what the
+# service consults to decide which "from" states to demand.
+ALLOWED_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.ANALYZING, TaskStatus.FAILED}),
+    TaskStatus.ANALYZING: frozenset({TaskStatus.EXECUTING, TaskStatus.FAILED}),
+    TaskStatus.EXECUTING: frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED}),
+    TaskStatus.COMPLETED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+}
+
+
+def sources_of(target: TaskStatus) -> frozenset[TaskStatus]:
+    """The states from which ``target`` may be entered."""
+    return frozenset(s for s, targets in ALLOWED_TRANSITIONS.items() if target in targets)
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class EventType(StrEnum):
+    TASK_QUEUED = "task_queued"
+    TASK_STARTED = "task_started"
+    PLAN_CREATED = "plan_created"
+    STEP_STARTED = "step_started"
+    STEP_RETRYING = "step_retrying"
+    PARTIAL_OUTPUT = "partial_output"
+    STEP_COMPLETED = "step_completed"
+    TASK_COMPLETED = "task_completed"
+    ERROR = "error"
+    TASK_FAILED = "task_failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (EventType.TASK_COMPLETED, EventType.TASK_FAILED)
+
+
+class ExecutionStep(BaseModel):
+    step_id: str
+    agent_type: str
+    description: str
+    input_data: dict[str, Any] = Field(default_factory=dict)
+    status: StepStatus = StepStatus.PENDING
+    attempts: int = 0
+    error: str | None = None
+    output: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class ExecutionPlan(BaseModel):
+    task_id: str
+    steps: list[ExecutionStep]
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TaskState(BaseModel):
+    task_id: str
+    owner: str
+    user_input: str
+    status: TaskStatus = TaskStatus.PENDING
+    execution_plan: ExecutionPlan | None = None
+    current_step_index: int = 0
+    final_output: str | None = None
+    error_message: str | None = None
+    source: str = "api"
+    request_hash: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class StreamEvent(BaseModel):
+    """One NDJSON line of a task's stream; ``cursor`` strictly increases within a task."""
+
+    event_type: EventType
+    task_id: str
+    timestamp: datetime
+    cursor: int
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    def to_line(self) -> str:
+        return self.model_dump_json() + "\n"
+
+
+class NewEvent(BaseModel):
+    """An event before the store gives it a cursor. ``key`` makes the write idempotent."""
+
+    task_id: str
+    event_type: EventType
+    data: dict[str, Any] = Field(default_factory=dict)
+    key: str | None = None
+    timestamp: datetime = Field(default_factory=utcnow)
+
+
+# --- API shapes -----------------------------------------------------------------------------------
+
+
+class TaskCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(
+        min_length=1,
+        max_length=4000,
+        description="What the agents should work on (1-4000 characters).",
+        examples=["Explain how exponential backoff with jitter prevents retry storms"],
+    )
+    execute: bool = Field(
+        default=False, description="Start the task at once (then stream it with GET /tasks/{id}/events)."
+    )
+
+    @field_validator("description")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        stripped = value.strip()
+        if not stripped:
+            raise ValueError("description must not be blank")
+        return stripped
+
+
+class StepPublic(BaseModel):
+    step_id: str
+    agent_type: str
+    description: str
+    status: StepStatus
+    attempts: int
+    error: str | None = None
+
+
+class TaskPublic(BaseModel):
+    task_id: str
+    user_input: str
+    status: TaskStatus
+    steps: list[StepPublic]
+    current_step_index: int
+    final_output: str | None
+    error_message: str | None
+    source: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, task: TaskState) -> TaskPublic:
+        steps = task.execution_plan.steps if task.execution_plan else []
+        return cls(
+            task_id=task.task_id,
+            user_input=task.user_input,
+            status=task.status,
+            steps=[StepPublic.model_validate(s, from_attributes=True) for s in steps],
+            current_step_index=task.current_step_index,
+            final_output=task.final_output,
+            error_message=task.error_message,
+            source=task.source,
+            created_at=task.created_at,
+            updated_at=task.updated_at,
+        )
+
+
+class TaskPage(BaseModel):
+    """A page of tasks, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+
+    items: list[TaskState]
+    next_cursor: str | None = None
+
+
+class TaskList(BaseModel):
+    items: list[TaskPublic]
+    next_cursor: str | None = None

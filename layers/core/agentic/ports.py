@@ -1,0 +1,68 @@
+"""The ports the core depends on. Adapters: SQLite/DynamoDB stores, local/Step Functions executors."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any, Protocol
+
+from agentic.models import NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus
+
+
+class TaskStore(Protocol):
+    """Task state and the per-task event log.
+
+    Methods are synchronous: SQLite answers in microseconds, and the Lambdas are synchronous. Async
+    callers go through ``service.io.call_store`` which moves blocking (network) stores off the loop.
+    """
+
+    #: True when calls do network I/O and async callers should run them in a thread.
+    blocking: bool
+
+    def create(self, task: TaskState) -> TaskState:
+        """Insert a new task; raise ``TaskAlreadyExists`` if its id is taken."""
+        ...
+
+    def get(self, task_id: str) -> TaskState | None: ...
+
+    def list(
+        self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None
+    ) -> TaskPage:
+        """The owner's tasks, newest first. ``cursor`` is opaque; a bad one raises ``InvalidInput``."""
+        ...
+
+    def list_in_status(self, statuses: Collection[TaskStatus]) -> list[TaskState]:
+        """Every task (any owner) in one of ``statuses``; used to recover after a restart."""
+        ...
+
+    def update(self, task_id: str, expect: Collection[TaskStatus], **changes: Any) -> TaskState:
+        """Apply ``changes`` only if the task's status is in ``expect``, atomically.
+
+        Raise ``TaskNotFound`` for an unknown id and ``InvalidTransition`` when the status does not
+        match. ``changes`` are TaskState field names (status, execution_plan, current_step_index,
+        final_output, error_message); ``updated_at`` is set by the store.
+        """
+        ...
+
+    def append_event(self, event: NewEvent) -> StreamEvent | None:
+        """Append to the task's log with the next cursor; return None if ``event.key`` was written."""
+        ...
+
+    def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> list[StreamEvent]:
+        """Events with cursor > ``after``, in cursor order, read consistently."""
+        ...
+
+
+class EventWaiter(Protocol):
+    """How a stream waits for the next event: notified in-process, or by polling a remote store."""
+
+    async def wait(self, task_id: str, after: int, timeout: float) -> None:
+        """Return when the log may hold an event past ``after``, or after ``timeout`` seconds."""
+        ...
+
+
+class Executor(Protocol):
+    """Starts a task's pipeline. Starting a task that is already started is a no-op."""
+
+    async def start(self, task_id: str) -> None:
+        """Raise ``Backpressure`` when the task cannot be accepted now (it stays pending)."""
+        ...

@@ -1,0 +1,1 @@
+"""Task lifecycle, the pipeline's step operations, the local runner and the event stream."""

@@ -1,0 +1,125 @@
+"""The task lifecycle as the API and the triggers see it: create, read, list, execute, stream."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+
+from agentic.errors import IdempotencyConflict, InvalidInput, TaskAlreadyExists, TaskNotFound
+from agentic.models import TaskPage, TaskState, TaskStatus
+from agentic.observability import logger, record_metric
+from agentic.ports import EventWaiter, Executor, TaskStore
+from agentic.service.io import call_store
+from agentic.service.pipeline_ops import PipelineOps
+from agentic.service.stream import tail_events
+from agentic.settings import Settings
+
+# Task ids derived from idempotency keys: the same key always names the same task.
+TASK_ID_NAMESPACE = uuid.UUID("5d0f3c1e-7c2a-4f0e-9a53-5b1f7e0c2d41")
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+MAX_LIST_LIMIT = 100
+
+
+def task_id_for(source: str, owner: str, idempotency_key: str) -> str:
+    return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{source}\x1f{owner}\x1f{idempotency_key}"))
+
+
+def request_hash(description: str) -> str:
+    return hashlib.sha256(description.encode()).hexdigest()
+
+
+class TaskService:
+    def __init__(
+        self,
+        store: TaskStore,
+        executor: Executor,
+        waiter: EventWaiter,
+        settings: Settings,
+        ops: PipelineOps | None = None,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.waiter = waiter
+        self.settings = settings
+        self.ops = ops
+
+    async def create(
+        self, owner: str, description: str, *, idempotency_key: str | None = None, source: str = "api"
+    ) -> tuple[TaskState, bool]:
+        """Create a pending task; with a key, a repeat returns the first task (``created`` False)."""
+        if idempotency_key is not None:
+            if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS:
+                raise InvalidInput(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} characters")
+            task_id = task_id_for(source, owner, idempotency_key)
+        else:
+            task_id = str(uuid.uuid4())
+        task = TaskState(
+            task_id=task_id, owner=owner, user_input=description, source=source, request_hash=request_hash(description)
+        )
+        try:
+            await call_store(self.store, self.store.create, task)
+        except TaskAlreadyExists:
+            existing = await call_store(self.store, self.store.get, task_id)
+            if existing is None or existing.owner != owner:
+                raise
+            if existing.request_hash != task.request_hash:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was already used for a task with a different description"
+                ) from None
+            return existing, False
+        record_metric("TasksCreated", 1)
+        logger.info("task created", extra={"task_id": task_id, "source": source})
+        return task, True
+
+    async def get(self, owner: str, task_id: str) -> TaskState:
+        task = await call_store(self.store, self.store.get, task_id)
+        # Another owner's task is reported exactly like a missing one: ids leak nothing.
+        if task is None or task.owner != owner:
+            raise TaskNotFound(task_id)
+        return task
+
+    async def list(
+        self, owner: str, *, limit: int = 20, cursor: str | None = None, status: TaskStatus | None = None
+    ) -> TaskPage:
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        return await call_store(self.store, self.store.list, owner, limit=limit, cursor=cursor, status=status)
+
+    async def execute(self, owner: str, task_id: str) -> TaskState:
+        """Start the task if it is pending; a started or finished task is left as it is (attach)."""
+        task = await self.get(owner, task_id)
+        if task.status is TaskStatus.PENDING:
+            await self.executor.start(task_id)
+        return task
+
+    async def stream(self, owner: str, task_id: str, after: int = 0) -> AsyncIterator[str]:
+        """Check access now (so errors are HTTP errors), then return the NDJSON line iterator."""
+        await self.get(owner, task_id)
+        if after < 0:
+            raise InvalidInput("after must be a cursor >= 0")
+        return tail_events(
+            self.store,
+            self.waiter,
+            task_id,
+            after,
+            keepalive_seconds=self.settings.stream_keepalive_seconds,
+            max_seconds=self.settings.stream_max_seconds,
+        )
+
+    def recover_interrupted(self) -> list[str]:
+        """Mark tasks that were mid-run when the process stopped as failed (never stuck running)."""
+        if self.ops is None:
+            return []
+        recovered = []
+        for task in self.store.list_in_status({TaskStatus.ANALYZING, TaskStatus.EXECUTING}):
+            self.ops.fail(
+                task.task_id,
+                "Interrupted",
+                "the server stopped while this task was running; create it again (or use a new "
+                "Idempotency-Key) to run it again",
+            )
+            recovered.append(task.task_id)
+        if recovered:
+            logger.warning("marked interrupted tasks failed", extra={"task_ids": recovered})
+        return recovered

@@ -1,0 +1,79 @@
+"""All configuration, read from the environment once. Nothing else in the core reads ``os.environ``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    # --- wiring -------------------------------------------------------------------------------
+    store: Literal["sqlite", "dynamodb"] = "sqlite"
+    database_path: Path = Path(".data/agentic.db")
+    table_name: str = "agentic-tasks"
+    state_machine_arn: str | None = None
+    # Where the pipeline (step order and retry policy) is defined; by default the packaged copy of
+    # statemachine/pipeline.asl.json.
+    pipeline_definition: Path | None = None
+
+    # --- agents and retries -------------------------------------------------------------------
+    agent_latency_scale: float = Field(default=1.0, ge=0, le=100)
+    # Multiplies the ASL's IntervalSeconds/MaxDelaySeconds for the local runner: 0.1 turns the
+    # state machine's 1 s, 2 s, 4 s into the seed's 0.1, 0.2, 0.4 s.
+    retry_time_scale: float = Field(default=0.1, ge=0, le=10)
+    # Step Functions applies JitterStrategy FULL; locally the seed's table is exact unless asked.
+    local_retry_jitter: bool = False
+    # Fault injection for demos and tests, e.g. "retriever:transient:2,writer:permanent" (off if empty).
+    faults: str = ""
+
+    # --- backpressure -------------------------------------------------------------------------
+    max_concurrent_executions: int = Field(default=100, ge=1)
+    max_queue_size: int = Field(default=100, ge=0)
+    retry_after_seconds: int = Field(default=1, ge=1)
+
+    # --- HTTP ----------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_token: SecretStr | None = None
+    # Several callers locally: "alice=token1,bob=token2" (each token's tasks are its owner's own).
+    api_tokens: SecretStr | None = None
+    default_owner: str = "local"
+    max_request_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # --- streams --------------------------------------------------------------------------------
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0)
+    # 0 = no limit. On Lambda, set below the function timeout so the stream ends cleanly.
+    stream_max_seconds: float = Field(default=0.0, ge=0)
+    stream_poll_min_seconds: float = Field(default=0.02, gt=0)
+    stream_poll_max_seconds: float = Field(default=0.2, gt=0)
+
+    # --- local triggers -----------------------------------------------------------------------
+    # A folder watched by the local server: a .txt or .json file dropped in it becomes a task.
+    inbox_dir: Path | None = None
+    inbox_poll_seconds: float = Field(default=0.5, gt=0)
+
+    log_level: str = "INFO"
+
+    def owner_tokens(self) -> dict[str, str]:
+        """token -> owner, from API_TOKEN (the default owner) and API_TOKENS."""
+        tokens: dict[str, str] = {}
+        if self.api_token is not None and self.api_token.get_secret_value():
+            tokens[self.api_token.get_secret_value()] = self.default_owner
+        if self.api_tokens is not None:
+            for pair in self.api_tokens.get_secret_value().split(","):
+                owner, sep, token = pair.strip().partition("=")
+                if not sep or not owner or not token:
+                    raise ValueError("API_TOKENS must look like 'alice=token1,bob=token2'")
+                tokens[token] = owner
+        return tokens
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
