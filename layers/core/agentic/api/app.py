@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
@@ -15,7 +15,7 @@ from agentic.api.limits import BodySizeLimit
 from agentic.api.routes import health, stream, tasks
 from agentic.service.tasks import TaskService
 
-ALL_ROUTERS: tuple[APIRouter, ...] = (tasks.router, stream.router, health.router)
+ALL_ROUTERS: tuple[APIRouter, ...] = (tasks.write_router, tasks.read_router, stream.router, health.router)
 
 DESCRIPTION = """
 Create a task, execute it, and watch three agents (retriever -> analyzer -> writer) work on it as a

@@ -9,10 +9,12 @@ from fastapi import APIRouter, Header, Query, Response, status
 from agentic.api.deps import Owner, Service
 from agentic.models import TaskCreate, TaskList, TaskPublic, TaskStatus
 
-router = APIRouter(prefix="/tasks", tags=["tasks"])
+# Two routers so a deployment can give the read routes a read-only function.
+write_router = APIRouter(prefix="/tasks", tags=["tasks"])
+read_router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
-@router.post(
+@write_router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=TaskPublic,
@@ -39,7 +41,7 @@ async def create_task(
     return TaskPublic.of(task)
 
 
-@router.get("", response_model=TaskList)
+@read_router.get("", response_model=TaskList)
 async def list_tasks(
     service: Service,
     owner: Owner,
@@ -52,6 +54,6 @@ async def list_tasks(
     return TaskList(items=[TaskPublic.of(t) for t in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{task_id}/status", response_model=TaskPublic)
+@read_router.get("/{task_id}/status", response_model=TaskPublic)
 async def task_status(task_id: str, service: Service, owner: Owner) -> TaskPublic:
     return TaskPublic.of(await service.get(owner, task_id))
