@@ -105,9 +105,7 @@ def _retriers(state: dict[str, Any]) -> tuple[Retrier, ...]:
                 interval_seconds=float(entry.get("IntervalSeconds", 1)),
                 max_attempts=int(entry.get("MaxAttempts", 3)),
                 backoff_rate=float(entry.get("BackoffRate", 2.0)),
-                max_delay_seconds=(
-                    float(entry["MaxDelaySeconds"]) if "MaxDelaySeconds" in entry else None
-                ),
+                max_delay_seconds=(float(entry["MaxDelaySeconds"]) if "MaxDelaySeconds" in entry else None),
                 full_jitter=entry.get("JitterStrategy", "NONE") == "FULL",
             )
         )
@@ -136,9 +134,7 @@ def parse_pipeline(definition: dict[str, Any], source: str = "") -> PipelineDefi
                     step_id=params["step_id"],
                     agent_type=params["agent_type"],
                     retriers=_retriers(state),
-                    timeout_seconds=(
-                        float(state["TimeoutSeconds"]) if "TimeoutSeconds" in state else None
-                    ),
+                    timeout_seconds=(float(state["TimeoutSeconds"]) if "TimeoutSeconds" in state else None),
                 )
             )
         name = None if state.get("End") else state.get("Next")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import builtins
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from agentic.models import NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus
@@ -24,22 +25,25 @@ class TaskStore(Protocol):
 
     def get(self, task_id: str) -> TaskState | None: ...
 
-    def list(
-        self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None
-    ) -> TaskPage:
+    def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
         """The owner's tasks, newest first. ``cursor`` is opaque; a bad one raises ``InvalidInput``."""
         ...
 
-    def list_in_status(self, statuses: Collection[TaskStatus]) -> list[TaskState]:
+    def list_in_status(self, statuses: Collection[TaskStatus]) -> builtins.list[TaskState]:
         """Every task (any owner) in one of ``statuses``; used to recover after a restart."""
         ...
 
-    def update(self, task_id: str, expect: Collection[TaskStatus], **changes: Any) -> TaskState:
-        """Apply ``changes`` only if the task's status is in ``expect``, atomically.
+    def update(
+        self, task_id: str, expect: Collection[TaskStatus], *, events: Sequence[NewEvent] = (), **changes: Any
+    ) -> TaskState:
+        """Apply ``changes`` only if the task's status is in ``expect``, then append ``events``.
 
         Raise ``TaskNotFound`` for an unknown id and ``InvalidTransition`` when the status does not
-        match. ``changes`` are TaskState field names (status, execution_plan, current_step_index,
-        final_output, error_message); ``updated_at`` is set by the store.
+        match (nothing is written then). ``changes`` are TaskState field names (status,
+        execution_plan, current_step_index, final_output, error_message); ``updated_at`` is set by
+        the store. The events follow the rules of ``append_event`` (a key written before is skipped);
+        a store that can (SQLite) writes change and events in one transaction, so a stream never sees
+        an event before the state it announces.
         """
         ...
 
@@ -47,7 +51,7 @@ class TaskStore(Protocol):
         """Append to the task's log with the next cursor; return None if ``event.key`` was written."""
         ...
 
-    def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> list[StreamEvent]:
+    def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
         """Events with cursor > ``after``, in cursor order, read consistently."""
         ...
 

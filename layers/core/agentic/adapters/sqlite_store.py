@@ -7,12 +7,14 @@ while agents write.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import builtins
 import json
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -73,6 +75,7 @@ class SQLiteTaskStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.bus = bus or LocalEventBus()
         self._lock = threading.RLock()
+        self._batch_open = False
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -80,18 +83,50 @@ class SQLiteTaskStore:
 
     def close(self) -> None:
         with self._lock:
+            self._commit_batch()
             self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic operation: a SAVEPOINT inside the current group commit, or its own transaction.
+
+        Group commit: on an event loop, operations issued in the same loop iteration (dozens of
+        pipelines run interleaved) share one transaction committed at the end of that iteration, so
+        the commit cost (most of a write's cost) is paid once per tick, not once per operation. Each
+        operation still succeeds or fails alone (its savepoint), and readers on this connection see
+        it at once. Outside a loop every operation commits by itself.
+        """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not self._batch_open:
+                try:
+                    loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+                except RuntimeError:
+                    loop = None
+                self._db.execute("BEGIN IMMEDIATE")
+                if loop is None:
+                    try:
+                        yield self._db
+                    except BaseException:
+                        self._db.execute("ROLLBACK")
+                        raise
+                    self._db.execute("COMMIT")
+                    return
+                self._batch_open = True
+                loop.call_soon(self._commit_batch)
+            self._db.execute("SAVEPOINT op")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK TO op")
+                self._db.execute("RELEASE op")
                 raise
-            self._db.execute("COMMIT")
+            self._db.execute("RELEASE op")
+
+    def _commit_batch(self) -> None:
+        with self._lock:
+            if self._batch_open:
+                self._batch_open = False
+                self._db.execute("COMMIT")
 
     # --- tasks ---------------------------------------------------------------------------------
 
@@ -100,7 +135,13 @@ class SQLiteTaskStore:
             with self._transaction() as db:
                 db.execute(
                     "INSERT INTO tasks(task_id, owner, status, created_at, doc) VALUES (?, ?, ?, ?, ?)",
-                    (task.task_id, task.owner, task.status.value, sort_key(task.created_at), task.model_dump_json()),
+                    (
+                        task.task_id,
+                        task.owner,
+                        task.status.value,
+                        sort_key(task.created_at),
+                        task.model_dump_json(),
+                    ),
                 )
         except sqlite3.IntegrityError:
             raise TaskAlreadyExists(task.task_id) from None
@@ -111,9 +152,7 @@ class SQLiteTaskStore:
             row = self._db.execute("SELECT doc FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return TaskState.model_validate_json(row[0]) if row else None
 
-    def list(
-        self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None
-    ) -> TaskPage:
+    def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
         sql = "SELECT doc, created_at, task_id FROM tasks WHERE owner = ?"
         args: list[Any] = [owner]
         if status is not None:
@@ -133,7 +172,7 @@ class SQLiteTaskStore:
         next_cursor = encode_cursor([rows[limit - 1][1], rows[limit - 1][2]]) if len(rows) > limit else None
         return TaskPage(items=items, next_cursor=next_cursor)
 
-    def list_in_status(self, statuses: Collection[TaskStatus]) -> list[TaskState]:
+    def list_in_status(self, statuses: Collection[TaskStatus]) -> builtins.list[TaskState]:
         marks = ",".join("?" * len(statuses))
         with self._lock:
             rows = self._db.execute(
@@ -141,7 +180,10 @@ class SQLiteTaskStore:
             ).fetchall()
         return [TaskState.model_validate_json(r[0]) for r in rows]
 
-    def update(self, task_id: str, expect: Collection[TaskStatus], **changes: Any) -> TaskState:
+    def update(
+        self, task_id: str, expect: Collection[TaskStatus], *, events: Sequence[NewEvent] = (), **changes: Any
+    ) -> TaskState:
+        written: list[StreamEvent] = []
         with self._transaction() as db:
             row = db.execute("SELECT doc FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
             if row is None:
@@ -157,36 +199,48 @@ class SQLiteTaskStore:
                 "UPDATE tasks SET status = ?, doc = ? WHERE task_id = ?",
                 (updated.status.value, updated.model_dump_json(), task_id),
             )
+            written = [e for e in (self._insert_event(db, event) for event in events) if e is not None]
+        for event in written:
+            self.bus.publish(event.task_id, event.cursor)
         return updated
 
     # --- events --------------------------------------------------------------------------------
 
     def append_event(self, event: NewEvent) -> StreamEvent | None:
-        try:
-            with self._transaction() as db:
-                (cursor,) = db.execute(
-                    "SELECT COALESCE(MAX(cursor), 0) + 1 FROM events WHERE task_id = ?", (event.task_id,)
-                ).fetchone()
-                db.execute(
-                    "INSERT INTO events(task_id, cursor, event_key, event_type, timestamp, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        event.task_id,
-                        cursor,
-                        event.key,
-                        event.event_type.value,
-                        event.timestamp.isoformat(),
-                        json.dumps(event.data, default=str),
-                    ),
-                )
-        except sqlite3.IntegrityError:
+        with self._transaction() as db:
+            written = self._insert_event(db, event)
+        if written is not None:
+            self.bus.publish(event.task_id, written.cursor)
+        return written
+
+    @staticmethod
+    def _insert_event(db: sqlite3.Connection, event: NewEvent) -> StreamEvent | None:
+        """Insert with the task's next cursor, inside the caller's transaction; None if the key exists."""
+        # One statement: the next cursor, and nothing at all if the key was written before.
+        row = db.execute(
+            "INSERT OR IGNORE INTO events(task_id, cursor, event_key, event_type, timestamp, data) "
+            "SELECT ?, COALESCE(MAX(cursor), 0) + 1, ?, ?, ?, ? FROM events WHERE task_id = ? RETURNING cursor",
+            (
+                event.task_id,
+                event.key,
+                event.event_type.value,
+                event.timestamp.isoformat(),
+                json.dumps(event.data, default=str),
+                event.task_id,
+            ),
+        ).fetchone()
+        if row is None:
             return None  # this key was written before: an idempotent replay
-        self.bus.publish(event.task_id, cursor)
+        (cursor,) = row
         return StreamEvent(
-            event_type=event.event_type, task_id=event.task_id, timestamp=event.timestamp, cursor=cursor, data=event.data
+            event_type=event.event_type,
+            task_id=event.task_id,
+            timestamp=event.timestamp,
+            cursor=cursor,
+            data=event.data,
         )
 
-    def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> list[StreamEvent]:
+    def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT cursor, event_type, timestamp, data FROM events WHERE task_id = ? AND cursor > ? "
@@ -195,7 +249,11 @@ class SQLiteTaskStore:
             ).fetchall()
         return [
             StreamEvent(
-                event_type=r[1], task_id=task_id, timestamp=datetime.fromisoformat(r[2]), cursor=r[0], data=json.loads(r[3])
+                event_type=r[1],
+                task_id=task_id,
+                timestamp=datetime.fromisoformat(r[2]),
+                cursor=r[0],
+                data=json.loads(r[3]),
             )
             for r in rows
         ]

@@ -100,7 +100,10 @@ class AnalyzerAgent(Agent):
             description, input_data = registry.get(spec.agent_type).describe_step(task)
             steps.append(
                 ExecutionStep(
-                    step_id=spec.step_id, agent_type=spec.agent_type, description=description, input_data=input_data
+                    step_id=spec.step_id,
+                    agent_type=spec.agent_type,
+                    description=description,
+                    input_data=input_data,
                 )
             )
         return ExecutionPlan(task_id=task_id, steps=steps)

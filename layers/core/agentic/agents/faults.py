@@ -40,8 +40,9 @@ class FaultPlan:
         for raw in filter(None, (part.strip() for part in spec.split(","))):
             parts = raw.split(":")
             if len(parts) < 2 or parts[1] not in ("transient", "permanent"):
-                raise InvalidInput(f"bad fault rule {raw!r}: use agent:transient:N, agent:transient:p=0.3 "
-                                   "or agent:permanent")
+                raise InvalidInput(
+                    f"bad fault rule {raw!r}: use agent:transient:N, agent:transient:p=0.3 or agent:permanent"
+                )
             agent, kind = parts[0], parts[1]
             if kind == "permanent":
                 rules.append(FaultRule(agent, permanent=True))

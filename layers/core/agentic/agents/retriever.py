@@ -18,9 +18,61 @@ TOP_K = 3
 _BM25_WEIGHTS = (2.0, 1.0)
 _WORD = re.compile(r"[a-z0-9]+")
 _STOPWORDS = frozenset(
-    """a an and are as at be by can do does for from how i in into is it its me my of on or our
-    should that the their this to us use using we what when where which who why will with you your
-    please explain describe tell about make write""".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "how",
+        "i",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "should",
+        "that",
+        "the",
+        "their",
+        "this",
+        "to",
+        "us",
+        "use",
+        "using",
+        "we",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+        "please",
+        "explain",
+        "describe",
+        "tell",
+        "about",
+        "make",
+        "write",
+    ]
 )
 
 
@@ -77,8 +129,7 @@ class KnowledgeIndex:
         match = " OR ".join(f'"{t}"' for t in terms)
         with self._lock:
             rows = self._db.execute(
-                "SELECT doc_id, bm25(docs, 0.0, ?, ?) AS rank FROM docs WHERE docs MATCH ? "
-                "ORDER BY rank LIMIT ?",
+                "SELECT doc_id, bm25(docs, 0.0, ?, ?) AS rank FROM docs WHERE docs MATCH ? ORDER BY rank LIMIT ?",
                 (*_BM25_WEIGHTS, match, k),
             ).fetchall()
         # bm25() is lower-is-better and negative; report a positive, higher-is-better score.

@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the service and the caller, as ``Annotated`` aliases."""
+"""FastAPI dependencies: the service and the caller, as ``Annotated`` aliases.
+
+They are ``async`` on purpose: FastAPI runs sync dependencies in a thread pool, a thread hop per
+request for what is a dictionary lookup.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,12 @@ from fastapi import Depends, Request
 from agentic.service.tasks import TaskService
 
 
-def _service(request: Request) -> TaskService:
+async def _service(request: Request) -> TaskService:
     service: TaskService = request.app.state.service
     return service
 
 
-def _owner(request: Request) -> str:
+async def _owner(request: Request) -> str:
     owner: str = request.app.state.identity(request)
     return owner
 

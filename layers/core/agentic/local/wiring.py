@@ -59,8 +59,12 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
         if settings.inbox_dir is not None:
             from agentic.local.inbox import InboxWatcher
 
-            watcher = InboxWatcher(system.service, settings.inbox_dir, settings.default_owner,
-                                   poll_seconds=settings.inbox_poll_seconds)
+            watcher = InboxWatcher(
+                system.service,
+                settings.inbox_dir,
+                settings.default_owner,
+                poll_seconds=settings.inbox_poll_seconds,
+            )
             watcher.start()
         logger.info("local server ready", extra={"database": str(settings.database_path)})
         try:
@@ -72,7 +76,10 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
             system.store.close()
 
     app = create_app(
-        system.service, bearer_identity(settings), max_request_bytes=settings.max_request_bytes, lifespan=lifespan
+        system.service,
+        bearer_identity(settings),
+        max_request_bytes=settings.max_request_bytes,
+        lifespan=lifespan,
     )
     app.state.system = system
     return app

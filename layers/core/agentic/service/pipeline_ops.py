@@ -80,10 +80,13 @@ class PipelineOps:
             raise TaskNotFound(task_id)
         return task
 
-    def _emit(self, task_id: str, event_type: EventType, key: str | None, **data: Any) -> None:
-        written = self.store.append_event(NewEvent(task_id=task_id, event_type=event_type, data=data, key=key))
-        if written is not None:
-            logger.debug("event", extra={"task_id": task_id, "event_type": event_type.value, "cursor": written.cursor})
+    @staticmethod
+    def _event(task_id: str, event_type: EventType, key: str, **data: Any) -> NewEvent:
+        return NewEvent(task_id=task_id, event_type=event_type, data=data, key=key)
+
+    def _emit(self, event: NewEvent) -> None:
+        """Append one event on its own (a key written before is skipped)."""
+        self.store.append_event(event)
 
     @staticmethod
     def _replace_step(plan: ExecutionPlan, index: int, **changes: Any) -> ExecutionPlan:
@@ -94,30 +97,58 @@ class PipelineOps:
     # --- operations ----------------------------------------------------------------------------
 
     def plan(self, task_id: str) -> TaskState:
-        """pending -> analyzing -> executing, with the execution plan made by the analyzer."""
+        """pending -> analyzing -> executing, with the execution plan made by the analyzer.
+
+        Each state change carries its event; on a repeat (a retried Lambda) the events are written
+        again with the same keys, which skips those already in the log.
+        """
         task = self._load(task_id)
         if task.status.is_terminal:
             return task
+        started = self._event(task_id, EventType.TASK_STARTED, "task:task_started", status=TaskStatus.ANALYZING.value)
         if task.status is TaskStatus.PENDING:
-            task = self.store.update(task_id, {TaskStatus.PENDING}, status=TaskStatus.ANALYZING)
+            task = self.store.update(task_id, {TaskStatus.PENDING}, status=TaskStatus.ANALYZING, events=[started])
             logger.info("task started", extra={"task_id": task_id})
-        self._emit(task_id, EventType.TASK_STARTED, "task:task_started", status=TaskStatus.ANALYZING.value)
+        else:
+            self._emit(started)
         if task.status is TaskStatus.ANALYZING:
             analyzer = self.registry.get("analyzer")
             assert isinstance(analyzer, AnalyzerAgent)
             plan = analyzer.analyze(task_id, task.user_input, self.definition, self.registry)
-            task = self.store.update(
-                task_id, {TaskStatus.ANALYZING}, status=TaskStatus.EXECUTING, execution_plan=plan, current_step_index=0
+            return self.store.update(
+                task_id,
+                {TaskStatus.ANALYZING},
+                status=TaskStatus.EXECUTING,
+                execution_plan=plan,
+                current_step_index=0,
+                events=[self._plan_created(task_id, plan)],
             )
         assert task.execution_plan is not None
-        self._emit(
-            task_id,
-            EventType.PLAN_CREATED,
-            "task:plan_created",
-            steps=[{"step_id": s.step_id, "agent_type": s.agent_type, "description": s.description}
-                   for s in task.execution_plan.steps],
-        )
+        self._emit(self._plan_created(task_id, task.execution_plan))
         return task
+
+    def _plan_created(self, task_id: str, plan: ExecutionPlan) -> NewEvent:
+        steps = [{"step_id": s.step_id, "agent_type": s.agent_type, "description": s.description} for s in plan.steps]
+        return self._event(task_id, EventType.PLAN_CREATED, "task:plan_created", steps=steps)
+
+    def _step_done_events(self, task_id: str, step: ExecutionStep) -> list[NewEvent]:
+        base = {"step_id": step.step_id, "agent_type": step.agent_type}
+        return [
+            self._event(
+                task_id,
+                EventType.PARTIAL_OUTPUT,
+                f"{step.step_id}:partial_output",
+                **base,
+                output=step.output,
+            ),
+            self._event(
+                task_id,
+                EventType.STEP_COMPLETED,
+                f"{step.step_id}:step_completed",
+                **base,
+                attempts=step.attempts,
+            ),
+        ]
 
     async def run_step(
         self, task_id: str, step_id: str, attempt: int, retry_delay: RetryDelay, timeout: float | None = None
@@ -131,24 +162,43 @@ class PipelineOps:
         if index is None:
             raise PermanentAgentError(f"task {task_id} has no step {step_id}")
         step = plan.steps[index]
-        if step.status is StepStatus.COMPLETED:
-            return StepOutcome(step)  # a repeat after success: nothing to do
+        if step.status is StepStatus.COMPLETED:  # a repeat after success: make sure its events exist
+            for event in self._step_done_events(task_id, step):
+                self._emit(event)
+            return StepOutcome(step)
         base = {"step_id": step_id, "agent_type": step.agent_type}
         if attempt == 0:
-            self._emit(task_id, EventType.STEP_STARTED, f"{step_id}:0:step_started", **base,
-                       description=step.description)
+            first = self._event(
+                task_id,
+                EventType.STEP_STARTED,
+                f"{step_id}:0:step_started",
+                **base,
+                description=step.description,
+            )
         else:
             # Usually written by the failed attempt already (with its delay); this covers an attempt
             # that died without a word (a Lambda timeout).
-            self._emit(task_id, EventType.STEP_RETRYING, f"{step_id}:{attempt}:step_retrying", **base,
-                       attempt=attempt + 1, error=step.error, delay_seconds=None)
-        started = utcnow()
+            first = self._event(
+                task_id,
+                EventType.STEP_RETRYING,
+                f"{step_id}:{attempt}:step_retrying",
+                **base,
+                attempt=attempt + 1,
+                error=step.error,
+                delay_seconds=None,
+            )
         task = self.store.update(
             task_id,
             {TaskStatus.EXECUTING},
             current_step_index=index,
-            execution_plan=self._replace_step(plan, index, status=StepStatus.RUNNING, attempts=attempt + 1,
-                                              started_at=step.started_at or started),
+            execution_plan=self._replace_step(
+                plan,
+                index,
+                status=StepStatus.RUNNING,
+                attempts=attempt + 1,
+                started_at=step.started_at or utcnow(),
+            ),
+            events=[first],
         )
         assert task.execution_plan is not None
         context = StepContext(
@@ -165,18 +215,22 @@ class PipelineOps:
         except Exception as exc:  # every failure is recorded; the retry policy decides what is next
             return self._record_failure(task, index, attempt, exc, retry_delay)
         record_metric("StepLatency", (time.perf_counter() - clock) * 1000, "Milliseconds")
-        output = output[:MAX_OUTPUT_CHARS]
+        done = self._replace_step(
+            task.execution_plan,
+            index,
+            status=StepStatus.COMPLETED,
+            output=output[:MAX_OUTPUT_CHARS],
+            error=None,
+            completed_at=utcnow(),
+        )
         task = self.store.update(
             task_id,
             {TaskStatus.EXECUTING},
-            execution_plan=self._replace_step(task.execution_plan, index, status=StepStatus.COMPLETED,
-                                              output=output, error=None, completed_at=utcnow()),
+            execution_plan=done,
+            events=self._step_done_events(task_id, done.steps[index]),
         )
-        self._emit(task_id, EventType.PARTIAL_OUTPUT, f"{step_id}:partial_output", **base, output=output)
-        self._emit(task_id, EventType.STEP_COMPLETED, f"{step_id}:step_completed", **base, attempts=attempt + 1)
-        logger.info("step completed", extra={"task_id": task_id, "step_id": step_id, "attempts": attempt + 1})
-        assert task.execution_plan is not None
-        return StepOutcome(task.execution_plan.steps[index])
+        logger.debug("step completed", extra={"task_id": task_id, "step_id": step_id, "attempts": attempt + 1})
+        return StepOutcome(done.steps[index])
 
     def _record_failure(
         self, task: TaskState, index: int, attempt: int, exc: Exception, retry_delay: RetryDelay
@@ -186,35 +240,56 @@ class PipelineOps:
         message = f"{name}: {exc}" if str(exc) else name
         delay = retry_delay(name, attempt)
         step = task.execution_plan.steps[index]
-        status = StepStatus.RETRYING if delay is not None else StepStatus.FAILED
-        task = self.store.update(
-            task.task_id,
-            {TaskStatus.EXECUTING},
-            execution_plan=self._replace_step(task.execution_plan, index, status=status, error=message),
-        )
+        events = []
         if delay is not None:
             record_metric("StepRetries", 1)
-            self._emit(task.task_id, EventType.STEP_RETRYING, f"{step.step_id}:{attempt + 1}:step_retrying",
-                       step_id=step.step_id, agent_type=step.agent_type, attempt=attempt + 2, error=message,
-                       delay_seconds=round(delay, 3))
-            logger.warning("step will be retried",
-                           extra={"task_id": task.task_id, "step_id": step.step_id, "error": message, "delay": delay})
+            events.append(
+                self._event(
+                    task.task_id,
+                    EventType.STEP_RETRYING,
+                    f"{step.step_id}:{attempt + 1}:step_retrying",
+                    step_id=step.step_id,
+                    agent_type=step.agent_type,
+                    attempt=attempt + 2,
+                    error=message,
+                    delay_seconds=round(delay, 3),
+                )
+            )
+            logger.warning(
+                "step will be retried",
+                extra={"task_id": task.task_id, "step_id": step.step_id, "error": message, "delay": delay},
+            )
         else:
             logger.error("step failed", extra={"task_id": task.task_id, "step_id": step.step_id, "error": message})
-        assert task.execution_plan is not None
-        return StepOutcome(task.execution_plan.steps[index], error=exc, error_name=name, retry_in=delay)
+        status = StepStatus.RETRYING if delay is not None else StepStatus.FAILED
+        plan = self._replace_step(task.execution_plan, index, status=status, error=message)
+        self.store.update(task.task_id, {TaskStatus.EXECUTING}, execution_plan=plan, events=events)
+        return StepOutcome(plan.steps[index], error=exc, error_name=name, retry_in=delay)
 
     def complete(self, task_id: str) -> TaskState:
         """executing -> completed, with the last step's output as the final output."""
         task = self._load(task_id)
-        if task.status is not TaskStatus.COMPLETED:
-            plan = task.execution_plan
-            final = plan.steps[-1].output if plan and plan.steps else None
-            task = self.store.update(task_id, {TaskStatus.EXECUTING}, status=TaskStatus.COMPLETED, final_output=final)
-            record_metric("TasksCompleted", 1)
-            logger.info("task completed", extra={"task_id": task_id})
-        self._emit(task_id, EventType.TASK_COMPLETED, "task:task_completed", status=TaskStatus.COMPLETED.value,
-                   final_output=task.final_output)
+        plan = task.execution_plan
+        final = (
+            task.final_output
+            if task.status is TaskStatus.COMPLETED
+            else (plan.steps[-1].output if plan and plan.steps else None)
+        )
+        done = self._event(
+            task_id,
+            EventType.TASK_COMPLETED,
+            "task:task_completed",
+            status=TaskStatus.COMPLETED.value,
+            final_output=final,
+        )
+        if task.status is TaskStatus.COMPLETED:
+            self._emit(done)
+            return task
+        task = self.store.update(
+            task_id, {TaskStatus.EXECUTING}, status=TaskStatus.COMPLETED, final_output=final, events=[done]
+        )
+        record_metric("TasksCompleted", 1)
+        logger.info("task completed", extra={"task_id": task_id})
         return task
 
     def fail(self, task_id: str, error: str, message: str) -> TaskState:
@@ -226,16 +301,30 @@ class PipelineOps:
         if task.execution_plan is not None and task.status is not TaskStatus.FAILED:
             step = task.execution_plan.steps[task.current_step_index]
         where = {"step_id": step.step_id, "agent_type": step.agent_type} if step else {}
-        self._emit(task_id, EventType.ERROR, "task:error", error=error, message=message, **where)
-        if task.status is not TaskStatus.FAILED:
-            changes: dict[str, Any] = {"status": TaskStatus.FAILED, "error_message": message}
-            if task.execution_plan is not None and step is not None and step.status is not StepStatus.COMPLETED:
-                changes["execution_plan"] = self._replace_step(
-                    task.execution_plan, task.current_step_index, status=StepStatus.FAILED, error=step.error or message
-                )
-            task = self.store.update(task_id, sources_of(TaskStatus.FAILED), **changes)
-            record_metric("TasksFailed", 1)
-            logger.error("task failed", extra={"task_id": task_id, "error": message})
-        self._emit(task_id, EventType.TASK_FAILED, "task:task_failed", status=TaskStatus.FAILED.value,
-                   error_message=task.error_message)
+        self._emit(self._event(task_id, EventType.ERROR, "task:error", error=error, message=message, **where))
+        if task.status is TaskStatus.FAILED:
+            self._emit(self._failed_event(task))
+            return task
+        changes: dict[str, Any] = {"status": TaskStatus.FAILED, "error_message": message}
+        if task.execution_plan is not None and step is not None and step.status is not StepStatus.COMPLETED:
+            changes["execution_plan"] = self._replace_step(
+                task.execution_plan,
+                task.current_step_index,
+                status=StepStatus.FAILED,
+                error=step.error or message,
+            )
+        task = self.store.update(
+            task_id, sources_of(TaskStatus.FAILED), events=[self._failed_event(task, message)], **changes
+        )
+        record_metric("TasksFailed", 1)
+        logger.error("task failed", extra={"task_id": task_id, "error": message})
         return task
+
+    def _failed_event(self, task: TaskState, message: str | None = None) -> NewEvent:
+        return self._event(
+            task.task_id,
+            EventType.TASK_FAILED,
+            "task:task_failed",
+            status=TaskStatus.FAILED.value,
+            error_message=message or task.error_message,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from agentic.models import TaskStatus
 from agentic.observability import logger
@@ -27,10 +28,7 @@ class LocalRunner:
             if task.status is not TaskStatus.EXECUTING:
                 return
             for spec in self.ops.definition.steps:
-
-                def retry_delay(name: str, attempt: int, spec=spec) -> float | None:  # type: ignore[no-untyped-def]
-                    return spec.retry_delay(name, attempt, time_scale=self.time_scale, jitter=self.jitter)
-
+                retry_delay = functools.partial(spec.retry_delay, time_scale=self.time_scale, jitter=self.jitter)
                 attempt = 0
                 while True:
                     outcome = await self.ops.run_step(task_id, spec.step_id, attempt, retry_delay, spec.timeout_seconds)

@@ -23,9 +23,10 @@ MAX_WAIT_SECONDS = 1.0
 
 
 def control_line(event_type: str, task_id: str, **data: object) -> str:
-    return json.dumps(
-        {"event_type": event_type, "task_id": task_id, "timestamp": utcnow().isoformat(), "data": data}
-    ) + "\n"
+    return (
+        json.dumps({"event_type": event_type, "task_id": task_id, "timestamp": utcnow().isoformat(), "data": data})
+        + "\n"
+    )
 
 
 async def tail_events(
@@ -42,11 +43,16 @@ async def tail_events(
     last_sent = loop.time()
     while True:
         events = await call_store(store, store.read_events, task_id, after)
-        for event in events:
-            yield event.to_line()
-            after = event.cursor
-            if event.event_type.is_terminal:
-                return
+        if events:
+            # Events read together go out in one write: each is still sent the moment it is seen.
+            chunk = []
+            for event in events:
+                chunk.append(event.to_line())
+                after = event.cursor
+                if event.event_type.is_terminal:
+                    yield "".join(chunk)
+                    return
+            yield "".join(chunk)
         now = loop.time()
         if events:
             last_sent = now

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -55,7 +57,11 @@ class TaskService:
         else:
             task_id = str(uuid.uuid4())
         task = TaskState(
-            task_id=task_id, owner=owner, user_input=description, source=source, request_hash=request_hash(description)
+            task_id=task_id,
+            owner=owner,
+            user_input=description,
+            source=source,
+            request_hash=request_hash(description),
         )
         try:
             await call_store(self.store, self.store.create, task)
@@ -107,11 +113,11 @@ class TaskService:
             max_seconds=self.settings.stream_max_seconds,
         )
 
-    def recover_interrupted(self) -> list[str]:
+    def recover_interrupted(self) -> builtins.list[str]:
         """Mark tasks that were mid-run when the process stopped as failed (never stuck running)."""
         if self.ops is None:
             return []
-        recovered = []
+        recovered: builtins.list[str] = []
         for task in self.store.list_in_status({TaskStatus.ANALYZING, TaskStatus.EXECUTING}):
             self.ops.fail(
                 task.task_id,

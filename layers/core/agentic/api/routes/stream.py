@@ -14,7 +14,10 @@ router = APIRouter(prefix="/tasks", tags=["stream"])
 
 NDJSON = "application/x-ndjson"
 _STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"content": {NDJSON: {}}, "description": "One JSON event per line until task_completed or task_failed"},
+    200: {
+        "content": {NDJSON: {}},
+        "description": "One JSON event per line until task_completed or task_failed",
+    },
     404: {"description": "Unknown task"},
     429: {"description": "Too many executions; the task stays pending (see Retry-After)"},
 }

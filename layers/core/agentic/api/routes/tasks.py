@@ -18,10 +18,13 @@ read_router = APIRouter(prefix="/tasks", tags=["tasks"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=TaskPublic,
-    responses={200: {"description": "An Idempotency-Key replay: the task created the first time"},
-               409: {"description": "Idempotency-Key reused with another description"},
-               413: {"description": "Body too large"}, 422: {"description": "Invalid input"},
-               429: {"description": "execute=true but too many executions (the task was created)"}},
+    responses={
+        200: {"description": "An Idempotency-Key replay: the task created the first time"},
+        409: {"description": "Idempotency-Key reused with another description"},
+        413: {"description": "Body too large"},
+        422: {"description": "Invalid input"},
+        429: {"description": "execute=true but too many executions (the task was created)"},
+    },
 )
 async def create_task(
     body: TaskCreate,

@@ -1,0 +1,137 @@
+"""Benchmarks: the in-process runner and the HTTP API. Prints figures; asserts nothing.
+
+    make bench            (or: python -m bench.run [--tasks N] [--concurrency C])
+
+1. No agent latency (AGENT_LATENCY_SCALE=0): tasks/s and p50/p99 end-to-end latency, in-process
+   and through HTTP (create + execute, the NDJSON stream read to its last line).
+2. The seed's latencies (scale 1, 400 ms of agent work per task): the ratio of end-to-end time to
+   those 400 ms for one task and for 100 concurrent tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from agentic.local.wiring import build_local_system
+from agentic.settings import Settings
+from tests.e2e.server import LocalServer
+
+AGENT_WORK_SECONDS = 0.4  # retriever 0.1 + analyzer 0.2 + writer 0.1
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def report(label: str, n: int, wall: float, latencies: list[float]) -> None:
+    print(
+        f"{label:<44} {n / wall:>8.0f} tasks/s   p50 {pct(latencies, 50) * 1000:7.1f} ms   "
+        f"p99 {pct(latencies, 99) * 1000:7.1f} ms   ({n} tasks in {wall:.2f} s)"
+    )
+
+
+def settings(tmp: Path, scale: float) -> Settings:
+    return Settings(
+        database_path=tmp / f"bench-{scale}-{time.monotonic_ns()}.db",
+        agent_latency_scale=scale,
+        max_concurrent_executions=10_000,
+        max_queue_size=10_000,
+    )
+
+
+async def in_process(tmp: Path, scale: float, n: int, concurrency: int) -> tuple[float, list[float]]:
+    """Create and run ``n`` tasks through the service and the local runner, ``concurrency`` at a time."""
+    system = build_local_system(settings(tmp, scale))
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def one(i: int) -> None:
+        async with gate:
+            t0 = time.perf_counter()
+            task, _ = await system.service.create("bench", f"benchmark task {i} on retries and streaming")
+            await system.runner.run(task.task_id)
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    wall = time.perf_counter() - t0
+    system.store.close()
+    return wall, latencies
+
+
+async def over_http(url: str, n: int, concurrency: int) -> tuple[float, list[float]]:
+    """Create + execute through HTTP, reading each NDJSON stream line by line to its end.
+
+    aiohttp as the client: httpx costs ~6 ms of CPU per task here and would measure itself.
+    """
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(base_url=url, connector=connector) as client:
+
+        async def one(i: int) -> None:
+            async with gate:
+                t0 = time.perf_counter()
+                async with client.post("/tasks", json={"description": f"benchmark task {i} on streaming"}) as r:
+                    task_id = (await r.json())["task_id"]
+                last = b""
+                async with client.post(f"/tasks/{task_id}/execute") as response:
+                    async for line in response.content:
+                        last = line.strip() or last
+                assert json.loads(last)["event_type"] == "task_completed", last
+                latencies.append(time.perf_counter() - t0)
+
+        await one(-1)  # warm-up
+        latencies.clear()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return time.perf_counter() - t0, latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="agentic-bench-"))
+
+    print("== no agent latency (AGENT_LATENCY_SCALE=0)")
+    wall, lat = asyncio.run(in_process(tmp, 0, args.tasks, args.concurrency))
+    report("in-process runner", args.tasks, wall, lat)
+    with LocalServer(
+        tmp / "http.db",
+        AGENT_LATENCY_SCALE="0",
+        MAX_CONCURRENT_EXECUTIONS="10000",
+        MAX_QUEUE_SIZE="10000",
+        POWERTOOLS_LOG_LEVEL="WARNING",
+    ) as server:
+        wall, lat = asyncio.run(over_http(server.url, args.tasks, args.concurrency))
+        report(f"HTTP, one server process, {args.concurrency} clients", args.tasks, wall, lat)
+
+    print(f"\n== seed latencies (AGENT_LATENCY_SCALE=1: {AGENT_WORK_SECONDS * 1000:.0f} ms of agent work per task)")
+    for n in (1, 100):
+        wall, lat = asyncio.run(in_process(tmp, 1, n, n))
+        print(
+            f"in-process, {n:>3} concurrent: all done in {wall * 1000:6.0f} ms = "
+            f"{wall / AGENT_WORK_SECONDS:.3f}x the agent work (p50 {pct(lat, 50) / AGENT_WORK_SECONDS:.3f}x)"
+        )
+    with LocalServer(tmp / "http-seed.db", AGENT_LATENCY_SCALE="1", POWERTOOLS_LOG_LEVEL="WARNING") as server:
+        for n in (1, 100):
+            wall, lat = asyncio.run(over_http(server.url, n, n))
+            print(
+                f"HTTP,       {n:>3} concurrent: all done in {wall * 1000:6.0f} ms = "
+                f"{wall / AGENT_WORK_SECONDS:.3f}x the agent work (p50 {pct(lat, 50) / AGENT_WORK_SECONDS:.3f}x)"
+            )
+    print("\ntargets: one task <= 1.05x, 100 concurrent <= 1.3x, >= 500 tasks/s through HTTP with no latency")
+
+
+if __name__ == "__main__":
+    main()

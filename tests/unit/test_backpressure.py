@@ -1,0 +1,102 @@
+"""LocalExecutor: N run at once, a bounded queue waits in order, beyond it 429 (Backpressure)."""
+
+import asyncio
+
+import pytest
+
+from agentic.adapters.local_executor import LocalExecutor
+from agentic.errors import Backpressure
+from agentic.models import EventType, NewEvent
+
+pytestmark = pytest.mark.unit
+
+
+class RecordingStore:
+    def __init__(self):
+        self.events: list[NewEvent] = []
+
+    def append_event(self, event):
+        self.events.append(event)
+
+
+class GatedRunner:
+    """Each run waits until the test releases its task id."""
+
+    def __init__(self):
+        self.started: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+
+    async def __call__(self, task_id):
+        self.started.append(task_id)
+        gate = self.gates.setdefault(task_id, asyncio.Event())
+        await gate.wait()
+
+    def release(self, task_id):
+        self.gates.setdefault(task_id, asyncio.Event()).set()
+
+
+async def settle():
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_runs_up_to_the_limit_queues_the_rest_then_rejects():
+    # Given 2 slots and a queue of 2
+    store, runner = RecordingStore(), GatedRunner()
+    ex = LocalExecutor(runner, store, max_concurrent=2, max_queue=2, retry_after_seconds=3)
+    # When 4 tasks start
+    for t in ("a", "b", "c", "d"):
+        await ex.start(t)
+    await settle()
+    # Then 2 run, 2 wait with task_queued events giving their positions
+    assert runner.started == ["a", "b"]
+    assert (ex.running, ex.waiting) == (2, 2)
+    assert [(e.task_id, e.event_type, e.data["position"]) for e in store.events] == [
+        ("c", EventType.TASK_QUEUED, 1),
+        ("d", EventType.TASK_QUEUED, 2),
+    ]
+    # And a 5th is refused with a retry hint, not lost and not queued
+    with pytest.raises(Backpressure) as refused:
+        await ex.start("e")
+    assert refused.value.retry_after_seconds == 3
+    assert ex.waiting == 2
+    # When a running task finishes, the oldest waiting one starts (FIFO)
+    runner.release("a")
+    await settle()
+    assert runner.started == ["a", "b", "c"]
+    # And the refused task can be started once there is room
+    await ex.start("e")
+    assert ex.waiting == 2
+    for t in ("b", "c", "d", "e"):
+        runner.release(t)
+    await asyncio.wait_for(ex.drain(), 1)
+    assert runner.started == ["a", "b", "c", "d", "e"]
+
+
+async def test_starting_a_running_or_waiting_task_again_is_a_no_op():
+    store, runner = RecordingStore(), GatedRunner()
+    ex = LocalExecutor(runner, store, max_concurrent=1, max_queue=5)
+    await ex.start("a")
+    await ex.start("b")
+    await ex.start("a")
+    await ex.start("b")
+    await settle()
+    assert runner.started == ["a"]
+    assert ex.waiting == 1
+    assert len(store.events) == 1
+    runner.release("a")
+    runner.release("b")
+    await asyncio.wait_for(ex.drain(), 1)
+    assert runner.started == ["a", "b"]
+
+
+async def test_shutdown_cancels_running_pipelines():
+    store, runner = RecordingStore(), GatedRunner()
+    ex = LocalExecutor(runner, store, max_concurrent=1, max_queue=1)
+    await ex.start("a")
+    await ex.start("b")
+    await settle()
+    await asyncio.wait_for(ex.shutdown(), 1)
+    assert ex.running == 0
+    assert ex.waiting == 0
+    assert runner.started == ["a"]
