@@ -151,7 +151,7 @@ def knowledge_index() -> KnowledgeIndex:
 def format_hits(query: str, hits: list[SearchHit]) -> str:
     if not hits:
         return f'No document in the knowledge base matches "{query}".'
-    lines = [f'Top {len(hits)} documents for "{query}":']
+    lines = [f'Top {len(hits)} document{"s" if len(hits) != 1 else ""} for "{query}":']
     for rank, hit in enumerate(hits, 1):
         doc = hit.document
         lines.append(f"{rank}. {doc.title} [{doc.topic}] (score {hit.score:.2f})")

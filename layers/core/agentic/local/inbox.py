@@ -12,6 +12,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from agentic.errors import AgenticError
 from agentic.models import TaskCreate
 from agentic.observability import logger
@@ -36,8 +38,10 @@ def description_from_file(path: Path, raw: bytes) -> str:
         if not isinstance(doc, dict) or not isinstance(doc.get("description"), str):
             raise ValueError('JSON must be an object with a "description" string')
         text = doc["description"]
-    # The same bounds as the API.
-    return TaskCreate(description=text).description
+    try:  # the same bounds as the API
+        return TaskCreate(description=text).description
+    except ValidationError as exc:
+        raise ValueError("; ".join(str(e["msg"]) for e in exc.errors())) from None
 
 
 class InboxWatcher:
