@@ -9,39 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from agentic.errors import AgenticError
-from agentic.models import TaskCreate
 from agentic.observability import logger
+from agentic.service.intake import UnusableInput, description_from_document
 from agentic.service.tasks import TaskService
-
-MAX_FILE_BYTES = 64 * 1024
-
-
-def description_from_file(path: Path, raw: bytes) -> str:
-    """The task description a dropped file carries; ValueError says why it carries none."""
-    if len(raw) > MAX_FILE_BYTES:
-        raise ValueError(f"file is {len(raw)} bytes; the limit is {MAX_FILE_BYTES}")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("file is not UTF-8 text") from None
-    if path.suffix == ".json":
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"not valid JSON: {exc}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("description"), str):
-            raise ValueError('JSON must be an object with a "description" string')
-        text = doc["description"]
-    try:  # the same bounds as the API
-        return TaskCreate(description=text).description
-    except ValidationError as exc:
-        raise ValueError("; ".join(str(e["msg"]) for e in exc.errors())) from None
 
 
 class InboxWatcher:
@@ -89,8 +62,8 @@ class InboxWatcher:
     async def _ingest(self, path: Path) -> str | None:
         raw = await asyncio.to_thread(path.read_bytes)
         try:
-            description = description_from_file(path, raw)
-        except ValueError as exc:
+            description = description_from_document(path.name, raw)
+        except UnusableInput as exc:
             reason = str(exc).splitlines()[0]
             logger.warning("inbox file rejected", extra={"file": path.name, "reason": reason})
             await asyncio.to_thread(self._reject, path, reason)
