@@ -14,6 +14,7 @@ import builtins
 import json
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,7 +23,7 @@ from typing import Any
 
 from agentic.adapters.local_events import LocalEventBus
 from agentic.errors import InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound
-from agentic.models import NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
+from agentic.models import EventType, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -45,6 +46,9 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_key ON events(task_id, event_key) WHERE event_key IS NOT NULL;
 """
+
+
+_PARSED_CACHE_SIZE = 4096
 
 
 def sort_key(ts: datetime) -> str:
@@ -76,6 +80,9 @@ class SQLiteTaskStore:
         self.bus = bus or LocalEventBus()
         self._lock = threading.RLock()
         self._batch_open = False
+        # Parsed tasks keyed by their exact stored JSON: a read still fetches the row (so another
+        # process's write is always seen) but skips re-parsing a document it parsed before.
+        self._parsed: OrderedDict[str, tuple[str, TaskState]] = OrderedDict()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -147,10 +154,25 @@ class SQLiteTaskStore:
             raise TaskAlreadyExists(task.task_id) from None
         return task
 
+    def _parse(self, task_id: str, doc: str) -> TaskState:
+        cached = self._parsed.get(task_id)
+        if cached is not None and cached[0] == doc:
+            self._parsed.move_to_end(task_id)
+            return cached[1]
+        task = TaskState.model_validate_json(doc)
+        self._remember(task_id, doc, task)
+        return task
+
+    def _remember(self, task_id: str, doc: str, task: TaskState) -> None:
+        self._parsed[task_id] = (doc, task)
+        self._parsed.move_to_end(task_id)
+        if len(self._parsed) > _PARSED_CACHE_SIZE:
+            self._parsed.popitem(last=False)
+
     def get(self, task_id: str) -> TaskState | None:
         with self._lock:
             row = self._db.execute("SELECT doc FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-        return TaskState.model_validate_json(row[0]) if row else None
+            return self._parse(task_id, row[0]) if row else None
 
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
         sql = "SELECT doc, created_at, task_id FROM tasks WHERE owner = ?"
@@ -188,17 +210,16 @@ class SQLiteTaskStore:
             row = db.execute("SELECT doc FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
-            task = TaskState.model_validate_json(row[0])
+            task = self._parse(task_id, row[0])
             if task.status not in expect:
                 raise InvalidTransition(
                     f"task {task_id} is {task.status.value}; this needs it to be "
                     + " or ".join(sorted(s.value for s in expect))
                 )
             updated = task.model_copy(update={**changes, "updated_at": utcnow()})
-            db.execute(
-                "UPDATE tasks SET status = ?, doc = ? WHERE task_id = ?",
-                (updated.status.value, updated.model_dump_json(), task_id),
-            )
+            doc = updated.model_dump_json()
+            db.execute("UPDATE tasks SET status = ?, doc = ? WHERE task_id = ?", (updated.status.value, doc, task_id))
+            self._remember(task_id, doc, updated)
             written = [e for e in (self._insert_event(db, event) for event in events) if e is not None]
         for event in written:
             self.bus.publish(event.task_id, event.cursor)
@@ -247,9 +268,10 @@ class SQLiteTaskStore:
                 "ORDER BY cursor LIMIT ?",
                 (task_id, after, limit),
             ).fetchall()
+        # Rows this store wrote itself: build them without validating again.
         return [
-            StreamEvent(
-                event_type=r[1],
+            StreamEvent.model_construct(
+                event_type=EventType(r[1]),
                 task_id=task_id,
                 timestamp=datetime.fromisoformat(r[2]),
                 cursor=r[0],
