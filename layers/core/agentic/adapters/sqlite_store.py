@@ -15,14 +15,14 @@ import json
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from agentic.adapters.local_events import LocalEventBus
-from agentic.errors import InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound
+from agentic.errors import InputTooLarge, InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound
 from agentic.models import EventType, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
 
 _SCHEMA = """
@@ -49,6 +49,19 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_by_key ON events(task_id, event_key) WH
 
 
 _PARSED_CACHE_SIZE = 4096
+
+#: Bound on a stored task document or event data, in UTF-8 bytes. DynamoDB items hold at most 400 KB;
+#: both stores enforce this bound so the local system rejects what AWS would.
+MAX_PAYLOAD_BYTES = 350 * 1024
+
+
+def check_payload_size(what: str, text: str) -> None:
+    """Raise ``InputTooLarge`` when ``text`` is over ``MAX_PAYLOAD_BYTES`` (encoded only if it may be)."""
+    if len(text) * 4 > MAX_PAYLOAD_BYTES and (size := len(text.encode())) > MAX_PAYLOAD_BYTES:
+        raise InputTooLarge(
+            f"{what} is {size} bytes; a stored item holds at most {MAX_PAYLOAD_BYTES} bytes "
+            "(DynamoDB limits an item to 400 KB)"
+        )
 
 
 def sort_key(ts: datetime) -> str:
@@ -80,6 +93,7 @@ class SQLiteTaskStore:
         self.bus = bus or LocalEventBus()
         self._lock = threading.RLock()
         self._batch_open = False
+        self._unpublished: builtins.list[tuple[str, int]] = []
         # Parsed tasks keyed by their exact stored JSON: a read still fetches the row (so another
         # process's write is always seen) but skips re-parsing a document it parsed before.
         self._parsed: OrderedDict[str, tuple[str, TaskState]] = OrderedDict()
@@ -102,6 +116,10 @@ class SQLiteTaskStore:
         the commit cost (most of a write's cost) is paid once per tick, not once per operation. Each
         operation still succeeds or fails alone (its savepoint), and readers on this connection see
         it at once. Outside a loop every operation commits by itself.
+
+        What a client is sent must be durable: streams are woken only after the batch holding their
+        events commits, and ``read_events`` and ``list`` commit any open batch before reading, so a
+        client never sees an event that a crash could still take back.
         """
         with self._lock:
             if not self._batch_open:
@@ -134,6 +152,18 @@ class SQLiteTaskStore:
             if self._batch_open:
                 self._batch_open = False
                 self._db.execute("COMMIT")
+            published, self._unpublished = self._unpublished, []
+        for task_id, cursor in published:
+            self.bus.publish(task_id, cursor)
+
+    def _publish(self, written: Iterable[StreamEvent]) -> None:
+        """Wake streams once the events are durable: now, or when the open batch commits."""
+        with self._lock:
+            if self._batch_open:
+                self._unpublished.extend((e.task_id, e.cursor) for e in written)
+                return
+        for event in written:
+            self.bus.publish(event.task_id, event.cursor)
 
     # --- tasks ---------------------------------------------------------------------------------
 
@@ -189,6 +219,7 @@ class SQLiteTaskStore:
         sql += " ORDER BY created_at DESC, task_id DESC LIMIT ?"
         args.append(limit + 1)
         with self._lock:
+            self._commit_batch()
             rows = self._db.execute(sql, args).fetchall()
         items = [TaskState.model_validate_json(r[0]) for r in rows[:limit]]
         next_cursor = encode_cursor([rows[limit - 1][1], rows[limit - 1][2]]) if len(rows) > limit else None
@@ -218,11 +249,11 @@ class SQLiteTaskStore:
                 )
             updated = task.model_copy(update={**changes, "updated_at": utcnow()})
             doc = updated.model_dump_json()
+            check_payload_size(f"task {task_id}", doc)
             db.execute("UPDATE tasks SET status = ?, doc = ? WHERE task_id = ?", (updated.status.value, doc, task_id))
             self._remember(task_id, doc, updated)
             written = [e for e in (self._insert_event(db, event) for event in events) if e is not None]
-        for event in written:
-            self.bus.publish(event.task_id, event.cursor)
+        self._publish(written)
         return updated
 
     # --- events --------------------------------------------------------------------------------
@@ -231,12 +262,14 @@ class SQLiteTaskStore:
         with self._transaction() as db:
             written = self._insert_event(db, event)
         if written is not None:
-            self.bus.publish(event.task_id, written.cursor)
+            self._publish([written])
         return written
 
     @staticmethod
     def _insert_event(db: sqlite3.Connection, event: NewEvent) -> StreamEvent | None:
         """Insert with the task's next cursor, inside the caller's transaction; None if the key exists."""
+        data = json.dumps(event.data, default=str)
+        check_payload_size(f"the data of a {event.event_type.value} event of task {event.task_id}", data)
         # One statement: the next cursor, and nothing at all if the key was written before.
         row = db.execute(
             "INSERT OR IGNORE INTO events(task_id, cursor, event_key, event_type, timestamp, data) "
@@ -246,7 +279,7 @@ class SQLiteTaskStore:
                 event.key,
                 event.event_type.value,
                 event.timestamp.isoformat(),
-                json.dumps(event.data, default=str),
+                data,
                 event.task_id,
             ),
         ).fetchone()
@@ -263,6 +296,7 @@ class SQLiteTaskStore:
 
     def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
         with self._lock:
+            self._commit_batch()
             rows = self._db.execute(
                 "SELECT cursor, event_type, timestamp, data FROM events WHERE task_id = ? AND cursor > ? "
                 "ORDER BY cursor LIMIT ?",

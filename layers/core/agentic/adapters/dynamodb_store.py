@@ -1,0 +1,648 @@
+"""The AWS store: one DynamoDB table holding every task, its event log and its idempotency keys.
+
+Table layout (``template.yaml`` declares the same table; ``create_table`` builds it for tests)::
+
+    pk (S, hash)      sk (S, range)            attributes
+    TASK#<task_id>    TASK                     doc (the TaskState as JSON), status, owner,
+                                               created_at, version (N), event_seq (N),
+                                               gsi1pk = OWNER#<owner>,
+                                               gsi1sk = <created_at, fixed-width UTC>#<task_id>
+    TASK#<task_id>    EVT#<cursor, 12 digits>  event_type, timestamp, data (JSON), expires_at (N)
+    TASK#<task_id>    KEY#<event key>          expires_at (N): this idempotency key was written
+
+    GSI gsi1: hash gsi1pk, range gsi1sk, projection ALL (an owner's tasks, newest first).
+    TTL on expires_at (events and keys; tasks do not expire). On-demand billing.
+
+How the contract of ``TaskStore`` holds here:
+
+- A state change is an UpdateItem conditioned on the task existing, its status being one the
+  caller expects and its ``version`` being the one read (optimistic concurrency: a concurrent write
+  makes it read again and retry; a status that no longer matches raises ``InvalidTransition``).
+- An event is written in one transaction with the task item's ``event_seq`` moving from the value
+  read to the event's cursor, plus its ``KEY#`` item when it has a key. Cursors are therefore
+  contiguous and strictly increasing, and cursor n is visible before n + 1 can be allocated, so a
+  stream that has read up to n can never miss an event that commits later with a lower cursor
+  (allocating with ``ADD`` and putting the event afterwards would allow exactly that).
+- ``update`` writes the state change and its events in the same transaction, as SQLite does: a
+  stream never sees an event before the state it announces, and a crash cannot keep one without the
+  other.
+
+Condition failures and cancelled transactions are recognised in one place (``_conflict_codes``);
+no ``ClientError`` for them leaves this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+# Shared with the SQLite store: the cursor format and the payload bound (MAX_PAYLOAD_BYTES, 350 KB of
+# a document or an event's data, leaving room in DynamoDB's 400 KB item for the other attributes).
+from agentic.adapters.sqlite_store import check_payload_size, decode_cursor, encode_cursor, sort_key
+from agentic.errors import AgenticError, InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound
+from agentic.models import EventType, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        QueryInputTypeDef,
+        ScanInputTypeDef,
+        TransactWriteItemTypeDef,
+        UpdateTypeDef,
+    )
+
+    Item = Mapping[str, AttributeValueTypeDef]
+
+#: Read-modify-write attempts before giving up on a task that keeps changing underneath.
+MAX_ATTEMPTS = 8
+#: A TransactWriteItems call holds at most 100 items and 4 MB; stay below both.
+_TRANSACTION_MAX_ITEMS = 100
+_TRANSACTION_MAX_BYTES = 3_500_000
+_ITEM_OVERHEAD_BYTES = 256
+#: Sort keys are limited to 1024 bytes; longer event keys are stored as their SHA-256.
+_MAX_KEY_BYTES = 512
+
+_TASK_SK = "TASK"
+_EVENT_PREFIX = "EVT#"
+_KEY_PREFIX = "KEY#"
+_CURSOR_DIGITS = 12
+_MAX_CURSOR = 10**_CURSOR_DIGITS - 1
+#: Per-item reason codes of a cancelled transaction that mean "a condition or a concurrent write".
+_CONFLICT_CODES = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
+
+
+class WriteConflict(AgenticError):
+    """A task kept changing while a conditional write was retried; the caller may try again."""
+
+    code = "write_conflict"
+
+
+def create_table(client: DynamoDBClient, table_name: str) -> None:
+    """Create the table exactly as ``template.yaml`` declares it (used by tests and local tools)."""
+    client.create_table(
+        TableName=table_name,
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+            {"AttributeName": "gsi1pk", "AttributeType": "S"},
+            {"AttributeName": "gsi1sk", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "gsi1",
+                "KeySchema": [
+                    {"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    client.update_time_to_live(
+        TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+    )
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _conflict_codes(exc: ClientError) -> builtins.list[str] | None:
+    """The one place DynamoDB's write conflicts are recognised.
+
+    For a failed condition or a cancelled transaction: the reason code of each item, in request
+    order (``ConditionalCheckFailed``, ``TransactionConflict``, or ``None`` for an item that was
+    fine). For any other error: None, and the caller re-raises it.
+    """
+    code = exc.response.get("Error", {}).get("Code")
+    if code == "ConditionalCheckFailedException":
+        return ["ConditionalCheckFailed"]
+    if code == "TransactionConflictException":
+        return ["TransactionConflict"]
+    if code == "TransactionCanceledException":
+        codes = [reason.get("Code") or "None" for reason in exc.response.get("CancellationReasons", [])]
+        if codes and all(c in _CONFLICT_CODES for c in codes):
+            return codes
+    return None
+
+
+def _task_pk(task_id: str) -> str:
+    return f"TASK#{task_id}"
+
+
+def _task_key(task_id: str) -> dict[str, AttributeValueTypeDef]:
+    return {"pk": {"S": _task_pk(task_id)}, "sk": {"S": _TASK_SK}}
+
+
+def _event_sk(cursor: int) -> str:
+    return f"{_EVENT_PREFIX}{cursor:0{_CURSOR_DIGITS}d}"
+
+
+def _key_sk(key: str) -> str:
+    if len(key.encode()) > _MAX_KEY_BYTES:
+        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return _KEY_PREFIX + key
+
+
+def _gsi1sk(created_at: str, task_id: str) -> str:
+    return f"{created_at}#{task_id}"
+
+
+def _number(item: Item, name: str) -> int | None:
+    value = item.get(name)
+    return int(value["N"]) if value is not None and "N" in value else None
+
+
+def _parse_task(item: Item) -> TaskState:
+    return TaskState.model_validate_json(item["doc"]["S"])
+
+
+def _invalid_cursor() -> InvalidInput:
+    return InvalidInput("cursor is not valid: pass back the next_cursor of a previous page")
+
+
+def _pause(attempt: int) -> None:
+    """Full-jitter backoff between read-modify-write attempts (we run in a worker thread)."""
+    time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
+
+
+@dataclass(frozen=True, eq=False)
+class _PendingEvent:
+    """An event checked and serialised, waiting for its cursor (compared by identity)."""
+
+    event: NewEvent
+    data: str
+
+    @classmethod
+    def of(cls, event: NewEvent) -> _PendingEvent:
+        data = json.dumps(event.data, default=str)
+        check_payload_size(f"the data of a {event.event_type.value} event of task {event.task_id}", data)
+        return cls(event, data)
+
+    @property
+    def cost(self) -> tuple[int, int]:
+        """(items, bytes) this event adds to a transaction."""
+        return (1 if self.event.key is None else 2), len(self.data) + 2 * _ITEM_OVERHEAD_BYTES
+
+    def written(self, cursor: int) -> StreamEvent:
+        return StreamEvent(
+            event_type=self.event.event_type,
+            task_id=self.event.task_id,
+            timestamp=self.event.timestamp,
+            cursor=cursor,
+            data=self.event.data,
+        )
+
+
+# --- the store ------------------------------------------------------------------------------------
+
+
+class DynamoDBTaskStore:
+    blocking = True  # every call is a network round trip: async callers run it in a thread
+
+    def __init__(self, table_name: str, client: Any | None = None, *, event_ttl_days: int = 30) -> None:
+        if event_ttl_days < 1:
+            raise ValueError("event_ttl_days must be at least 1")
+        self.table_name = table_name
+        self.event_ttl_seconds = event_ttl_days * 86400
+        self._client: DynamoDBClient | None = client
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self) -> DynamoDBClient:
+        """The boto3 client, built on first use (never at import: it costs cold-start time)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    import boto3  # deferred on purpose: importing and building it costs cold-start time
+
+                    self._client = boto3.client("dynamodb")
+        return self._client
+
+    def _attempt(self, call: Callable[[], object]) -> builtins.list[str] | None:
+        """Run one conditional write: None if it succeeded, else the per-item conflict codes."""
+        try:
+            call()
+        except ClientError as exc:
+            codes = _conflict_codes(exc)
+            if codes is None:
+                raise
+            return codes
+        return None
+
+    def _expires_at(self) -> str:
+        return str(int(time.time()) + self.event_ttl_seconds)
+
+    # --- tasks ---------------------------------------------------------------------------------
+
+    def create(self, task: TaskState) -> TaskState:
+        doc = task.model_dump_json()
+        check_payload_size(f"task {task.task_id}", doc)
+        created_at = sort_key(task.created_at)
+        item: dict[str, AttributeValueTypeDef] = {
+            **_task_key(task.task_id),
+            "doc": {"S": doc},
+            "status": {"S": TaskStatus(task.status).value},
+            "owner": {"S": task.owner},
+            "created_at": {"S": created_at},
+            "version": {"N": "0"},
+            "event_seq": {"N": "0"},
+            "gsi1pk": {"S": f"OWNER#{task.owner}"},
+            "gsi1sk": {"S": _gsi1sk(created_at, task.task_id)},
+        }
+        for attempt in range(MAX_ATTEMPTS):
+            codes = self._attempt(
+                lambda: self.client.put_item(
+                    TableName=self.table_name, Item=item, ConditionExpression="attribute_not_exists(pk)"
+                )
+            )
+            if codes is None:
+                return task
+            if "ConditionalCheckFailed" in codes:
+                raise TaskAlreadyExists(task.task_id)
+            _pause(attempt)
+        raise WriteConflict(f"task {task.task_id} could not be created: the item kept changing")
+
+    def _read_task_item(self, task_id: str) -> Item | None:
+        response = self.client.get_item(TableName=self.table_name, Key=_task_key(task_id), ConsistentRead=True)
+        item = response.get("Item")
+        return item if item and "doc" in item else None
+
+    def get(self, task_id: str) -> TaskState | None:
+        response = self.client.get_item(
+            TableName=self.table_name,
+            Key=_task_key(task_id),
+            ConsistentRead=True,
+            ProjectionExpression="#doc",
+            ExpressionAttributeNames={"#doc": "doc"},
+        )
+        item = response.get("Item")
+        return _parse_task(item) if item and "doc" in item else None
+
+    def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
+        if limit < 1:
+            raise InvalidInput("limit must be at least 1")
+        params: QueryInputTypeDef = {
+            "TableName": self.table_name,
+            "IndexName": "gsi1",
+            "KeyConditionExpression": "gsi1pk = :owner",
+            "ExpressionAttributeValues": {":owner": {"S": f"OWNER#{owner}"}},
+            "ScanIndexForward": False,
+        }
+        if status is not None:
+            params["FilterExpression"] = "#status = :status"
+            params["ExpressionAttributeNames"] = {"#status": "status"}
+            params["ExpressionAttributeValues"] = {
+                ":owner": {"S": f"OWNER#{owner}"},
+                ":status": {"S": TaskStatus(status).value},
+            }
+        if cursor:
+            parts = decode_cursor(cursor)
+            if len(parts) != 2 or not all(isinstance(p, str) and p for p in parts):
+                raise _invalid_cursor()
+            created_at, task_id = parts
+            params["ExclusiveStartKey"] = {
+                "gsi1pk": {"S": f"OWNER#{owner}"},
+                "gsi1sk": {"S": _gsi1sk(created_at, task_id)},
+                **_task_key(task_id),
+            }
+        # One more than a page, to know whether another page exists (as the SQLite store does).
+        # Limit counts items before the status filter, so keep reading until enough have matched.
+        found: builtins.list[Item] = []
+        while len(found) <= limit:
+            wanted = limit + 1 - len(found)
+            params["Limit"] = wanted if status is None else max(wanted, 100)
+            try:
+                response = self.client.query(**params)
+            except ClientError as exc:
+                if cursor and exc.response.get("Error", {}).get("Code") == "ValidationException":
+                    raise _invalid_cursor() from None
+                raise
+            found.extend(response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                break
+            params["ExclusiveStartKey"] = last
+        items = [_parse_task(item) for item in found[:limit]]
+        next_cursor = None
+        if len(found) > limit:
+            last_item = found[limit - 1]
+            next_cursor = encode_cursor([last_item["created_at"]["S"], items[-1].task_id])
+        return TaskPage(items=items, next_cursor=next_cursor)
+
+    def list_in_status(self, statuses: Collection[TaskStatus]) -> builtins.list[TaskState]:
+        wanted = [TaskStatus(s).value for s in statuses]
+        if not wanted:
+            return []
+        marks = {f":s{i}": value for i, value in enumerate(wanted)}
+        params: ScanInputTypeDef = {
+            "TableName": self.table_name,
+            "FilterExpression": f"sk = :task AND #status IN ({', '.join(marks)})",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {":task": {"S": _TASK_SK}, **{k: {"S": v} for k, v in marks.items()}},
+            "ConsistentRead": True,
+        }
+        tasks: builtins.list[TaskState] = []
+        while True:
+            response = self.client.scan(**params)
+            tasks.extend(_parse_task(item) for item in response.get("Items", []) if "doc" in item)
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return tasks
+            params["ExclusiveStartKey"] = last
+
+    def update(
+        self, task_id: str, expect: Collection[TaskStatus], *, events: Sequence[NewEvent] = (), **changes: Any
+    ) -> TaskState:
+        expected = {TaskStatus(s) for s in expect}
+        pending = [_PendingEvent.of(e) for e in events if e.task_id == task_id]
+        elsewhere = [e for e in events if e.task_id != task_id]
+        for attempt in range(MAX_ATTEMPTS):
+            # Read, check, write conditionally; a failed condition loops back here, where the
+            # fresh read tells "gone", "moved to another state" and "changed concurrently" apart.
+            item = self._read_task_item(task_id)
+            if item is None:
+                raise TaskNotFound(task_id)
+            task = _parse_task(item)
+            if task.status not in expected:
+                raise InvalidTransition(
+                    f"task {task_id} is {task.status.value}; this needs it to be "
+                    + " or ".join(sorted(s.value for s in expected))
+                )
+            updated = task.model_copy(update={**changes, "updated_at": utcnow()})
+            doc = updated.model_dump_json()
+            check_payload_size(f"task {task_id}", doc)
+            batch, rest = self._fit_transaction(pending, len(doc))
+            version = _number(item, "version")
+            seq = _number(item, "event_seq")
+            names = {"#doc": "doc", "#status": "status", "#version": "version"}
+            values: dict[str, AttributeValueTypeDef] = {
+                ":doc": {"S": doc},
+                ":status": {"S": TaskStatus(updated.status).value},
+                ":next_version": {"N": str((version or 0) + 1)},
+                **{f":e{i}": {"S": s.value} for i, s in enumerate(sorted(expected))},
+            }
+            sets = "SET #doc = :doc, #status = :status, #version = :next_version"
+            condition = f"attribute_exists(pk) AND #status IN ({', '.join(f':e{i}' for i in range(len(expected)))})"
+            if version is None:
+                condition += " AND attribute_not_exists(#version)"
+            else:
+                condition += " AND #version = :version"
+                values[":version"] = {"N": str(version)}
+            if batch:
+                names["#seq"] = "event_seq"
+                sets += ", #seq = :next_seq"
+                values[":next_seq"] = {"N": str((seq or 0) + len(batch))}
+                if seq is None:
+                    condition += " AND attribute_not_exists(#seq)"
+                else:
+                    condition += " AND #seq = :seq"
+                    values[":seq"] = {"N": str(seq)}
+            change: UpdateTypeDef = {
+                "TableName": self.table_name,
+                "Key": _task_key(task_id),
+                "UpdateExpression": sets,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+            if not batch:
+                codes = self._attempt(partial(self.client.update_item, **change))
+                if codes is None:
+                    break
+                _pause(attempt)
+                continue
+            written, already = self._write_events(task_id, {"Update": change}, batch, seq or 0)
+            if written is not None:
+                break
+            if already:
+                # Some keys were written before: drop those events and write at once.
+                pending = [p for p in pending if p not in already]
+                continue
+            _pause(attempt)
+        else:
+            raise WriteConflict(f"task {task_id} kept changing while it was updated; try again")
+        for leftover in rest:
+            self._append(leftover)
+        for event in elsewhere:
+            self.append_event(event)
+        return updated
+
+    @staticmethod
+    def _fit_transaction(
+        pending: builtins.list[_PendingEvent], doc_bytes: int
+    ) -> tuple[builtins.list[_PendingEvent], builtins.list[_PendingEvent]]:
+        """The events that fit in one transaction with the task item, and the rest."""
+        items, size = 1, doc_bytes + _ITEM_OVERHEAD_BYTES
+        for index, event in enumerate(pending):
+            more_items, more_bytes = event.cost
+            items, size = items + more_items, size + more_bytes
+            if items > _TRANSACTION_MAX_ITEMS or size > _TRANSACTION_MAX_BYTES:
+                return pending[:index], pending[index:]
+        return pending, []
+
+    # --- events --------------------------------------------------------------------------------
+
+    def append_event(self, event: NewEvent) -> StreamEvent | None:
+        return self._append(_PendingEvent.of(event))
+
+    def _append(self, pending: _PendingEvent) -> StreamEvent | None:
+        task_id = pending.event.task_id
+        for attempt in range(MAX_ATTEMPTS):
+            response = self.client.get_item(
+                TableName=self.table_name,
+                Key=_task_key(task_id),
+                ConsistentRead=True,
+                ProjectionExpression="pk, #seq",
+                ExpressionAttributeNames={"#seq": "event_seq"},
+            )
+            item = response.get("Item")
+            if not item:
+                raise TaskNotFound(task_id)
+            seq = _number(item, "event_seq")
+            counter: UpdateTypeDef = {
+                "TableName": self.table_name,
+                "Key": _task_key(task_id),
+                "UpdateExpression": "SET #seq = :next_seq",
+                "ConditionExpression": "attribute_exists(pk) AND "
+                + ("attribute_not_exists(#seq)" if seq is None else "#seq = :seq"),
+                "ExpressionAttributeNames": {"#seq": "event_seq"},
+                "ExpressionAttributeValues": {":next_seq": {"N": str((seq or 0) + 1)}},
+            }
+            if seq is not None:
+                counter["ExpressionAttributeValues"] = {
+                    ":next_seq": {"N": str(seq + 1)},
+                    ":seq": {"N": str(seq)},
+                }
+            written, already = self._write_events(task_id, {"Update": counter}, [pending], seq or 0)
+            if written is not None:
+                return written[0]
+            if already:
+                return None  # this key was written before: an idempotent replay
+            _pause(attempt)
+        raise WriteConflict(f"task {task_id} kept changing while an event was appended; try again")
+
+    def _write_events(
+        self,
+        task_id: str,
+        task_write: TransactWriteItemTypeDef,
+        batch: builtins.list[_PendingEvent],
+        seq: int,
+    ) -> tuple[builtins.list[StreamEvent] | None, set[_PendingEvent]]:
+        """One transaction: ``task_write`` (which moves event_seq past the batch) and the events.
+
+        Returns the written events, or None and the events whose key was already written.
+        """
+        if seq + len(batch) > _MAX_CURSOR:
+            raise InvalidInput(f"task {task_id} has too many events")
+        expires_at = self._expires_at()
+        items: builtins.list[TransactWriteItemTypeDef] = [task_write]
+        key_slots: dict[int, _PendingEvent] = {}
+        for cursor, pending in enumerate(batch, start=seq + 1):
+            event = pending.event
+            if event.key is not None:
+                key_slots[len(items)] = pending
+                items.append(
+                    {
+                        "Put": {
+                            "TableName": self.table_name,
+                            "Item": {
+                                "pk": {"S": _task_pk(task_id)},
+                                "sk": {"S": _key_sk(event.key)},
+                                "expires_at": {"N": expires_at},
+                            },
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    }
+                )
+            items.append(
+                {
+                    "Put": {
+                        "TableName": self.table_name,
+                        "Item": {
+                            "pk": {"S": _task_pk(task_id)},
+                            "sk": {"S": _event_sk(cursor)},
+                            "event_type": {"S": event.event_type.value},
+                            "timestamp": {"S": event.timestamp.isoformat()},
+                            "data": {"S": pending.data},
+                            "expires_at": {"N": expires_at},
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            )
+        codes = self._attempt(lambda: self.client.transact_write_items(TransactItems=items))
+        if codes is None:
+            return [p.written(cursor) for cursor, p in enumerate(batch, start=seq + 1)], set()
+        already = {
+            pending
+            for slot, pending in key_slots.items()
+            if slot < len(codes) and codes[slot] == "ConditionalCheckFailed"
+        }
+        return None, already
+
+    def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
+        start = max(after, 0) + 1
+        if limit < 1 or start > _MAX_CURSOR:
+            return []
+        params: QueryInputTypeDef = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
+            "ExpressionAttributeValues": {
+                ":pk": {"S": _task_pk(task_id)},
+                ":first": {"S": _event_sk(start)},
+                ":last": {"S": _event_sk(_MAX_CURSOR)},
+            },
+            "ConsistentRead": True,
+            "ScanIndexForward": True,
+        }
+        events: builtins.list[StreamEvent] = []
+        while len(events) < limit:
+            params["Limit"] = limit - len(events)
+            response = self.client.query(**params)
+            # Items this store wrote itself: build them without validating again.
+            events.extend(
+                StreamEvent.model_construct(
+                    event_type=EventType(item["event_type"]["S"]),
+                    task_id=task_id,
+                    timestamp=datetime.fromisoformat(item["timestamp"]["S"]),
+                    cursor=int(item["sk"]["S"][len(_EVENT_PREFIX) :]),
+                    data=json.loads(item["data"]["S"]),
+                )
+                for item in response.get("Items", [])
+            )
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                break
+            params["ExclusiveStartKey"] = last
+        return events[:limit]
+
+
+# --- waiting for events ---------------------------------------------------------------------------
+
+
+class DynamoDBPollingWaiter:
+    """``EventWaiter`` for a remote store: sleep, then let the stream read the log again.
+
+    The interval adapts per task: it starts at ``min_interval`` and grows by ``growth`` each time the
+    stream comes back with nothing new (same ``after``), up to ``max_interval``; a new ``after``
+    (the stream saw events) starts again from ``min_interval``. So an active task is followed
+    closely and an idle one costs few reads.
+    """
+
+    def __init__(
+        self,
+        min_interval: float = 0.02,
+        max_interval: float = 0.2,
+        *,
+        growth: float = 1.5,
+        max_tracked: int = 10_000,
+    ) -> None:
+        if not 0 < min_interval <= max_interval:
+            raise ValueError("need 0 < min_interval <= max_interval")
+        if growth < 1:
+            raise ValueError("growth must be at least 1")
+        self.min_interval = min_interval
+        self.max_interval = max_interval
+        self.growth = growth
+        self.max_tracked = max_tracked
+        # task_id -> (the cursor the last wait was after, the interval for the next wait)
+        self._state: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def next_interval(self, task_id: str, after: int) -> float:
+        """The interval for this wait, and remember the (grown) one for the next."""
+        known = self._state.get(task_id)
+        interval = known[1] if known is not None and known[0] == after else self.min_interval
+        self._state[task_id] = (after, min(interval * self.growth, self.max_interval))
+        self._state.move_to_end(task_id)
+        while len(self._state) > self.max_tracked:
+            self._state.popitem(last=False)
+        return interval
+
+    async def wait(self, task_id: str, after: int, timeout: float) -> None:
+        await asyncio.sleep(max(0.0, min(self.next_interval(task_id, after), timeout)))
+
+    def forget(self, task_id: str) -> None:
+        """Drop a finished task's interval."""
+        self._state.pop(task_id, None)

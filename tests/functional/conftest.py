@@ -1,0 +1,41 @@
+"""Fixtures for the functional tier: the task store, once per implementation.
+
+``store`` runs a test on the embedded SQLite store and on the DynamoDB store over moto, so one
+contract suite holds both to the same behaviour. tests/conftest.py has already set fake AWS
+credentials and a region: nothing here can reach a real account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from agentic.adapters.dynamodb_store import DynamoDBTaskStore, create_table
+from agentic.adapters.sqlite_store import SQLiteTaskStore
+
+TABLE_NAME = "agentic-tasks-test"
+
+
+@pytest.fixture
+def dynamodb_store() -> Iterator[DynamoDBTaskStore]:
+    """A DynamoDB store on a fresh moto table with the production schema."""
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(client, TABLE_NAME)
+        yield DynamoDBTaskStore(TABLE_NAME, client)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path) -> Iterator[SQLiteTaskStore]:
+    store = SQLiteTaskStore(tmp_path / "tasks.db")
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request):
+    """Each TaskStore implementation in turn."""
+    return request.getfixturevalue(f"{request.param}_store")

@@ -1,0 +1,593 @@
+"""The TaskStore contract, written once and run on every store (SQLite, and DynamoDB over moto).
+
+The last section holds what only the DynamoDB store has: its table layout (which template.yaml
+mirrors) and its optimistic-concurrency retries.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from agentic.adapters import dynamodb_store as dynamodb_module
+from agentic.adapters.dynamodb_store import DynamoDBTaskStore
+from agentic.adapters.sqlite_store import encode_cursor, sort_key
+from agentic.errors import InputTooLarge, InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound
+from agentic.models import EventType, NewEvent, TaskState, TaskStatus
+from tests.functional.conftest import TABLE_NAME
+
+pytestmark = pytest.mark.functional
+
+BASE = datetime(2026, 11, 24, 14, 50, 24, 331495, tzinfo=UTC)
+OVER_400_KB = "x" * (410 * 1024)
+
+
+def make_task(
+    task_id: str,
+    owner: str = "alice",
+    *,
+    seconds: int = 0,
+    status: TaskStatus = TaskStatus.PENDING,
+) -> TaskState:
+    created = BASE + timedelta(seconds=seconds)
+    return TaskState(
+        task_id=task_id,
+        owner=owner,
+        user_input=f"describe {task_id}",
+        status=status,
+        created_at=created,
+        updated_at=created,
+    )
+
+
+def event(task_id: str, event_type: EventType = EventType.STEP_STARTED, key: str | None = None, **data: Any):
+    return NewEvent(task_id=task_id, event_type=event_type, key=key, data=data)
+
+
+def newest_first(tasks: list[TaskState]) -> list[str]:
+    return [t.task_id for t in sorted(tasks, key=lambda t: (sort_key(t.created_at), t.task_id), reverse=True)]
+
+
+def all_pages(store, owner: str, limit: int, status: TaskStatus | None = None) -> list[list[str]]:
+    pages, cursor = [], None
+    while True:
+        page = store.list(owner, limit=limit, cursor=cursor, status=status)
+        pages.append([t.task_id for t in page.items])
+        if page.next_cursor is None:
+            return pages
+        cursor = page.next_cursor
+        assert len(pages) < 50, "pagination does not terminate"
+
+
+# --- create / get ---------------------------------------------------------------------------------
+
+
+def test_a_created_task_reads_back_unchanged(store):
+    # Given a task with a plan-free initial state
+    task = make_task("t-1")
+    # When it is created and read back
+    returned = store.create(task)
+    read = store.get("t-1")
+    # Then both are the task exactly as given
+    assert returned == task
+    assert read == task
+    assert read.model_dump() == task.model_dump()
+
+
+def test_an_unknown_task_reads_as_none(store):
+    # Given an empty store / When an unknown id is read / Then there is nothing
+    assert store.get("missing") is None
+
+
+def test_creating_the_same_id_twice_is_rejected_and_keeps_the_first(store):
+    # Given a created task
+    store.create(make_task("t-1", owner="alice"))
+    # When another task with the same id is created
+    with pytest.raises(TaskAlreadyExists) as raised:
+        store.create(make_task("t-1", owner="mallory"))
+    # Then the error names the id, and the first task is untouched
+    assert raised.value.task_id == "t-1"
+    assert store.get("t-1").owner == "alice"
+
+
+# --- list -----------------------------------------------------------------------------------------
+
+
+def test_list_shows_only_the_owners_tasks_newest_first(store):
+    # Given tasks of two owners created at different times
+    mine = [make_task(f"a-{i}", seconds=s) for i, s in enumerate([5, 1, 9, 3])]
+    for task in [*mine, make_task("b-1", owner="bob", seconds=7)]:
+        store.create(task)
+    # When alice lists her tasks
+    page = store.list("alice", limit=10)
+    # Then she sees exactly hers, newest first, with no further page
+    assert [t.task_id for t in page.items] == ["a-2", "a-0", "a-3", "a-1"]
+    assert page.next_cursor is None
+    assert [t.task_id for t in store.list("bob", limit=10).items] == ["b-1"]
+    assert store.list("nobody", limit=10).items == []
+
+
+@pytest.mark.parametrize("same_instant", [False, True], ids=["distinct-times", "same-time"])
+def test_pages_cover_every_task_once_in_order(store, same_instant):
+    # Given 7 tasks (possibly all created in the same microsecond: the id breaks the tie)
+    tasks = [make_task(f"t-{i}", seconds=0 if same_instant else i) for i in range(7)]
+    for task in tasks:
+        store.create(task)
+    # When they are listed 3 at a time, following the cursors
+    pages = all_pages(store, "alice", limit=3)
+    # Then the pages are 3, 3, 1 long and together give each task once, newest first
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert [task_id for page in pages for task_id in page] == newest_first(tasks)
+
+
+def test_a_page_that_ends_exactly_at_the_last_task_has_no_next_cursor(store):
+    # Given exactly as many tasks as the page size
+    for i in range(3):
+        store.create(make_task(f"t-{i}", seconds=i))
+    # When listed with that page size
+    page = store.list("alice", limit=3)
+    # Then all are on the page and no empty next page is promised
+    assert len(page.items) == 3
+    assert page.next_cursor is None
+
+
+def test_status_filter_fills_pages_even_when_matches_are_sparse(store):
+    # Given 130 tasks of which only the 4 oldest are completed (more non-matches than one read returns)
+    tasks = [make_task(f"t-{i:03d}", seconds=i, status=TaskStatus.PENDING) for i in range(130)]
+    for task in tasks[:4]:
+        task.status = TaskStatus.COMPLETED
+    for task in tasks:
+        store.create(task)
+    # When completed tasks are listed 3 at a time
+    pages = all_pages(store, "alice", limit=3, status=TaskStatus.COMPLETED)
+    # Then the first page is full despite the 8 newer pending tasks, and nothing else appears
+    assert pages == [["t-003", "t-002", "t-001"], ["t-000"]]
+    assert [t.task_id for t in store.list("alice", limit=20, status=TaskStatus.FAILED).items] == []
+
+
+def test_status_filter_sees_status_changes(store):
+    # Given two pending tasks, one of which then starts
+    store.create(make_task("t-1", seconds=1))
+    store.create(make_task("t-2", seconds=2))
+    store.update("t-1", {TaskStatus.PENDING}, status=TaskStatus.ANALYZING)
+    # When listing by status / Then each task shows under its current status only
+    assert [t.task_id for t in store.list("alice", limit=10, status=TaskStatus.ANALYZING).items] == ["t-1"]
+    assert [t.task_id for t in store.list("alice", limit=10, status=TaskStatus.PENDING).items] == ["t-2"]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "this is not a cursor!",
+        encode_cursor({"created_at": "x"}),  # type: ignore[arg-type]
+        encode_cursor(["only-one-part"]),
+        encode_cursor([1, 2]),
+    ],
+    ids=["garbage", "not-a-list", "one-part", "not-strings"],
+)
+def test_a_malformed_cursor_is_invalid_input(store, cursor):
+    # Given a store with a task
+    store.create(make_task("t-1"))
+    # When a cursor that no page produced is passed / Then it is rejected as invalid input
+    with pytest.raises(InvalidInput):
+        store.list("alice", limit=3, cursor=cursor)
+
+
+def test_list_in_status_finds_tasks_of_every_owner(store):
+    # Given tasks of two owners in various states
+    store.create(make_task("a-run", owner="alice", status=TaskStatus.EXECUTING))
+    store.create(make_task("b-run", owner="bob", status=TaskStatus.ANALYZING))
+    store.create(make_task("a-new", owner="alice"))
+    store.create(make_task("b-done", owner="bob", status=TaskStatus.COMPLETED))
+    # When asked for the live states
+    live = store.list_in_status({TaskStatus.ANALYZING, TaskStatus.EXECUTING})
+    # Then exactly those tasks come back, whole
+    assert sorted(t.task_id for t in live) == ["a-run", "b-run"]
+    assert {t.task_id: t.owner for t in live} == {"a-run": "alice", "b-run": "bob"}
+    assert store.list_in_status({TaskStatus.FAILED}) == []
+
+
+# --- update ---------------------------------------------------------------------------------------
+
+
+def test_update_applies_changes_from_an_expected_status(store):
+    # Given a pending task
+    task = store.create(make_task("t-1"))
+    # When it moves to analyzing from pending
+    updated = store.update("t-1", {TaskStatus.PENDING}, status=TaskStatus.ANALYZING, current_step_index=2)
+    # Then the returned and stored task carry the changes and a newer updated_at, nothing else differs
+    assert updated.status is TaskStatus.ANALYZING
+    assert updated.current_step_index == 2
+    assert updated.updated_at > task.updated_at
+    assert store.get("t-1") == updated
+    assert updated.model_dump(exclude={"status", "current_step_index", "updated_at"}) == task.model_dump(
+        exclude={"status", "current_step_index", "updated_at"}
+    )
+
+
+def test_successive_updates_each_apply(store):
+    # Given a task moved along the happy path
+    store.create(make_task("t-1"))
+    store.update("t-1", {TaskStatus.PENDING}, status=TaskStatus.ANALYZING)
+    store.update("t-1", {TaskStatus.ANALYZING}, status=TaskStatus.EXECUTING)
+    # When it completes
+    store.update("t-1", {TaskStatus.EXECUTING}, status=TaskStatus.COMPLETED, final_output="report")
+    # Then the last state is stored
+    final = store.get("t-1")
+    assert (final.status, final.final_output) == (TaskStatus.COMPLETED, "report")
+
+
+def test_update_from_an_unexpected_status_is_rejected_and_writes_nothing(store):
+    # Given a completed task
+    store.create(make_task("t-1", status=TaskStatus.COMPLETED))
+    before = store.get("t-1")
+    # When something tries to move it from executing, with an event
+    with pytest.raises(InvalidTransition) as raised:
+        store.update(
+            "t-1",
+            {TaskStatus.EXECUTING, TaskStatus.ANALYZING},
+            status=TaskStatus.FAILED,
+            error_message="late",
+            events=[event("t-1", EventType.TASK_FAILED, key="task:task_failed")],
+        )
+    # Then the error says why, and neither the task nor its log changed
+    assert str(raised.value) == "task t-1 is completed; this needs it to be analyzing or executing"
+    assert store.get("t-1") == before
+    assert store.read_events("t-1") == []
+
+
+def test_update_of_an_unknown_task_is_not_found(store):
+    # Given no task / When it is updated / Then TaskNotFound names it
+    with pytest.raises(TaskNotFound) as raised:
+        store.update("missing", {TaskStatus.PENDING}, status=TaskStatus.ANALYZING)
+    assert raised.value.task_id == "missing"
+
+
+def test_update_writes_its_events_with_the_change_and_skips_keys_already_written(store):
+    # Given a pending task whose "started" event was already written once
+    store.create(make_task("t-1"))
+    first = store.append_event(event("t-1", EventType.TASK_STARTED, key="task:task_started"))
+    # When the state change is applied with that event again and a new one
+    updated = store.update(
+        "t-1",
+        {TaskStatus.PENDING},
+        status=TaskStatus.ANALYZING,
+        events=[
+            event("t-1", EventType.TASK_STARTED, key="task:task_started"),
+            event("t-1", EventType.PLAN_CREATED, key="task:plan_created", steps=3),
+        ],
+    )
+    # Then the state changed and the log holds each event once, in order, with rising cursors
+    assert updated.status is TaskStatus.ANALYZING
+    log = store.read_events("t-1")
+    assert [e.event_type for e in log] == [EventType.TASK_STARTED, EventType.PLAN_CREATED]
+    assert log[0].cursor == first.cursor < log[1].cursor
+    assert log[1].data == {"steps": 3}
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+def test_append_assigns_strictly_increasing_cursors(store):
+    # Given a task
+    store.create(make_task("t-1"))
+    # When five events are appended
+    written = [store.append_event(event("t-1", n=i)) for i in range(5)]
+    # Then each got a cursor above the previous, and the log returns them as written
+    cursors = [e.cursor for e in written]
+    assert all(b > a for a, b in itertools.pairwise(cursors))
+    assert cursors[0] >= 1
+    assert [e.model_dump() for e in store.read_events("t-1")] == [e.model_dump() for e in written]
+
+
+def test_the_same_key_twice_is_written_once(store):
+    # Given an event written with a key
+    store.create(make_task("t-1"))
+    first = store.append_event(event("t-1", EventType.STEP_STARTED, key="s1:0:step_started", step="s1"))
+    # When it is written again (a retried Lambda), then another event follows
+    again = store.append_event(event("t-1", EventType.STEP_STARTED, key="s1:0:step_started", step="s1"))
+    after = store.append_event(event("t-1", EventType.PARTIAL_OUTPUT, key="s1:partial_output"))
+    # Then the replay returns None and the log holds the keyed event once
+    assert first is not None
+    assert again is None
+    log = store.read_events("t-1")
+    assert [(e.event_type, e.cursor) for e in log] == [
+        (EventType.STEP_STARTED, first.cursor),
+        (EventType.PARTIAL_OUTPUT, after.cursor),
+    ]
+    assert after.cursor > first.cursor
+
+
+def test_events_without_a_key_are_never_deduplicated(store):
+    # Given a task / When the same keyless event is appended twice / Then both are in the log
+    store.create(make_task("t-1"))
+    store.append_event(event("t-1", EventType.PARTIAL_OUTPUT, text="same"))
+    store.append_event(event("t-1", EventType.PARTIAL_OUTPUT, text="same"))
+    assert len(store.read_events("t-1")) == 2
+
+
+def test_read_after_a_cursor_returns_exactly_the_rest_in_order(store):
+    # Given a log of six events
+    store.create(make_task("t-1"))
+    written = [store.append_event(event("t-1", n=i)) for i in range(6)]
+    # When read after the third, and with a limit
+    rest = store.read_events("t-1", after=written[2].cursor)
+    two = store.read_events("t-1", after=written[2].cursor, limit=2)
+    # Then exactly the later events come back in cursor order, the limit is honoured
+    assert [e.data["n"] for e in rest] == [3, 4, 5]
+    assert [e.data["n"] for e in two] == [3, 4]
+    assert store.read_events("t-1", after=written[-1].cursor) == []
+    assert [e.cursor for e in store.read_events("t-1", after=0)] == [e.cursor for e in written]
+
+
+def test_events_keep_their_type_time_and_data(store):
+    # Given an event with nested data and a known timestamp
+    store.create(make_task("t-1"))
+    stamp = BASE + timedelta(milliseconds=7)
+    new = NewEvent(
+        task_id="t-1",
+        event_type=EventType.PLAN_CREATED,
+        timestamp=stamp,
+        data={"steps": [{"step_id": "s1", "agent_type": "retriever"}], "count": 1, "ok": True, "none": None},
+    )
+    # When written and read back
+    store.append_event(new)
+    (read,) = store.read_events("t-1")
+    # Then nothing was lost in storage
+    assert (read.event_type, read.task_id, read.timestamp, read.data) == ("plan_created", "t-1", stamp, new.data)
+
+
+def test_the_logs_of_two_tasks_do_not_mix(store):
+    # Given two tasks with interleaved events, including the same key on both
+    store.create(make_task("t-1"))
+    store.create(make_task("t-2"))
+    for i in range(3):
+        store.append_event(event("t-1", n=i))
+        store.append_event(event("t-2", n=10 + i))
+    one = store.append_event(event("t-1", EventType.TASK_COMPLETED, key="task:task_completed"))
+    two = store.append_event(event("t-2", EventType.TASK_COMPLETED, key="task:task_completed"))
+    # When each log is read
+    log1, log2 = store.read_events("t-1"), store.read_events("t-2")
+    # Then each holds only its own events, and a key on one task does not suppress it on the other
+    assert one is not None
+    assert two is not None
+    assert [e.data.get("n") for e in log1] == [0, 1, 2, None]
+    assert [e.data.get("n") for e in log2] == [10, 11, 12, None]
+    assert {e.task_id for e in log1} == {"t-1"}
+    assert {e.task_id for e in log2} == {"t-2"}
+
+
+# --- size bounds ----------------------------------------------------------------------------------
+
+
+def test_an_event_over_400_kb_is_rejected_and_not_written(store):
+    # Given a task with one event
+    store.create(make_task("t-1"))
+    store.append_event(event("t-1", n=1))
+    # When an event with more data than a DynamoDB item holds is appended
+    with pytest.raises(InputTooLarge, match="bytes"):
+        store.append_event(event("t-1", EventType.PARTIAL_OUTPUT, output=OVER_400_KB))
+    # Then the log is unchanged and still accepts events
+    assert [e.data for e in store.read_events("t-1")] == [{"n": 1}]
+    assert store.append_event(event("t-1", n=2)) is not None
+
+
+def test_an_update_that_would_make_the_task_over_400_kb_is_rejected(store):
+    # Given an executing task
+    store.create(make_task("t-1", status=TaskStatus.EXECUTING))
+    before = store.get("t-1")
+    # When its final output is set to more than an item holds
+    with pytest.raises(InputTooLarge):
+        store.update("t-1", {TaskStatus.EXECUTING}, status=TaskStatus.COMPLETED, final_output=OVER_400_KB)
+    # Then the task is unchanged
+    assert store.get("t-1") == before
+
+
+def test_payloads_just_under_the_bound_are_accepted(store):
+    # Given a task / When an event and a document of about 300 KB are written / Then both are stored
+    store.create(make_task("t-1", status=TaskStatus.EXECUTING))
+    big = "y" * (300 * 1024)
+    assert store.append_event(event("t-1", EventType.PARTIAL_OUTPUT, output=big)) is not None
+    store.update("t-1", {TaskStatus.EXECUTING}, final_output=big)
+    assert store.get("t-1").final_output == big
+    assert store.read_events("t-1")[0].data["output"] == big
+
+
+# --- DynamoDB only: the table layout and concurrency ---------------------------------------------
+
+
+class InterferingClient:
+    """A boto3 client whose next call of ``method`` first runs ``before`` (another writer)."""
+
+    def __init__(self, client, method: str, before):
+        self._client = client
+        self._method = method
+        self._before = before
+        self.calls: list[str] = []
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if name != self._method:
+            return attr
+
+        def call(**kwargs):
+            self.calls.append(name)
+            if self._before is not None:
+                before, self._before = self._before, None
+                before()
+            return attr(**kwargs)
+
+        return call
+
+
+def test_the_table_has_the_schema_the_template_declares(dynamodb_store):
+    # Given the table built by create_table
+    client = dynamodb_store.client
+    # When it is described
+    table = client.describe_table(TableName=TABLE_NAME)["Table"]
+    ttl = client.describe_time_to_live(TableName=TABLE_NAME)["TimeToLiveDescription"]
+    # Then keys, index, billing and TTL are the documented ones
+    assert {(k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]} == {("pk", "HASH"), ("sk", "RANGE")}
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "gsi1"
+    assert {(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]} == {
+        ("gsi1pk", "HASH"),
+        ("gsi1sk", "RANGE"),
+    }
+    assert index["Projection"]["ProjectionType"] == "ALL"
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
+
+
+def test_items_are_laid_out_as_documented(dynamodb_store):
+    # Given a task with a keyed event, written through the store
+    task = make_task("t-1", owner="alice")
+    dynamodb_store.create(task)
+    dynamodb_store.append_event(event("t-1", EventType.TASK_STARTED, key="task:task_started", a=1))
+    # When the raw items are read
+    client = dynamodb_store.client
+    items = client.query(
+        TableName=TABLE_NAME,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "TASK#t-1"}},
+        ConsistentRead=True,
+    )["Items"]
+    by_sk = {item["sk"]["S"]: item for item in items}
+    # Then there is the task item, one event item and one key item, with the documented attributes
+    assert set(by_sk) == {"TASK", "EVT#000000000001", "KEY#task:task_started"}
+    head = by_sk["TASK"]
+    assert head["gsi1pk"] == {"S": "OWNER#alice"}
+    assert head["gsi1sk"] == {"S": "2026-11-24T14:50:24.331495Z#t-1"}
+    assert head["created_at"] == {"S": "2026-11-24T14:50:24.331495Z"}
+    assert (head["status"], head["owner"], head["event_seq"]) == ({"S": "pending"}, {"S": "alice"}, {"N": "1"})
+    assert TaskState.model_validate_json(head["doc"]["S"]) == task
+    evt = by_sk["EVT#000000000001"]
+    assert (evt["event_type"]["S"], json.loads(evt["data"]["S"])) == ("task_started", {"a": 1})
+    month = 30 * 86400
+    for item in (evt, by_sk["KEY#task:task_started"]):
+        assert abs(int(item["expires_at"]["N"]) - (time.time() + month)) < 60
+    assert "expires_at" not in head
+
+
+def test_a_concurrent_update_is_retried_on_top_of_the_other_write(dynamodb_store):
+    # Given a task, and another writer that changes it between our read and our write
+    dynamodb_store.create(make_task("t-1", status=TaskStatus.EXECUTING))
+    other = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)
+    racing = InterferingClient(
+        dynamodb_store.client,
+        "update_item",
+        lambda: other.update("t-1", {TaskStatus.EXECUTING}, current_step_index=2),
+    )
+    store = DynamoDBTaskStore(TABLE_NAME, racing)
+    # When our update is applied
+    updated = store.update("t-1", {TaskStatus.EXECUTING}, final_output="ours")
+    # Then it was retried (not lost, not overwriting the other change): both changes are stored
+    assert racing.calls == ["update_item", "update_item"]
+    assert (updated.current_step_index, updated.final_output) == (2, "ours")
+    assert store.get("t-1") == updated
+
+
+def test_a_concurrent_status_change_turns_the_retry_into_invalid_transition(dynamodb_store):
+    # Given a pending task that another writer fails between our read and our write
+    dynamodb_store.create(make_task("t-1"))
+    other = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)
+    racing = InterferingClient(
+        dynamodb_store.client,
+        "update_item",
+        lambda: other.update("t-1", {TaskStatus.PENDING}, status=TaskStatus.FAILED, error_message="cancelled"),
+    )
+    # When we try to start it / Then the conditional write fails as an invalid transition, not a ClientError
+    with pytest.raises(InvalidTransition, match="is failed"):
+        DynamoDBTaskStore(TABLE_NAME, racing).update("t-1", {TaskStatus.PENDING}, status=TaskStatus.ANALYZING)
+    assert dynamodb_store.get("t-1").status is TaskStatus.FAILED
+
+
+def test_a_task_deleted_during_an_update_is_not_found(dynamodb_store):
+    # Given a task removed between our read and our write
+    dynamodb_store.create(make_task("t-1"))
+    client = dynamodb_store.client
+    racing = InterferingClient(
+        client,
+        "transact_write_items",
+        lambda: client.delete_item(TableName=TABLE_NAME, Key={"pk": {"S": "TASK#t-1"}, "sk": {"S": "TASK"}}),
+    )
+    # When an update with an event runs / Then it reports the task missing and wrote no event
+    with pytest.raises(TaskNotFound):
+        DynamoDBTaskStore(TABLE_NAME, racing).update(
+            "t-1", {TaskStatus.PENDING}, status=TaskStatus.ANALYZING, events=[event("t-1", key="k")]
+        )
+    assert dynamodb_store.read_events("t-1") == []
+
+
+def test_concurrent_appends_get_distinct_contiguous_cursors(dynamodb_store):
+    # Given another writer that appends between our cursor read and our write
+    dynamodb_store.create(make_task("t-1"))
+    other = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)
+    racing = InterferingClient(
+        dynamodb_store.client, "transact_write_items", lambda: other.append_event(event("t-1", who="other"))
+    )
+    # When we append
+    ours = DynamoDBTaskStore(TABLE_NAME, racing).append_event(event("t-1", who="us"))
+    # Then we retried after the other write, and the log is 1: other, 2: us
+    assert ours.cursor == 2
+    assert [(e.cursor, e.data["who"]) for e in dynamodb_store.read_events("t-1")] == [(1, "other"), (2, "us")]
+
+
+def test_a_key_written_concurrently_makes_our_append_a_replay(dynamodb_store):
+    # Given another writer that writes the same keyed event between our read and our write
+    dynamodb_store.create(make_task("t-1"))
+    other = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)
+    racing = InterferingClient(
+        dynamodb_store.client,
+        "transact_write_items",
+        lambda: other.append_event(event("t-1", EventType.TASK_COMPLETED, key="task:task_completed")),
+    )
+    # When we write it / Then ours is the replay and the log holds it once
+    ours = DynamoDBTaskStore(TABLE_NAME, racing).append_event(
+        event("t-1", EventType.TASK_COMPLETED, key="task:task_completed")
+    )
+    assert ours is None
+    assert [e.cursor for e in dynamodb_store.read_events("t-1")] == [1]
+
+
+def test_appending_to_an_unknown_task_is_not_found_and_creates_nothing(dynamodb_store):
+    # Given no task / When an event is appended to it / Then TaskNotFound, and no half task appears
+    with pytest.raises(TaskNotFound):
+        dynamodb_store.append_event(event("ghost"))
+    assert dynamodb_store.get("ghost") is None
+    assert dynamodb_store.read_events("ghost") == []
+
+
+def test_other_dynamodb_errors_are_not_disguised(dynamodb_store):
+    # Given a store pointed at a table that does not exist
+    store = DynamoDBTaskStore("no-such-table", dynamodb_store.client)
+    # When it is used / Then the real error surfaces instead of a domain error
+    with pytest.raises(ClientError) as raised:
+        store.create(make_task("t-1"))
+    assert raised.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_the_client_is_built_on_first_use_not_before(monkeypatch, dynamodb_store):
+    # Given boto3.client replaced by a recorder
+    built: list[str] = []
+    real = dynamodb_store.client
+
+    def fake_client(service, *args, **kwargs):
+        built.append(service)
+        return real
+
+    monkeypatch.setattr(boto3, "client", fake_client)
+    # When a store is constructed without a client
+    store = dynamodb_module.DynamoDBTaskStore(TABLE_NAME)
+    # Then no client exists until the store is used, and then exactly one
+    assert built == []
+    assert store.get("missing") is None
+    store.get("missing")
+    assert built == ["dynamodb"]
