@@ -7,7 +7,10 @@ PORT ?= 8000
 AGENT_LATENCY_SCALE ?= 1
 export PORT AGENT_LATENCY_SCALE
 
-.PHONY: run test lint format typecheck unit functional e2e bench clean
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+
+.PHONY: run test lint lint-template format typecheck unit functional e2e bench build clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +29,8 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/python -m agentic.local --port $(PORT)
 
-## test: lint, type-check and run every test tier that needs no AWS account
-test: $(VENV)/.installed-dev lint typecheck
+## test: lint, type-check, lint the SAM template and run every test tier that needs no AWS account
+test: $(VENV)/.installed-dev lint typecheck lint-template
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 lint: $(VENV)/.installed-dev
@@ -40,6 +43,22 @@ format: $(VENV)/.installed-dev
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
+
+# The SAM CLI pins many packages of its own, so it lives in its own virtualenv.
+$(SAM): pyproject.toml
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/pip install --quiet "$$(sed -n 's/^ *"\(aws-sam-cli==[^"]*\)".*/\1/p' pyproject.toml)"
+	touch $@
+
+## lint-template: cfn-lint and sam validate --lint on template.yaml (offline)
+lint-template: $(VENV)/.installed-dev $(SAM)
+	$(BIN)/cfn-lint template.yaml
+	$(SAM) validate --lint
+
+## build: sam build (no Docker, no local python3.13: the layer is built from arm64 wheels)
+build: $(VENV)/.installed-dev $(SAM)
+	LAYER_PYTHON=$(CURDIR)/$(BIN)/python $(SAM) build
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q tests/unit
@@ -55,4 +74,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .data .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) .data .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -59,6 +59,12 @@ class Unauthorized(AgenticError):
     code = "unauthorized"
 
 
+class WriteConflict(AgenticError):
+    """A task kept changing while a conditional write was retried; the caller may try again."""
+
+    code = "write_conflict"
+
+
 # --- agent failures -------------------------------------------------------------------------------
 # Step Functions names an error by the bare class name of the Python exception, and the pipeline's
 # Retry clauses match on that name; the local runner applies the same rule, so keep the names stable.

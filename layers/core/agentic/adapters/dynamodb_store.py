@@ -11,7 +11,8 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
     TASK#<task_id>    KEY#<event key>          expires_at (N): this idempotency key was written
 
     GSI gsi1: hash gsi1pk, range gsi1sk, projection ALL (an owner's tasks, newest first).
-    TTL on expires_at (events and keys; tasks do not expire). On-demand billing.
+    TTL on expires_at (tasks, events and keys expire together, EVENT_TTL_DAYS after the task's last
+    write). On-demand billing.
 
 How the contract of ``TaskStore`` holds here:
 
@@ -52,7 +53,7 @@ from botocore.exceptions import ClientError
 # Shared with the SQLite store: the cursor format and the payload bound (MAX_PAYLOAD_BYTES, 350 KB of
 # a document or an event's data, leaving room in DynamoDB's 400 KB item for the other attributes).
 from agentic.adapters.sqlite_store import check_payload_size, decode_cursor, encode_cursor, sort_key
-from agentic.errors import AgenticError, InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound
+from agentic.errors import InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound, WriteConflict
 from agentic.models import EventType, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
 
 if TYPE_CHECKING:
@@ -85,12 +86,6 @@ _CURSOR_DIGITS = 12
 _MAX_CURSOR = 10**_CURSOR_DIGITS - 1
 #: Per-item reason codes of a cancelled transaction that mean "a condition or a concurrent write".
 _CONFLICT_CODES = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
-
-
-class WriteConflict(AgenticError):
-    """A task kept changing while a conditional write was retried; the caller may try again."""
-
-    code = "write_conflict"
 
 
 def create_table(client: DynamoDBClient, table_name: str) -> None:
@@ -270,6 +265,9 @@ class DynamoDBTaskStore:
             "event_seq": {"N": "0"},
             "gsi1pk": {"S": f"OWNER#{task.owner}"},
             "gsi1sk": {"S": _gsi1sk(created_at, task.task_id)},
+            # A task expires with its events (every update moves both forward), so a stream never
+            # finds a task whose log has expired under it.
+            "expires_at": {"N": self._expires_at()},
         }
         for attempt in range(MAX_ATTEMPTS):
             codes = self._attempt(
@@ -403,7 +401,9 @@ class DynamoDBTaskStore:
                 ":next_version": {"N": str((version or 0) + 1)},
                 **{f":e{i}": {"S": s.value} for i, s in enumerate(sorted(expected))},
             }
-            sets = "SET #doc = :doc, #status = :status, #version = :next_version"
+            sets = "SET #doc = :doc, #status = :status, #version = :next_version, #expires = :expires"
+            names["#expires"] = "expires_at"
+            values[":expires"] = {"N": self._expires_at()}
             condition = f"attribute_exists(pk) AND #status IN ({', '.join(f':e{i}' for i in range(len(expected)))})"
             if version is None:
                 condition += " AND attribute_not_exists(#version)"

@@ -19,6 +19,7 @@ STATUS_OF: dict[type[errors.AgenticError], int] = {
     errors.InputTooLarge: 413,
     errors.InvalidInput: 422,
     errors.Backpressure: 429,
+    errors.WriteConflict: 503,
 }
 
 
@@ -48,6 +49,8 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {}
         if isinstance(exc, errors.Backpressure):
             headers["Retry-After"] = str(exc.retry_after_seconds)
+        if isinstance(exc, errors.WriteConflict):
+            headers["Retry-After"] = "1"
         if isinstance(exc, errors.Unauthorized):
             headers["WWW-Authenticate"] = "Bearer"
         if status >= 500:

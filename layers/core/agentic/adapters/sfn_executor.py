@@ -1,0 +1,81 @@
+"""The Executor port on AWS: a task runs as a Step Functions execution named by the task id.
+
+A Standard workflow's execution names are unique per state machine (for 90 days after the run), so
+``StartExecution(name=task_id)`` runs a task at most once: a repeat while it runs returns the same
+execution, and a repeat after it finished raises ``ExecutionAlreadyExists``; both are a no-op here.
+The payload carries the id only; the task itself lives in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from agentic.errors import AgenticError, Backpressure
+from agentic.observability import logger
+
+#: StartExecution errors that mean "not now": the task stays pending and can be executed later.
+_BUSY_CODES = frozenset({"ExecutionLimitExceeded", "ThrottlingException", "TooManyRequestsException"})
+
+
+class ExecutorNotConfigured(AgenticError):
+    """This function has no state machine to start (a read-only function asked to execute)."""
+
+    code = "executor_not_configured"
+
+
+class StepFunctionsExecutor:
+    def __init__(self, state_machine_arn: str, client: Any | None = None, *, retry_after_seconds: int = 1) -> None:
+        self.state_machine_arn = state_machine_arn
+        self.retry_after_seconds = retry_after_seconds
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:  # built on first use, never at import (cold start)
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client("stepfunctions", config=Config(retries={"mode": "standard"}))
+        return self._client
+
+    @staticmethod
+    def execution_input(task_id: str) -> str:
+        # Always the same string for a task: Step Functions treats a repeated start with the same
+        # name and the same input as the same execution.
+        return json.dumps({"task_id": task_id}, separators=(",", ":"))
+
+    def start_sync(self, task_id: str) -> str | None:
+        """Start the task's execution; its ARN, or None when it had been started before."""
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.start_execution(
+                stateMachineArn=self.state_machine_arn, name=task_id, input=self.execution_input(task_id)
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ExecutionAlreadyExists":
+                logger.info("execution already started", extra={"task_id": task_id})
+                return None
+            if code in _BUSY_CODES:
+                raise Backpressure(
+                    f"Step Functions refused a new execution now ({code}); the task stays pending: execute it "
+                    "again later",
+                    self.retry_after_seconds,
+                ) from exc
+            raise
+        arn: str = response["executionArn"]
+        logger.info("execution started", extra={"task_id": task_id, "execution_arn": arn})
+        return arn
+
+    async def start(self, task_id: str) -> None:
+        await asyncio.to_thread(self.start_sync, task_id)
+
+
+class UnconfiguredExecutor:
+    """The executor of a function deployed without a state machine: starting anything is an error."""
+
+    async def start(self, task_id: str) -> None:
+        raise ExecutorNotConfigured("this function cannot start tasks: STATE_MACHINE_ARN is not set")

@@ -1,0 +1,11 @@
+"""The AWS wiring: the DynamoDB store, the Step Functions executor, and the Lambda handler logic.
+
+The modules under ``functions/`` are a few lines each and call into here:
+
+- ``wiring``            builds the system from ``Settings`` once per Lambda container (cached),
+- ``powertools``        Logger / Metrics / lazy Tracer around every handler,
+- ``pipeline_handlers`` the agent and finalize handlers the state machine invokes,
+- ``http_handlers``     the API handlers (FastAPI routers through Mangum).
+
+Importing this package builds no boto3 client; the clients are created on first use.
+"""

@@ -1,0 +1,69 @@
+"""Builds the AWS system from settings: DynamoDB store, Step Functions executor, the pipeline ops.
+
+One system per Lambda container, built on the first invocation (``get_system``) and reused by the
+warm ones. Building it creates no boto3 client: the adapters create theirs on first use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from agentic.adapters.sfn_executor import StepFunctionsExecutor, UnconfiguredExecutor
+from agentic.agents.faults import FaultPlan
+from agentic.agents.registry import default_registry
+from agentic.errors import AgenticError
+from agentic.pipeline import load_pipeline
+from agentic.ports import Executor, TaskStore
+from agentic.service.pipeline_ops import PipelineOps
+from agentic.service.tasks import TaskService
+from agentic.settings import Settings, get_settings
+
+
+class ConfigurationError(AgenticError):
+    code = "configuration_error"
+
+
+@dataclass
+class AwsSystem:
+    settings: Settings
+    store: TaskStore
+    ops: PipelineOps
+    executor: Executor
+    service: TaskService
+
+
+def build_aws_system(
+    settings: Settings, *, dynamodb_client: Any | None = None, sfn_client: Any | None = None
+) -> AwsSystem:
+    """The AWS wiring. A function deployed without ``STATE_MACHINE_ARN`` cannot start tasks."""
+    if settings.store != "dynamodb":
+        raise ConfigurationError(f"the AWS wiring runs on DynamoDB; STORE is {settings.store!r}")
+    from agentic.adapters.dynamodb_store import DynamoDBPollingWaiter, DynamoDBTaskStore
+
+    store = DynamoDBTaskStore(settings.table_name, dynamodb_client)
+    registry = default_registry(settings.agent_latency_scale)
+    ops = PipelineOps(store, registry, load_pipeline(settings.pipeline_definition), FaultPlan.parse(settings.faults))
+    executor: Executor
+    if settings.state_machine_arn:
+        executor = StepFunctionsExecutor(
+            settings.state_machine_arn, sfn_client, retry_after_seconds=settings.retry_after_seconds
+        )
+    else:
+        executor = UnconfiguredExecutor()
+    waiter = DynamoDBPollingWaiter(settings.stream_poll_min_seconds, settings.stream_poll_max_seconds)
+    service = TaskService(store, executor, waiter, settings, ops=ops)
+    return AwsSystem(settings, store, ops, executor, service)
+
+
+@lru_cache(maxsize=1)
+def get_system() -> AwsSystem:
+    """The container's system, from the environment (built once, on first use)."""
+    return build_aws_system(get_settings())
+
+
+def reset_system() -> None:
+    """Forget the cached settings and system (tests change the environment between cases)."""
+    get_settings.cache_clear()
+    get_system.cache_clear()

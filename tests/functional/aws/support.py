@@ -1,0 +1,180 @@
+"""Helpers for the AWS wiring tests: the real handlers in-process against moto (DynamoDB, Step Functions).
+
+- ``function_handler(name)`` imports the handler of a template function from ``functions/`` as
+  Lambda does (its folder is the code root), and ``invoke`` calls it with a Lambda context.
+- ``fake_invoke_lambda`` replaces moto's Lambda invocation (which needs Docker) with the real
+  handler of the function, in-process; an exception becomes a Lambda error payload.
+- ``Pipeline`` drives the state machine the ``pipeline`` fixture (conftest.py) set up.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto.awslambda.models import LambdaFunction
+
+from agentic.aws.wiring import AwsSystem, get_system, reset_system
+
+ROOT = Path(__file__).resolve().parents[3]
+EVENTS = ROOT / "events"
+ASL = ROOT / "statemachine" / "pipeline.asl.json"
+TABLE_NAME = "agentic-aws-test"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+OWNER = "arn:aws:iam::123456789012:user/alice"
+OTHER_OWNER = "arn:aws:iam::123456789012:user/bob"
+
+#: template.yaml's function -> (file under functions/, handler attribute), as Lambda imports them.
+FUNCTIONS: dict[str, tuple[str, str]] = {
+    "CreateTaskFunction": ("api/app.py", "create_handler"),
+    "QueryTasksFunction": ("api/app.py", "query_handler"),
+    "RetrieverFunction": ("agents/retriever.py", "handler"),
+    "AnalyzerFunction": ("agents/analyzer.py", "handler"),
+    "WriterFunction": ("agents/writer.py", "handler"),
+    "FinalizeFunction": ("finalize/handler.py", "handler"),
+}
+#: The ASL's DefinitionSubstitutions -> the function each one names.
+SUBSTITUTIONS = {
+    "AnalyzerFunctionArn": "AnalyzerFunction",
+    "RetrieverFunctionArn": "RetrieverFunction",
+    "WriterFunctionArn": "WriterFunction",
+    "FinalizeFunctionArn": "FinalizeFunction",
+}
+
+
+# --- loading handlers as Lambda does ---------------------------------------------------------------
+
+
+def load_module(relative: str) -> Any:
+    """Import ``functions/<relative>`` under a private module name (the files are not a package)."""
+    name = "lambda_fn_" + re.sub(r"\W", "_", relative.removesuffix(".py"))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / relative)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def function_handler(function: str) -> Callable[[dict[str, Any], Any], Any]:
+    relative, attribute = FUNCTIONS[function]
+    handler: Callable[[dict[str, Any], Any], Any] = getattr(load_module(relative), attribute)
+    return handler
+
+
+@dataclass
+class FakeLambdaContext:
+    """What Powertools reads from the Lambda context."""
+
+    function_name: str
+    memory_limit_in_mb: int = 512
+    aws_request_id: str = "00000000-0000-4000-8000-000000000000"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = field(default="")
+
+    def __post_init__(self) -> None:
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 30_000
+
+
+def invoke(function: str, event: dict[str, Any]) -> Any:
+    return function_handler(function)(event, FakeLambdaContext(function))
+
+
+def load_event(name: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return event
+
+
+def http_event(name: str, *, owner: str | None = None, task_id: str | None = None, **changes: Any) -> dict[str, Any]:
+    """An events/ file, with another caller, another task in the path, or other top-level fields."""
+    event = load_event(name)
+    if owner is not None:
+        event["requestContext"]["authorizer"]["iam"]["userArn"] = owner
+    if task_id is not None:
+        old = event["pathParameters"]["task_id"]
+        event["pathParameters"]["task_id"] = task_id
+        event["rawPath"] = event["rawPath"].replace(old, task_id)
+        event["requestContext"]["http"]["path"] = event["rawPath"]
+    event.update(changes)
+    return event
+
+
+# --- the state machine on moto ----------------------------------------------------------------------
+
+
+def fake_invoke_lambda(self: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
+    """Run the real handler of this function in-process; an exception becomes a Lambda error."""
+    try:
+        result = invoke(self.function_name, event)
+    except Exception as exc:
+        payload = {
+            "errorType": type(exc).__name__,
+            "errorMessage": str(exc),
+            "stackTrace": traceback.format_exception(exc),
+        }
+        return json.dumps(payload), True, ""
+    return json.dumps(result), False, ""
+
+
+@dataclass
+class Pipeline:
+    sfn: Any
+    state_machine_arn: str
+    retry_sleeps: list[float]
+    monkeypatch: pytest.MonkeyPatch
+
+    def configure(self, **env: str) -> None:
+        """Change the functions' environment (e.g. FAULTS) and forget the cached system."""
+        for name, value in env.items():
+            self.monkeypatch.setenv(name, value)
+        reset_system()
+
+    def execution_arn(self, task_id: str) -> str:
+        return self.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{task_id}"
+
+    def wait(self, task_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        """describe_execution once the execution is no longer RUNNING."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            description: dict[str, Any] = self.sfn.describe_execution(executionArn=self.execution_arn(task_id))
+            if description["status"] != "RUNNING":
+                return description
+            time.sleep(0.02)
+        raise TimeoutError(f"execution of {task_id} still running after {timeout} s")
+
+    def history(self, task_id: str) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = self.sfn.get_execution_history(executionArn=self.execution_arn(task_id))[
+            "events"
+        ]
+        return events
+
+
+def placeholder_zip(module: str) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(f"{module}.py", "def handler(event, context):\n    return event\n")
+    return buffer.getvalue()
+
+
+def system() -> AwsSystem:
+    return get_system()

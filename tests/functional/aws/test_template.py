@@ -1,0 +1,199 @@
+"""template.yaml and the state machine it deploys: the properties the design requires.
+
+Parsed with cfn-lint's own decoder (it understands !Ref, !Sub, !GetAtt); cfn-lint and, when
+installed, `sam validate --lint` must find nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode
+
+from tests.functional.aws.support import ASL, EVENTS, FUNCTIONS, ROOT, SUBSTITUTIONS
+
+pytestmark = pytest.mark.functional
+
+TEMPLATE = ROOT / "template.yaml"
+TRANSIENT_ERRORS = {
+    "TransientAgentError",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+    "States.Timeout",
+}
+READ_ONLY_POLICIES = {"DynamoDBReadPolicy"}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    parsed, errors = decode(str(TEMPLATE))
+    assert not errors, errors
+    assert parsed is not None
+    return dict(parsed)
+
+
+@pytest.fixture(scope="module")
+def asl() -> dict[str, Any]:
+    definition: dict[str, Any] = json.loads(ASL.read_text())
+    return definition
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower().removesuffix("_function")
+
+
+def test_functions_run_python313_on_arm64_with_tracing_and_powertools(template):
+    function_globals = template["Globals"]["Function"]
+    assert function_globals["Runtime"] == "python3.13"
+    assert function_globals["Architectures"] == ["arm64"]
+    assert function_globals["Tracing"] == "Active"
+    variables = function_globals["Environment"]["Variables"]
+    for name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_LEVEL", "TABLE_NAME"):
+        assert name in variables
+    assert variables["STORE"] == "dynamodb"
+    for name, function in resources(template, "AWS::Serverless::Function").items():
+        props = function["Properties"]
+        assert props.get("Runtime", "python3.13") == "python3.13", name
+        assert props.get("Architectures", ["arm64"]) == ["arm64"], name
+
+
+def test_every_function_has_its_handler_file_and_event_files(template):
+    functions = resources(template, "AWS::Serverless::Function")
+    assert set(functions) == set(FUNCTIONS)
+    for name, function in functions.items():
+        props = function["Properties"]
+        module, attribute = props["Handler"].rsplit(".", 1)
+        source = ROOT / props["CodeUri"] / f"{module}.py"
+        assert source.is_file(), name
+        assert re.search(rf"^{attribute} = ", source.read_text(), re.MULTILINE), name
+        assert (f"{props['CodeUri']}/{module}.py", attribute) == ("functions/" + FUNCTIONS[name][0], FUNCTIONS[name][1])
+        assert list(EVENTS.glob(f"{snake(name)}_*.json")), f"no events/{snake(name)}_*.json for {name}"
+
+
+def test_the_query_function_only_reads_and_the_create_function_can_start_executions(template):
+    functions = resources(template, "AWS::Serverless::Function")
+    query_policies = functions["QueryTasksFunction"]["Properties"]["Policies"]
+    assert {next(iter(p)) for p in query_policies} <= READ_ONLY_POLICIES
+    create_policies = {next(iter(p)) for p in functions["CreateTaskFunction"]["Properties"]["Policies"]}
+    assert "StepFunctionsExecutionPolicy" in create_policies
+    for name in ("RetrieverFunction", "AnalyzerFunction", "WriterFunction", "FinalizeFunction"):
+        policies = {next(iter(p)) for p in functions[name]["Properties"]["Policies"]}
+        assert policies == {"DynamoDBCrudPolicy"}, name
+
+
+def test_the_api_uses_iam_auth_and_routes_each_path_to_its_function(template):
+    api = resources(template, "AWS::Serverless::HttpApi")["HttpApi"]["Properties"]
+    assert api["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
+    routes = {}
+    for name, function in resources(template, "AWS::Serverless::Function").items():
+        for event in function["Properties"].get("Events", {}).values():
+            assert event["Type"] == "HttpApi"
+            routes[(event["Properties"]["Method"], event["Properties"]["Path"])] = name
+    assert routes == {
+        ("POST", "/tasks"): "CreateTaskFunction",
+        ("GET", "/tasks"): "QueryTasksFunction",
+        ("GET", "/tasks/{task_id}/status"): "QueryTasksFunction",
+        ("GET", "/health"): "QueryTasksFunction",
+    }
+
+
+def test_the_table_matches_the_store_schema(template):
+    table = resources(template, "AWS::DynamoDB::Table")["TasksTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert {(k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]} == {("pk", "HASH"), ("sk", "RANGE")}
+    [index] = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "gsi1"
+    assert {(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]} == {
+        ("gsi1pk", "HASH"),
+        ("gsi1sk", "RANGE"),
+    }
+    assert index["Projection"]["ProjectionType"] == "ALL"
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert "DeletionProtectionEnabled" in table
+    assert set(template["Parameters"]) >= {"Stage", "LogLevel", "DeletionProtection"}
+
+
+def test_the_layer_is_built_by_its_makefile_for_arm64(template):
+    layer = resources(template, "AWS::Serverless::LayerVersion")["CoreLayer"]
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
+    assert layer["Properties"]["ContentUri"] == "layers/core"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    makefile = (ROOT / "layers" / "core" / "Makefile").read_text()
+    assert "build-CoreLayer:" in makefile
+    assert "--platform manylinux2014_aarch64 --implementation cp --python-version 3.13 --only-binary=:all:" in makefile
+    assert "statemachine/pipeline.asl.json" in makefile
+
+
+def test_the_state_machine_is_standard_and_every_placeholder_is_substituted(template, asl):
+    machine = resources(template, "AWS::Serverless::StateMachine")["PipelineStateMachine"]["Properties"]
+    assert machine["Type"] == "STANDARD"
+    assert machine["DefinitionUri"] == "statemachine/pipeline.asl.json"
+    placeholders = set(re.findall(r"\$\{(\w+)\}", ASL.read_text()))
+    assert placeholders == set(machine["DefinitionSubstitutions"]) == set(SUBSTITUTIONS)
+    for placeholder, function in SUBSTITUTIONS.items():
+        assert machine["DefinitionSubstitutions"][placeholder] == {"Fn::GetAtt": [function, "Arn"]}
+    invocable = {
+        p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in machine["Policies"] if "LambdaInvokePolicy" in p
+    }
+    assert invocable == set(SUBSTITUTIONS.values())
+    assert machine["Tracing"] == {"Enabled": True}
+    assert machine["Logging"]["Destinations"]
+    assert set(template["Outputs"]) >= {"ApiUrl", "TableName", "StateMachineArn"}
+
+
+def test_agent_states_retry_transient_errors_with_backoff_and_full_jitter(asl):
+    agent_states = {name: s for name, s in asl["States"].items() if s.get("Parameters", {}).get("action") == "step"}
+    assert [s["Parameters"]["agent_type"] for s in agent_states.values()] == ["retriever", "analyzer", "writer"]
+    for name, state in {"Plan": asl["States"]["Plan"], **agent_states}.items():
+        [retry] = state["Retry"]
+        assert set(retry["ErrorEquals"]) == TRANSIENT_ERRORS, name
+        assert retry["BackoffRate"] == 2, name
+        assert retry["MaxDelaySeconds"] > 0, name
+        assert retry["JitterStrategy"] == "FULL", name
+        assert state["Parameters"]["attempt.$"] == "$$.State.RetryCount", name
+        [catch] = state["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"]
+        assert catch["ResultPath"] == "$.error"
+        assert asl["States"][catch["Next"]]["Parameters"]["action"] == "fail"
+
+
+def test_cfn_lint_finds_nothing():
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"
+    result = subprocess.run(
+        [str(cfn_lint), str(TEMPLATE)], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_sam_validate_lint_passes(tmp_path):
+    sam = ROOT / ".venv-sam" / "bin" / "sam"
+    if not sam.exists():
+        sam_on_path = shutil.which("sam")
+        if sam_on_path is None:
+            pytest.skip("SAM CLI is not installed (.venv-sam/bin/sam)")
+        sam = Path(sam_on_path)
+    result = subprocess.run(
+        [str(sam), "validate", "--lint", "--template-file", str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SAM_CLI_TELEMETRY": "0"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
