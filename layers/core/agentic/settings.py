@@ -53,7 +53,12 @@ class Settings(BaseSettings):
     stream_poll_min_seconds: float = Field(default=0.02, gt=0)
     stream_poll_max_seconds: float = Field(default=0.2, gt=0)
 
-    # --- local triggers -----------------------------------------------------------------------
+    # --- triggers -----------------------------------------------------------------------------
+    # Owner of tasks started by S3 uploads and SQS messages (on AWS: the IAM ARN that should see
+    # them through the API).
+    trigger_owner: str = "triggers"
+    max_document_bytes: int = Field(default=64 * 1024, ge=1)
+
     # A folder watched by the local server: a .txt or .json file dropped in it becomes a task.
     inbox_dir: Path | None = None
     inbox_poll_seconds: float = Field(default=0.5, gt=0)
