@@ -10,6 +10,11 @@
 
 from __future__ import annotations
 
+import os
+
+# Logs at INFO would measure the terminal; the benchmark's servers log warnings only.
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
 import argparse
 import asyncio
 import json

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from agentic.agents.base import Agent, StepContext
@@ -54,8 +55,12 @@ def parse_sources(retrieved: str) -> list[Source]:
     return out
 
 
+@lru_cache(maxsize=1024)
 def analyze_task(task: str, retrieved: str) -> Analysis:
-    """A deterministic, structured reading of the task against the retrieved context."""
+    """A deterministic, structured reading of the task against the retrieved context.
+
+    Cached: the writer needs the same analysis the analyzer made for the same inputs.
+    """
     words = set(re.findall(r"[a-z]+", task.lower()))
     intent = next((name for name, cues in _INTENTS if words & cues), "general")
     terms = query_terms(task)
