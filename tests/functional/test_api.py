@@ -275,3 +275,24 @@ def test_bearer_tokens_isolate_owners(tmp_path):
         a = create(client, headers={**alice, **key}).json()["task_id"]
         b = create(client, headers={**bob, **key}).json()["task_id"]
         assert a != b
+
+
+@pytest.mark.parametrize(
+    ("query", "headers"),
+    [({"after": 10**30}, {}), ({}, {"Last-Event-ID": str(10**30)})],
+)
+def test_cursors_beyond_any_real_cursor_are_422_not_500(client, query, headers):
+    task_id = create(client).json()["task_id"]
+    response = client.get(f"/tasks/{task_id}/events", params=query, headers=headers)
+    assert response.status_code == 422
+    assert "cursor" in response.json()["message"] or "after" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"null", b"[]", b'"text"', b"description=x"],
+)
+def test_bodies_that_are_not_a_json_object_are_422(client, body):
+    response = client.post("/tasks", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["error"] == "validation_error"

@@ -100,6 +100,10 @@ class TaskState(BaseModel):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+#: Cursors fit 12 decimal digits (the DynamoDB sort key pads them to that width).
+MAX_CURSOR = 10**12 - 1
+
+
 class StreamEvent(BaseModel):
     """One NDJSON line of a task's stream; ``cursor`` strictly increases within a task."""
 

@@ -1,7 +1,9 @@
 """Reject request bodies over a size limit with 413 before they are read into memory.
 
-Starlette has no body-size limit of its own, and Content-Length alone can be absent (chunked
-uploads), so this also counts bytes as they arrive.
+FastAPI's ``max_body_size`` (Starlette's RequestBodyLimitMiddleware) answers an oversized
+Content-Length with a plain-text body, and every error of this API is JSON
+(``{"error", "message"}``), so this small middleware does the same job in the API's format. It
+checks Content-Length up front and counts bytes as they arrive (chunked uploads have none).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from agentic.api.deps import Owner, Service
 from agentic.errors import InvalidInput
+from agentic.models import MAX_CURSOR
 
 router = APIRouter(prefix="/tasks", tags=["stream"])
 
@@ -29,9 +30,10 @@ def resume_cursor(after: int | None, last_event_id: str | None) -> int:
     if after is not None:
         return after
     if last_event_id:
-        if not last_event_id.strip().isdigit():
-            raise InvalidInput("Last-Event-ID must be the cursor of an event (an integer)")
-        return int(last_event_id)
+        value = last_event_id.strip()
+        if not value.isdigit() or int(value) > MAX_CURSOR:
+            raise InvalidInput(f"Last-Event-ID must be the cursor of an event (an integer 0-{MAX_CURSOR})")
+        return int(value)
     return 0
 
 
@@ -40,7 +42,7 @@ async def execute_task(
     task_id: str,
     service: Service,
     owner: Owner,
-    after: Annotated[int | None, Query(ge=0, description="Resume after this cursor")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_CURSOR, description="Resume after this cursor")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     """Start the task (if pending) and stream its events. Running or finished tasks are attached to."""
@@ -55,7 +57,7 @@ async def task_events(
     task_id: str,
     service: Service,
     owner: Owner,
-    after: Annotated[int | None, Query(ge=0, description="Resume after this cursor")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_CURSOR, description="Resume after this cursor")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     """Re-attach to a task's stream without starting it."""
