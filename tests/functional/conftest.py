@@ -39,3 +39,14 @@ def sqlite_store(tmp_path) -> Iterator[SQLiteTaskStore]:
 def store(request):
     """Each TaskStore implementation in turn."""
     return request.getfixturevalue(f"{request.param}_store")
+
+
+@pytest.fixture
+def local_system(tmp_path):
+    """The local wiring (SQLite file, in-process runner) with no agent latency."""
+    from agentic.local.wiring import build_local_system
+    from tests.support import local_settings
+
+    system = build_local_system(local_settings(tmp_path))
+    yield system
+    system.store.close()

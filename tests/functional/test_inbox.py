@@ -7,17 +7,14 @@ import json
 import pytest
 
 from agentic.local.inbox import InboxWatcher
-from agentic.local.wiring import build_local_system
-from tests.support import SEED_SEQUENCE, local_settings
+from tests.support import SEED_SEQUENCE
 
 pytestmark = pytest.mark.functional
 
 
 @pytest.fixture
-def system(tmp_path):
-    s = build_local_system(local_settings(tmp_path))
-    yield s
-    s.store.close()
+def system(local_system):
+    return local_system
 
 
 async def test_txt_and_json_files_become_tasks_once(tmp_path, system):

@@ -9,19 +9,16 @@ import pytest
 from moto import mock_aws
 
 from agentic.adapters.s3_reader import S3DocumentReader
-from agentic.local.wiring import build_local_system
 from agentic.service.intake import UnusableInput
 from agentic.triggers import start_task_from_message, start_task_from_s3_object
-from tests.support import SEED_SEQUENCE, local_settings
+from tests.support import SEED_SEQUENCE
 
 pytestmark = pytest.mark.functional
 
 
 @pytest.fixture
-def system(tmp_path):
-    s = build_local_system(local_settings(tmp_path))
-    yield s
-    s.store.close()
+def system(local_system):
+    return local_system
 
 
 @pytest.fixture

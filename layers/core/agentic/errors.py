@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class AgenticError(Exception):
     """Base class of every error the core raises on purpose."""
@@ -35,6 +37,10 @@ class InvalidTransition(AgenticError):
     """A state change was asked from a state that does not allow it (a conditional write failed)."""
 
     code = "invalid_transition"
+
+    @classmethod
+    def unexpected(cls, task_id: str, status: str, expected: Iterable[str]) -> InvalidTransition:
+        return cls(f"task {task_id} is {status}; this needs it to be " + " or ".join(sorted(expected)))
 
 
 class Backpressure(AgenticError):

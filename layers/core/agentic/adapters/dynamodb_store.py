@@ -384,10 +384,7 @@ class DynamoDBTaskStore:
                 raise TaskNotFound(task_id)
             task = _parse_task(item)
             if task.status not in expected:
-                raise InvalidTransition(
-                    f"task {task_id} is {task.status.value}; this needs it to be "
-                    + " or ".join(sorted(s.value for s in expected))
-                )
+                raise InvalidTransition.unexpected(task_id, task.status.value, (s.value for s in expected))
             updated = task.model_copy(update={**changes, "updated_at": utcnow()})
             doc = updated.model_dump_json()
             check_payload_size(f"task {task_id}", doc)

@@ -243,10 +243,7 @@ class SQLiteTaskStore:
                 raise TaskNotFound(task_id)
             task = self._parse(task_id, row[0])
             if task.status not in expect:
-                raise InvalidTransition(
-                    f"task {task_id} is {task.status.value}; this needs it to be "
-                    + " or ".join(sorted(s.value for s in expect))
-                )
+                raise InvalidTransition.unexpected(task_id, task.status.value, (s.value for s in expect))
             updated = task.model_copy(update={**changes, "updated_at": utcnow()})
             doc = updated.model_dump_json()
             check_payload_size(f"task {task_id}", doc)

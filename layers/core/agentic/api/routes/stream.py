@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
 from agentic.api.deps import Owner, Service
@@ -26,7 +26,11 @@ _STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
 _NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def resume_cursor(after: int | None, last_event_id: str | None) -> int:
+async def resume_cursor(
+    after: Annotated[int | None, Query(ge=0, le=MAX_CURSOR, description="Resume after this cursor")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> int:
+    """Where a stream resumes: ``?after=<cursor>``, else ``Last-Event-ID``, else the start."""
     if after is not None:
         return after
     if last_event_id:
@@ -37,16 +41,17 @@ def resume_cursor(after: int | None, last_event_id: str | None) -> int:
     return 0
 
 
+ResumeCursor = Annotated[int, Depends(resume_cursor)]
+
+
 @router.post("/{task_id}/execute", response_class=StreamingResponse, responses=_STREAM_RESPONSES)
 async def execute_task(
     task_id: str,
     service: Service,
     owner: Owner,
-    after: Annotated[int | None, Query(ge=0, le=MAX_CURSOR, description="Resume after this cursor")] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    cursor: ResumeCursor,
 ) -> StreamingResponse:
     """Start the task (if pending) and stream its events. Running or finished tasks are attached to."""
-    cursor = resume_cursor(after, last_event_id)
     await service.execute(owner, task_id)
     lines = await service.stream(owner, task_id, cursor)
     return StreamingResponse(lines, media_type=NDJSON, headers=_NO_BUFFERING)
@@ -57,9 +62,8 @@ async def task_events(
     task_id: str,
     service: Service,
     owner: Owner,
-    after: Annotated[int | None, Query(ge=0, le=MAX_CURSOR, description="Resume after this cursor")] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    cursor: ResumeCursor,
 ) -> StreamingResponse:
     """Re-attach to a task's stream without starting it."""
-    lines = await service.stream(owner, task_id, resume_cursor(after, last_event_id))
+    lines = await service.stream(owner, task_id, cursor)
     return StreamingResponse(lines, media_type=NDJSON, headers=_NO_BUFFERING)
