@@ -8,11 +8,12 @@ logs and drops it, the SQS handler reports it as a failed item so it ends in the
 
 from __future__ import annotations
 
+import hashlib
 from typing import Protocol
 
 from agentic.observability import logger
 from agentic.service.intake import UnusableInput, description_from_document, parse_task_message
-from agentic.service.tasks import TaskService
+from agentic.service.tasks import MAX_IDEMPOTENCY_KEY_CHARS, TaskService
 
 S3_TASK_PREFIX = "tasks/"
 S3_TASK_SUFFIXES = (".txt", ".json")
@@ -25,7 +26,11 @@ class DocumentReader(Protocol):
 
 
 def s3_idempotency_key(bucket: str, key: str, version_id: str | None, etag: str | None) -> str:
-    return f"s3://{bucket}/{key}?version={version_id or ''}&etag={etag or ''}"
+    """The object version's key; hashed when longer than an idempotency key may be (S3 keys reach 1024 bytes)."""
+    identity = f"s3://{bucket}/{key}?version={version_id or ''}&etag={etag or ''}"
+    if len(identity) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        return identity
+    return "s3-sha256:" + hashlib.sha256(identity.encode()).hexdigest()
 
 
 async def start_task_from_s3_object(
@@ -45,7 +50,7 @@ async def start_task_from_s3_object(
         logger.info("s3 object ignored: not tasks/*.txt or tasks/*.json", extra=where)
         return None
     try:
-        description = description_from_document(key, reader.read(bucket, key, version_id, max_bytes))
+        description = description_from_document(key, reader.read(bucket, key, version_id, max_bytes), max_bytes)
     except UnusableInput as exc:
         # Logged with the reason and dropped: retrying cannot make the object usable.
         logger.warning("s3 object rejected", extra={**where, "reason": str(exc)})

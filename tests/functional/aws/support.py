@@ -42,6 +42,8 @@ FUNCTIONS: dict[str, tuple[str, str]] = {
     "AnalyzerFunction": ("agents/analyzer.py", "handler"),
     "WriterFunction": ("agents/writer.py", "handler"),
     "FinalizeFunction": ("finalize/handler.py", "handler"),
+    "S3TriggerFunction": ("triggers/s3_handler.py", "handler"),
+    "SqsTriggerFunction": ("triggers/sqs_handler.py", "handler"),
 }
 #: The ASL's DefinitionSubstitutions -> the function each one names.
 SUBSTITUTIONS = {

@@ -6,10 +6,11 @@ warm ones. Building it creates no boto3 client: the adapters create theirs on fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from agentic.adapters.s3_reader import S3DocumentReader
 from agentic.adapters.sfn_executor import StepFunctionsExecutor, UnconfiguredExecutor
 from agentic.agents.faults import FaultPlan
 from agentic.agents.registry import default_registry
@@ -32,6 +33,8 @@ class AwsSystem:
     ops: PipelineOps
     executor: Executor
     service: TaskService
+    #: Reads task documents for the S3 trigger (its S3 client is built on first use).
+    documents: S3DocumentReader = field(default_factory=S3DocumentReader)
 
 
 def build_aws_system(

@@ -31,10 +31,10 @@ def valid_description(text: str) -> str:
         raise UnusableInput(_describe(exc)) from None
 
 
-def description_from_document(name: str, raw: bytes) -> str:
+def description_from_document(name: str, raw: bytes, max_bytes: int = MAX_DOCUMENT_BYTES) -> str:
     """A ``.txt`` document's text, or a ``.json`` document's ``description``."""
-    if len(raw) > MAX_DOCUMENT_BYTES:
-        raise UnusableInput(f"document is {len(raw)} bytes; the limit is {MAX_DOCUMENT_BYTES}")
+    if len(raw) > max_bytes:
+        raise UnusableInput(f"document is {len(raw)} bytes; the limit is {max_bytes}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -1,0 +1,258 @@
+"""template.yaml's trigger resources: what makes at-least-once delivery safe and nothing lost silently.
+
+Parsed with cfn-lint's decoder, like test_template.py (which also runs cfn-lint and sam validate).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode
+
+from agentic.triggers import S3_TASK_PREFIX
+from tests.functional.aws.support import EVENTS, FUNCTIONS, ROOT
+
+pytestmark = pytest.mark.functional
+
+TEMPLATE = ROOT / "template.yaml"
+TRIGGER_FUNCTIONS = {"S3TriggerFunction": "S3", "SqsTriggerFunction": "SQS"}
+FOURTEEN_DAYS = 14 * 24 * 3600
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    parsed, errors = decode(str(TEMPLATE))
+    assert not errors, errors
+    assert parsed is not None
+    return dict(parsed)
+
+
+def resource(template: dict[str, Any], name: str) -> dict[str, Any]:
+    properties: dict[str, Any] = template["Resources"][name]["Properties"]
+    return properties
+
+
+def function_setting(template: dict[str, Any], name: str, setting: str) -> Any:
+    """A function's property, or the Globals value it inherits."""
+    return resource(template, name).get(setting, template["Globals"]["Function"].get(setting))
+
+
+def the_event(template: dict[str, Any], function: str) -> dict[str, Any]:
+    [event] = resource(template, function)["Events"].values()
+    assert event["Type"] == TRIGGER_FUNCTIONS[function]
+    properties: dict[str, Any] = event["Properties"]
+    return properties
+
+
+def policies(template: dict[str, Any], function: str) -> dict[str, Any]:
+    return {name: value for p in resource(template, function)["Policies"] for name, value in p.items()}
+
+
+def snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower().removesuffix("_function")
+
+
+# --- SQS ----------------------------------------------------------------------------------------------
+
+
+def test_the_sqs_event_reports_batch_item_failures(template):
+    event = the_event(template, "SqsTriggerFunction")
+    assert event["Queue"] == {"Fn::GetAtt": ["TaskQueue", "Arn"]}
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert 1 <= event["BatchSize"] <= 10
+
+
+def test_the_queue_redrives_to_the_dead_letter_queue(template):
+    queue = resource(template, "TaskQueue")
+    redrive = queue["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["TaskDeadLetterQueue", "Arn"]}
+    assert 2 <= int(redrive["maxReceiveCount"]) <= 10
+    dlq = resource(template, "TaskDeadLetterQueue")
+    assert dlq["MessageRetentionPeriod"] == FOURTEEN_DAYS
+    # the DLQ keeps a message longer than the queue could have held it
+    assert dlq["MessageRetentionPeriod"] > queue.get("MessageRetentionPeriod", 345600)
+    for name in ("TaskQueue", "TaskDeadLetterQueue", "S3TriggerFailureQueue"):
+        assert resource(template, name)["SqsManagedSseEnabled"] is True, name
+
+
+def test_the_visibility_timeout_is_at_least_six_times_the_function_timeout(template):
+    timeout = function_setting(template, "SqsTriggerFunction", "Timeout")
+    window = the_event(template, "SqsTriggerFunction").get("MaximumBatchingWindowInSeconds", 0)
+    assert resource(template, "TaskQueue")["VisibilityTimeout"] >= 6 * timeout + window
+
+
+def test_the_sqs_function_can_write_tasks_and_start_executions_only(template):
+    assert set(policies(template, "SqsTriggerFunction")) == {"DynamoDBCrudPolicy", "StepFunctionsExecutionPolicy"}
+
+
+# --- S3 -----------------------------------------------------------------------------------------------
+
+
+def test_the_s3_event_takes_created_objects_under_the_tasks_prefix(template):
+    event = the_event(template, "S3TriggerFunction")
+    assert event["Bucket"] == {"Ref": "TasksBucket"}
+    assert event["Events"] in ("s3:ObjectCreated:*", ["s3:ObjectCreated:*"])
+    assert event["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": S3_TASK_PREFIX}]
+    assert S3_TASK_PREFIX == "tasks/"
+
+
+def test_the_bucket_is_versioned_encrypted_and_private(template):
+    bucket = resource(template, "TasksBucket")
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}  # the version id is in every event
+    [encryption] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
+    assert len(bucket["PublicAccessBlockConfiguration"]) == 4
+    assert bucket["LifecycleConfiguration"]["Rules"]
+
+
+def test_the_s3_function_reads_exactly_the_tasks_bucket(template):
+    granted = policies(template, "S3TriggerFunction")
+    assert set(granted) == {"S3ReadPolicy", "DynamoDBCrudPolicy", "StepFunctionsExecutionPolicy"}
+    # the same constructed name, not a !Ref (which would close a circular dependency)
+    assert granted["S3ReadPolicy"]["BucketName"] == resource(template, "TasksBucket")["BucketName"]
+
+
+def test_failed_s3_events_are_retried_twice_then_kept_in_a_queue(template):
+    config = resource(template, "S3TriggerFunction")["EventInvokeConfig"]
+    assert config["MaximumRetryAttempts"] == 2
+    on_failure = config["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS"
+    queue = on_failure["Destination"]["Fn::GetAtt"][0]
+    assert template["Resources"][queue]["Type"] == "AWS::SQS::Queue"
+    assert resource(template, queue)["MessageRetentionPeriod"] == FOURTEEN_DAYS
+
+
+# --- both ---------------------------------------------------------------------------------------------
+
+
+def test_every_trigger_function_has_its_handler_and_event_files(template):
+    for function, kind in TRIGGER_FUNCTIONS.items():
+        props = resource(template, function)
+        module, attribute = props["Handler"].rsplit(".", 1)
+        assert (f"{props['CodeUri']}/{module}.py", attribute) == ("functions/" + FUNCTIONS[function][0], attribute)
+        assert FUNCTIONS[function][1] == attribute
+        files = sorted(EVENTS.glob(f"{snake(function)}_*.json"))
+        assert files, f"no events/{snake(function)}_*.json for {function}"
+        for path in files:
+            records = json.loads(path.read_text())["Records"]
+            assert {r.get("eventSource", r.get("EventSource")) for r in records} == {f"aws:{kind.lower()}"}, path
+
+
+def test_triggered_tasks_have_a_configurable_owner_and_can_start(template):
+    parameter = template["Parameters"]["TriggerOwner"]
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch(parameter["Default"])
+    assert pattern.fullmatch("arn:aws:iam::123456789012:user/alice")
+    assert pattern.fullmatch("arn:aws:sts::123456789012:assumed-role/ops/alice")
+    assert not pattern.fullmatch("alice")
+    for function in TRIGGER_FUNCTIONS:
+        variables = resource(template, function)["Environment"]["Variables"]
+        assert variables["TRIGGER_OWNER"] == {"Ref": "TriggerOwner"}
+        assert variables["STATE_MACHINE_ARN"] == {"Ref": "PipelineStateMachine"}
+
+
+def test_the_trigger_outputs(template):
+    assert template["Outputs"]["TasksBucketName"]["Value"] == {"Ref": "TasksBucket"}
+    assert template["Outputs"]["TaskQueueUrl"]["Value"] == {"Ref": "TaskQueue"}
+    assert template["Outputs"]["TaskDeadLetterQueueUrl"]["Value"] == {"Ref": "TaskDeadLetterQueue"}
+
+
+# The SAM transform (from the SAM CLI's virtualenv), then a search for a dependency cycle among the
+# generated resources: the S3 event makes the bucket depend on the function, so the function's role
+# must not depend on the bucket. Neither cfn-lint nor `sam validate --lint` reports such a cycle.
+_CYCLE_CHECK = r"""
+import json, re, sys
+from cfnlint.decode import decode
+from samtranslator.translator.transform import transform
+
+class NoManagedPolicies:
+    def load(self):
+        return {}
+
+template, errors = decode(sys.argv[1])
+assert not errors, errors
+template = json.loads(json.dumps(template, default=str))
+for r in template["Resources"].values():
+    for key in ("CodeUri", "DefinitionUri", "ContentUri"):
+        if isinstance(r.get("Properties", {}).get(key), str):
+            r["Properties"][key] = "s3://bucket/key"
+resources = transform(template, {}, NoManagedPolicies())["Resources"]
+
+def refs(node, out):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "Ref" and isinstance(v, str):
+                out.add(v)
+            elif k == "Fn::GetAtt":
+                out.add(v[0] if isinstance(v, list) else v.split(".")[0])
+            elif k == "Fn::Sub":
+                text = v if isinstance(v, str) else v[0]
+                out.update(x.split(".")[0] for x in re.findall(r"\$\{([^}!]+)\}", text))
+                if not isinstance(v, str):
+                    refs(v[1], out)
+            else:
+                refs(v, out)
+    elif isinstance(node, list):
+        for x in node:
+            refs(x, out)
+
+deps = {}
+for name, r in resources.items():
+    found = set()
+    refs(r.get("Properties", {}), found)
+    depends = r.get("DependsOn", [])
+    found.update([depends] if isinstance(depends, str) else depends)
+    deps[name] = sorted(found & set(resources))
+
+state, cycle = {}, None
+def visit(node, path):
+    state[node] = 1
+    for nxt in deps[node]:
+        if state.get(nxt) == 1:
+            return path + [nxt]
+        if not state.get(nxt):
+            found = visit(nxt, path + [nxt])
+            if found:
+                return found
+    state[node] = 2
+for name in resources:
+    if not state.get(name):
+        cycle = visit(name, [name])
+        if cycle:
+            break
+print(json.dumps({"cycle": cycle, "resources": sorted(resources)}))
+"""
+
+
+def test_the_transformed_template_has_no_circular_dependency():
+    python = ROOT / ".venv-sam" / "bin" / "python"
+    if not python.exists():
+        pytest.skip("the SAM CLI's virtualenv (.venv-sam) is not installed")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    result = subprocess.run(
+        [str(python), "-c", _CYCLE_CHECK, str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+        cwd=Path(ROOT),
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["cycle"] is None, " -> ".join(report["cycle"])
+    generated = set(report["resources"])
+    assert {"SqsTriggerFunctionTaskMessages", "S3TriggerFunctionEventInvokeConfig"} <= generated
