@@ -296,3 +296,33 @@ def test_bodies_that_are_not_a_json_object_are_422(client, body):
     response = client.post("/tasks", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["error"] == "validation_error"
+
+
+def test_resuming_a_finished_task_at_its_end_closes_the_stream_at_once(client):
+    task_id = create(client).json()["task_id"]
+    events = ndjson(client.post(f"/tasks/{task_id}/execute").text)
+    last = events[-1]["cursor"]
+    assert ndjson(client.get(f"/tasks/{task_id}/events", params={"after": last}).text) == []
+    assert ndjson(client.get(f"/tasks/{task_id}/events", headers={"Last-Event-ID": str(last + 50)}).text) == []
+
+
+def test_a_non_ascii_digit_last_event_id_is_422(client):
+    task_id = create(client).json()["task_id"]
+    response = client.get(f"/tasks/{task_id}/events", headers={"Last-Event-ID": "²".encode("latin-1")})
+    assert response.status_code == 422
+
+
+def test_an_overlong_task_id_is_422(client):
+    assert client.get(f"/tasks/{'x' * 65}/status").status_code == 422
+    assert client.post(f"/tasks/{'x' * 65}/execute").status_code == 422
+
+
+def test_execute_true_refused_by_backpressure_names_the_created_task(tmp_path):
+    with local_client(tmp_path, max_concurrent_executions=1, max_queue_size=0, agent_latency_scale=20) as client:
+        client.post("/tasks", json={"description": "busy", "execute": True})
+        refused = client.post("/tasks", json={"description": "second", "execute": True})
+        assert refused.status_code == 429
+        task_id = refused.json()["task_id"]
+        assert refused.headers["location"] == f"/tasks/{task_id}/status"
+        assert refused.headers["retry-after"] == "1"
+        assert client.get(f"/tasks/{task_id}/status").json()["status"] == "pending"

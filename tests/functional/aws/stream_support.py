@@ -142,16 +142,15 @@ def uvicorn_server(app: Any, *, startup_timeout: float = 10.0) -> Iterator[str]:
 
 @dataclass
 class Line:
-    """One NDJSON line as the client received it, with when it arrived."""
+    """One NDJSON line as the client received it."""
 
     data: dict[str, Any]
-    arrived: float
 
 
 def read_lines(response: httpx.Response) -> Iterator[Line]:
     for text in response.iter_lines():
         if text.strip():
-            yield Line(json.loads(text), time.monotonic())
+            yield Line(json.loads(text))
 
 
 def stream_lines(

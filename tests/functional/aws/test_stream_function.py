@@ -30,7 +30,6 @@ import pytest
 from agentic.aws.wiring import get_system
 from agentic.models import TaskStatus
 from agentic.service.tasks import task_id_for
-from agentic.settings import Settings
 from tests.functional.aws.stream_support import (
     Line,
     adapter_request,
@@ -58,8 +57,6 @@ NDJSON = "application/x-ndjson"
 #: AGENT_LATENCY_SCALE for the real-HTTP runs: retriever 0.4 s, analyzer 0.8 s, writer 0.4 s, each
 #: well above the DynamoDB waiter's longest poll interval (STREAM_POLL_MAX_SECONDS, 0.2 s).
 LATENCY_SCALE = 4.0
-POLL_MAX_SECONDS: float = Settings.model_fields["stream_poll_max_seconds"].default
-AGENT_SECONDS = {"step_001": 0.1 * LATENCY_SCALE, "step_002": 0.2 * LATENCY_SCALE, "step_003": 0.1 * LATENCY_SCALE}
 
 
 def create_task(*, idempotency_key: str | None = None) -> str:
@@ -237,12 +234,6 @@ def test_execute_streams_each_event_while_the_agents_run(pipeline: Pipeline, cli
     assert step_001_started["data"]["step_id"] == "step_001"
     assert status_when_seen[step_001_started["cursor"]] is TaskStatus.EXECUTING
     assert status_when_seen[cursors(events)[-1]] is TaskStatus.COMPLETED
-    # each step's start reached the client while its agent worked: on the client's clock, its
-    # partial_output came at least the agent's latency later, less one poll interval at most
-    arrived = {(line.data["event_type"], line.data["data"].get("step_id")): line.arrived for line in lines}
-    for step_id, seconds in AGENT_SECONDS.items():
-        gap = arrived[("partial_output", step_id)] - arrived[("step_started", step_id)]
-        assert gap >= seconds - POLL_MAX_SECONDS, (step_id, gap)
     assert executions(pipeline) == [task_id]
 
 

@@ -11,8 +11,9 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
     TASK#<task_id>    KEY#<event key>          expires_at (N): this idempotency key was written
 
     GSI gsi1: hash gsi1pk, range gsi1sk, projection ALL (an owner's tasks, newest first).
-    TTL on expires_at (tasks, events and keys expire together, EVENT_TTL_DAYS after the task's last
-    write). On-demand billing.
+    TTL on expires_at: events and keys expire event_ttl_days after they were written; the task item's
+    expiry moves forward with every update, so a task never expires before the end of its log.
+    On-demand billing.
 
 How the contract of ``TaskStore`` holds here:
 

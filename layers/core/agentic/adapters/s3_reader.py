@@ -27,9 +27,11 @@ class S3DocumentReader:
             obj = self.client.get_object(**args)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "NoSuchVersion", "404", "AccessDenied", "InvalidObjectState"):
+            if code in ("NoSuchKey", "NoSuchVersion", "InvalidObjectState"):
                 raise UnusableInput(f"object cannot be read: {code}") from None
-            raise  # throttling, 5xx: worth the Lambda's own retry
+            # Throttling, 5xx, and AccessDenied (a permissions mistake, not a bad object): raise, so
+            # the event is retried and then kept in the failure queue instead of silently dropped.
+            raise
         size = int(obj.get("ContentLength", 0))
         if size > max_bytes:
             obj["Body"].close()

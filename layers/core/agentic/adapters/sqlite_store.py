@@ -93,7 +93,7 @@ class SQLiteTaskStore:
         self.bus = bus or LocalEventBus()
         self._lock = threading.RLock()
         self._batch_open = False
-        self._unpublished: builtins.list[tuple[str, int]] = []
+        self._unpublished: builtins.list[tuple[str, int, bool]] = []
         # Parsed tasks keyed by their exact stored JSON: a read still fetches the row (so another
         # process's write is always seen) but skips re-parsing a document it parsed before.
         self._parsed: OrderedDict[str, tuple[str, TaskState]] = OrderedDict()
@@ -153,17 +153,22 @@ class SQLiteTaskStore:
                 self._batch_open = False
                 self._db.execute("COMMIT")
             published, self._unpublished = self._unpublished, []
-        for task_id, cursor in published:
-            self.bus.publish(task_id, cursor)
+        self._announce(published)
 
     def _publish(self, written: Iterable[StreamEvent]) -> None:
         """Wake streams once the events are durable: now, or when the open batch commits."""
+        news = [(e.task_id, e.cursor, e.event_type.is_terminal) for e in written]
         with self._lock:
             if self._batch_open:
-                self._unpublished.extend((e.task_id, e.cursor) for e in written)
+                self._unpublished.extend(news)
                 return
-        for event in written:
-            self.bus.publish(event.task_id, event.cursor)
+        self._announce(news)
+
+    def _announce(self, news: Iterable[tuple[str, int, bool]]) -> None:
+        for task_id, cursor, terminal in news:
+            self.bus.publish(task_id, cursor)
+            if terminal:  # nothing follows a terminal event; late readers find it in the log
+                self.bus.forget(task_id)
 
     # --- tasks ---------------------------------------------------------------------------------
 
@@ -182,6 +187,7 @@ class SQLiteTaskStore:
                 )
         except sqlite3.IntegrityError:
             raise TaskAlreadyExists(task.task_id) from None
+        self._commit_batch()  # the client is told the task exists: make it durable first
         return task
 
     def _parse(self, task_id: str, doc: str) -> TaskState:

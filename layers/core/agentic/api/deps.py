@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from agentic.service.tasks import TaskService
 
@@ -25,3 +25,6 @@ async def _owner(request: Request) -> str:
 
 Service = Annotated[TaskService, Depends(_service)]
 Owner = Annotated[str, Depends(_owner)]
+# Task ids are UUIDs; anything much longer is refused before it reaches a store (DynamoDB rejects
+# keys over 2 KB with an error of its own).
+TaskId = Annotated[str, Path(min_length=1, max_length=64, description="The task id")]

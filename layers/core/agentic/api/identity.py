@@ -43,10 +43,13 @@ def iam_identity(request: Request) -> str:
     """The IAM caller of an API Gateway HTTP API (via Mangum) or a Function URL (via the Web Adapter)."""
     event = request.scope.get("aws.event")
     if isinstance(event, dict):
+        # Behind Mangum the Lambda event is the only source; a header could be sent by anyone.
         arn = _iam_user_arn(event.get("requestContext") or {})
         if arn:
             return arn
-    # The Lambda Web Adapter forwards the request context as a JSON header.
+        raise Unauthorized("the request carries no IAM identity (call it with SigV4-signed credentials)")
+    # The Lambda Web Adapter forwards the Function URL's request context as this header (it sets
+    # the header itself from the invocation event).
     raw = request.headers.get("x-amzn-request-context")
     if raw:
         try:

@@ -18,7 +18,10 @@ from agentic.service.tasks import TaskService
 
 
 class InboxWatcher:
-    def __init__(self, service: TaskService, folder: Path, owner: str, *, poll_seconds: float = 0.5) -> None:
+    def __init__(
+        self, service: TaskService, folder: Path, owner: str, *, poll_seconds: float = 0.5, max_bytes: int = 64 * 1024
+    ) -> None:
+        self.max_bytes = max_bytes
         self.service = service
         self.folder = folder
         self.owner = owner
@@ -60,15 +63,15 @@ class InboxWatcher:
         (self.folder / "rejected" / f"{path.name}.reason").write_text(reason + "\n")
 
     async def _ingest(self, path: Path) -> str | None:
-        raw = await asyncio.to_thread(path.read_bytes)
         try:
-            description = description_from_document(path.name, raw)
-        except UnusableInput as exc:
+            raw = await asyncio.to_thread(path.read_bytes)
+            description = description_from_document(path.name, raw, self.max_bytes)
+        except (OSError, UnusableInput) as exc:
             reason = str(exc).splitlines()[0]
             logger.warning("inbox file rejected", extra={"file": path.name, "reason": reason})
             await asyncio.to_thread(self._reject, path, reason)
             return None
-        key = f"{path.name}:{hashlib.sha256(raw).hexdigest()}"
+        key = "inbox:" + hashlib.sha256(path.name.encode() + b"\0" + raw).hexdigest()
         task, _ = await self.service.create(self.owner, description, idempotency_key=key, source="inbox")
         try:
             await self.service.execute(self.owner, task.task_id)

@@ -213,10 +213,17 @@ class PipelineOps:
             agent = self.registry.get(step.agent_type)
             output = await asyncio.wait_for(agent.execute(step, context), timeout)
         except Exception as exc:  # every failure is recorded; the retry policy decides what is next
-            return self._record_failure(task, index, attempt, exc, retry_delay)
+            current = self._current_attempt(task_id, index, attempt)
+            if current is None:
+                return StepOutcome(step, error=exc, error_name=error_name(exc))
+            return self._record_failure(current, index, attempt, exc, retry_delay)
         record_metric("StepLatency", (time.perf_counter() - clock) * 1000, "Milliseconds")
+        current = self._current_attempt(task_id, index, attempt)
+        if current is None:
+            return StepOutcome(step)
+        assert current.execution_plan is not None
         done = self._replace_step(
-            task.execution_plan,
+            current.execution_plan,
             index,
             status=StepStatus.COMPLETED,
             output=output[:MAX_OUTPUT_CHARS],
@@ -231,6 +238,25 @@ class PipelineOps:
         )
         logger.debug("step completed", extra={"task_id": task_id, "step_id": step_id, "attempts": attempt + 1})
         return StepOutcome(done.steps[index])
+
+    def _current_attempt(self, task_id: str, index: int, attempt: int) -> TaskState | None:
+        """The task, re-read, if this attempt is still the step's latest; None if it was overtaken.
+
+        An attempt that Step Functions timed out keeps running until Lambda stops it, while the
+        retry (or the next step) moves on; its late result must not overwrite their state.
+        """
+        task = self._load(task_id)
+        plan = task.execution_plan
+        if task.status is not TaskStatus.EXECUTING or plan is None:
+            return None
+        step = plan.steps[index]
+        if step.attempts != attempt + 1 or step.status is not StepStatus.RUNNING:
+            logger.warning(
+                "late result of an overtaken attempt discarded",
+                extra={"task_id": task_id, "step_id": step.step_id, "attempt": attempt + 1},
+            )
+            return None
+        return task
 
     def _record_failure(
         self, task: TaskState, index: int, attempt: int, exc: Exception, retry_delay: RetryDelay
@@ -301,20 +327,19 @@ class PipelineOps:
         if task.execution_plan is not None and task.status is not TaskStatus.FAILED:
             step = task.execution_plan.steps[task.current_step_index]
         where = {"step_id": step.step_id, "agent_type": step.agent_type} if step else {}
-        self._emit(self._event(task_id, EventType.ERROR, "task:error", error=error, message=message, **where))
-        if task.status is TaskStatus.FAILED:
+        error_event = self._event(task_id, EventType.ERROR, "task:error", error=error, message=message, **where)
+        if task.status is TaskStatus.FAILED:  # a repeat: make sure both events exist
+            self._emit(error_event)
             self._emit(self._failed_event(task))
             return task
         changes: dict[str, Any] = {"status": TaskStatus.FAILED, "error_message": message}
         if task.execution_plan is not None and step is not None and step.status is not StepStatus.COMPLETED:
             changes["execution_plan"] = self._replace_step(
-                task.execution_plan,
-                task.current_step_index,
-                status=StepStatus.FAILED,
-                error=step.error or message,
+                task.execution_plan, task.current_step_index, status=StepStatus.FAILED, error=step.error or message
             )
+        # The error and task_failed events are written with the transition, or not at all.
         task = self.store.update(
-            task_id, sources_of(TaskStatus.FAILED), events=[self._failed_event(task, message)], **changes
+            task_id, sources_of(TaskStatus.FAILED), events=[error_event, self._failed_event(task, message)], **changes
         )
         record_metric("TasksFailed", 1)
         logger.error("task failed", extra={"task_id": task_id, "error": message})

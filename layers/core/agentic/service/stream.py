@@ -37,7 +37,13 @@ async def tail_events(
     *,
     keepalive_seconds: float = 15.0,
     max_seconds: float = 0.0,
+    finished: bool = False,
 ) -> AsyncIterator[str]:
+    """NDJSON lines of the task's events after ``after``, until its terminal event.
+
+    ``finished``: the task had already ended when the stream began, so an empty read means the
+    client has seen everything (it resumed at or past the terminal event) and the stream ends.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_seconds if max_seconds else None
     last_sent = loop.time()
@@ -57,6 +63,8 @@ async def tail_events(
         if events:
             last_sent = now
             continue
+        if finished:
+            return
         if deadline is not None and now >= deadline:
             yield control_line(
                 STREAM_TIMEOUT,

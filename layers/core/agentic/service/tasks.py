@@ -100,7 +100,7 @@ class TaskService:
 
     async def stream(self, owner: str, task_id: str, after: int = 0) -> AsyncIterator[str]:
         """Check access now (so errors are HTTP errors), then return the NDJSON line iterator."""
-        await self.get(owner, task_id)
+        task = await self.get(owner, task_id)
         if after < 0:
             raise InvalidInput("after must be a cursor >= 0")
         return tail_events(
@@ -110,6 +110,7 @@ class TaskService:
             after,
             keepalive_seconds=self.settings.stream_keepalive_seconds,
             max_seconds=self.settings.stream_max_seconds,
+            finished=task.status.is_terminal,
         )
 
     def recover_interrupted(self) -> builtins.list[str]:

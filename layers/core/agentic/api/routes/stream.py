@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
-from agentic.api.deps import Owner, Service
+from agentic.api.deps import Owner, Service, TaskId
 from agentic.errors import InvalidInput
 from agentic.models import MAX_CURSOR
 
@@ -35,7 +35,7 @@ async def resume_cursor(
         return after
     if last_event_id:
         value = last_event_id.strip()
-        if not value.isdigit() or int(value) > MAX_CURSOR:
+        if not (value.isascii() and value.isdigit()) or int(value) > MAX_CURSOR:
             raise InvalidInput(f"Last-Event-ID must be the cursor of an event (an integer 0-{MAX_CURSOR})")
         return int(value)
     return 0
@@ -46,7 +46,7 @@ ResumeCursor = Annotated[int, Depends(resume_cursor)]
 
 @router.post("/{task_id}/execute", response_class=StreamingResponse, responses=_STREAM_RESPONSES)
 async def execute_task(
-    task_id: str,
+    task_id: TaskId,
     service: Service,
     owner: Owner,
     cursor: ResumeCursor,
@@ -59,7 +59,7 @@ async def execute_task(
 
 @router.get("/{task_id}/events", response_class=StreamingResponse, responses=_STREAM_RESPONSES)
 async def task_events(
-    task_id: str,
+    task_id: TaskId,
     service: Service,
     owner: Owner,
     cursor: ResumeCursor,

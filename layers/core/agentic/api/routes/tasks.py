@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.responses import JSONResponse
 
-from agentic.api.deps import Owner, Service
+from agentic.api.deps import Owner, Service, TaskId
+from agentic.api.errors import error_body
+from agentic.errors import Backpressure
 from agentic.models import TaskCreate, TaskList, TaskPublic, TaskStatus
 
 # Two routers so a deployment can give the read routes a read-only function.
@@ -32,7 +35,7 @@ async def create_task(
     owner: Owner,
     response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> TaskPublic:
+) -> TaskPublic | JSONResponse:
     """Create a pending task. With ``execute: true`` it also starts (stream it from ``/events``)."""
     task, created = await service.create(owner, body.description, idempotency_key=idempotency_key)
     if not created:
@@ -40,7 +43,16 @@ async def create_task(
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/tasks/{task.task_id}/status"
     if body.execute:
-        task = await service.execute(owner, task.task_id)
+        try:
+            task = await service.execute(owner, task.task_id)
+        except Backpressure as exc:
+            # The task exists (pending); name it so the client can execute it later without
+            # creating a duplicate.
+            return JSONResponse(
+                error_body(exc.code, f"task {task.task_id} was created but not started: {exc}", task_id=task.task_id),
+                status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+                headers={"Retry-After": str(exc.retry_after_seconds), "Location": f"/tasks/{task.task_id}/status"},
+            )
     return TaskPublic.of(task)
 
 
@@ -58,5 +70,5 @@ async def list_tasks(
 
 
 @read_router.get("/{task_id}/status", response_model=TaskPublic)
-async def task_status(task_id: str, service: Service, owner: Owner) -> TaskPublic:
+async def task_status(task_id: TaskId, service: Service, owner: Owner) -> TaskPublic:
     return TaskPublic.of(await service.get(owner, task_id))
