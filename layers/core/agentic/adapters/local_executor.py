@@ -47,9 +47,6 @@ class LocalExecutor:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def is_active(self, task_id: str) -> bool:
-        return task_id in self._admitted
-
     async def start(self, task_id: str) -> None:
         if task_id in self._admitted:
             return

@@ -18,7 +18,6 @@ class StepContext:
     task: str
     attempt: int = 0
     outputs: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Agent(ABC):

@@ -57,7 +57,7 @@ class TaskMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    description: str = Field(min_length=1, max_length=4000)
+    description: str  # bounded by valid_description, the API's own rules
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
 
     @field_validator("description")
