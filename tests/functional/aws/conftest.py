@@ -116,3 +116,14 @@ def pipeline(aws_env: pytest.MonkeyPatch) -> Iterator[Pipeline]:
             for execution in sfn.list_executions(stateMachineArn=state_machine_arn)["executions"]:
                 if execution["status"] == "RUNNING":
                     running.wait(execution["name"])
+
+
+@pytest.fixture(scope="session")
+def template() -> dict[str, Any]:
+    """template.yaml parsed with cfn-lint's decoder (it understands !Ref, !Sub, !GetAtt)."""
+    from cfnlint.decode import decode
+
+    parsed, errors = decode(str(Path(__file__).resolve().parents[3] / "template.yaml"))
+    assert not errors, errors
+    assert parsed is not None
+    return dict(parsed)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cfnlint.decode import decode
 
 from tests.functional.aws.support import EVENTS, ROOT
 
@@ -30,14 +29,6 @@ ADAPTER_LAYER = re.compile(
     r"^arn:\$\{AWS::Partition\}:lambda:\$\{AWS::Region\}:753240598075:layer:LambdaAdapterLayerArm64:"
     r"\$\{LambdaWebAdapterLayerVersion\}$"
 )
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    parsed, errors = decode(str(TEMPLATE))
-    assert not errors, errors
-    assert parsed is not None
-    return dict(parsed)
 
 
 @pytest.fixture(scope="module")

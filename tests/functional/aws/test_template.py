@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cfnlint.decode import decode
 
 from tests.functional.aws.support import ASL, EVENTS, FUNCTIONS, ROOT, SUBSTITUTIONS
 
@@ -31,14 +30,6 @@ TRANSIENT_ERRORS = {
     "States.Timeout",
 }
 READ_ONLY_POLICIES = {"DynamoDBReadPolicy"}
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    parsed, errors = decode(str(TEMPLATE))
-    assert not errors, errors
-    assert parsed is not None
-    return dict(parsed)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cfnlint.decode import decode
 
 from agentic.triggers import S3_TASK_PREFIX
 from tests.functional.aws.support import EVENTS, FUNCTIONS, ROOT
@@ -23,14 +22,6 @@ pytestmark = pytest.mark.functional
 TEMPLATE = ROOT / "template.yaml"
 TRIGGER_FUNCTIONS = {"S3TriggerFunction": "S3", "SqsTriggerFunction": "SQS"}
 FOURTEEN_DAYS = 14 * 24 * 3600
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    parsed, errors = decode(str(TEMPLATE))
-    assert not errors, errors
-    assert parsed is not None
-    return dict(parsed)
 
 
 def resource(template: dict[str, Any], name: str) -> dict[str, Any]:
