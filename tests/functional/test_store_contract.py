@@ -243,6 +243,46 @@ def test_update_from_an_unexpected_status_is_rejected_and_writes_nothing(store):
     assert store.read_events("t-1") == []
 
 
+def test_a_mutation_sees_the_stored_task_and_its_changes_are_applied(store):
+    # Given a task that another writer moved on since we last read it
+    store.create(make_task("t-1"))
+    store.update("t-1", {TaskStatus.PENDING}, current_step_index=3)
+    seen: list[int] = []
+
+    def bump(task: TaskState) -> dict[str, Any]:
+        seen.append(task.current_step_index)
+        return {"current_step_index": task.current_step_index + 1}
+
+    # When a mutation derives its change from the task as stored
+    updated = store.update("t-1", {TaskStatus.PENDING}, mutate=bump, error_message="from changes")
+    # Then it saw the stored state, and both its change and the plain changes were applied
+    assert seen[-1] == 3
+    assert (updated.current_step_index, updated.error_message) == (4, "from changes")
+    assert store.get("t-1") == updated
+
+
+def test_a_mutation_that_refuses_writes_nothing(store):
+    # Given a task
+    store.create(make_task("t-1"))
+    before = store.get("t-1")
+
+    def refuse(task: TaskState) -> dict[str, Any]:
+        raise InvalidTransition("this attempt was overtaken")
+
+    # When a mutation refuses, with an event attached
+    with pytest.raises(InvalidTransition, match="overtaken"):
+        store.update(
+            "t-1",
+            {TaskStatus.PENDING},
+            status=TaskStatus.ANALYZING,
+            mutate=refuse,
+            events=[event("t-1", EventType.TASK_STARTED, key="task:task_started")],
+        )
+    # Then neither the task nor its log changed
+    assert store.get("t-1") == before
+    assert store.read_events("t-1") == []
+
+
 def test_update_of_an_unknown_task_is_not_found(store):
     # Given no task / When it is updated / Then TaskNotFound names it
     with pytest.raises(TaskNotFound) as raised:

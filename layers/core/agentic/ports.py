@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from agentic.models import NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus
+
+#: Given the task as currently stored, the changes to apply to it (see ``TaskStore.update``).
+Mutation = Callable[[TaskState], dict[str, Any]]
 
 
 class TaskStore(Protocol):
@@ -34,9 +37,20 @@ class TaskStore(Protocol):
         ...
 
     def update(
-        self, task_id: str, expect: Collection[TaskStatus], *, events: Sequence[NewEvent] = (), **changes: Any
+        self,
+        task_id: str,
+        expect: Collection[TaskStatus],
+        *,
+        events: Sequence[NewEvent] = (),
+        mutate: Mutation | None = None,
+        **changes: Any,
     ) -> TaskState:
         """Apply ``changes`` only if the task's status is in ``expect``, then append ``events``.
+
+        ``mutate``, if given, is called with the task as the store just read it, inside the same
+        conditional write, and returns more changes (e.g. one step of the plan); whatever it raises
+        aborts the update with nothing written. It may run more than once (a store that retries a
+        write it lost to a concurrent one calls it again on the fresh read).
 
         Raise ``TaskNotFound`` for an unknown id and ``InvalidTransition`` when the status does not
         match (nothing is written then). ``changes`` are TaskState field names (status,

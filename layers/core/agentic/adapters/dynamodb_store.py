@@ -56,6 +56,7 @@ from botocore.exceptions import ClientError
 from agentic.adapters.sqlite_store import check_payload_size, decode_cursor, encode_cursor, sort_key
 from agentic.errors import InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound, WriteConflict
 from agentic.models import EventType, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
+from agentic.ports import Mutation
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -372,7 +373,13 @@ class DynamoDBTaskStore:
             params["ExclusiveStartKey"] = last
 
     def update(
-        self, task_id: str, expect: Collection[TaskStatus], *, events: Sequence[NewEvent] = (), **changes: Any
+        self,
+        task_id: str,
+        expect: Collection[TaskStatus],
+        *,
+        events: Sequence[NewEvent] = (),
+        mutate: Mutation | None = None,
+        **changes: Any,
     ) -> TaskState:
         expected = {TaskStatus(s) for s in expect}
         pending = [_PendingEvent.of(e) for e in events if e.task_id == task_id]
@@ -386,7 +393,8 @@ class DynamoDBTaskStore:
             task = _parse_task(item)
             if task.status not in expected:
                 raise InvalidTransition.unexpected(task_id, task.status.value, (s.value for s in expected))
-            updated = task.model_copy(update={**changes, "updated_at": utcnow()})
+            applied = {**changes, **mutate(task)} if mutate is not None else changes
+            updated = task.model_copy(update={**applied, "updated_at": utcnow()})
             doc = updated.model_dump_json()
             check_payload_size(f"task {task_id}", doc)
             batch, rest = self._fit_transaction(pending, len(doc))

@@ -24,6 +24,7 @@ from typing import Any
 from agentic.adapters.local_events import LocalEventBus
 from agentic.errors import InputTooLarge, InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound
 from agentic.models import EventType, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
+from agentic.ports import Mutation
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -240,7 +241,13 @@ class SQLiteTaskStore:
         return [TaskState.model_validate_json(r[0]) for r in rows]
 
     def update(
-        self, task_id: str, expect: Collection[TaskStatus], *, events: Sequence[NewEvent] = (), **changes: Any
+        self,
+        task_id: str,
+        expect: Collection[TaskStatus],
+        *,
+        events: Sequence[NewEvent] = (),
+        mutate: Mutation | None = None,
+        **changes: Any,
     ) -> TaskState:
         written: list[StreamEvent] = []
         with self._transaction() as db:
@@ -250,6 +257,8 @@ class SQLiteTaskStore:
             task = self._parse(task_id, row[0])
             if task.status not in expect:
                 raise InvalidTransition.unexpected(task_id, task.status.value, (s.value for s in expect))
+            if mutate is not None:
+                changes = {**changes, **mutate(task)}
             updated = task.model_copy(update={**changes, "updated_at": utcnow()})
             doc = updated.model_dump_json()
             check_payload_size(f"task {task_id}", doc)

@@ -31,7 +31,7 @@ from agentic.models import (
 )
 from agentic.observability import logger, record_metric
 from agentic.pipeline import STATES_TIMEOUT, PipelineDefinition
-from agentic.ports import TaskStore
+from agentic.ports import Mutation, TaskStore
 
 #: Bound on one step's output, so a task item stays far below DynamoDB's 400 KB.
 MAX_OUTPUT_CHARS = 60_000
@@ -45,6 +45,14 @@ def error_name(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return STATES_TIMEOUT
     return type(exc).__name__
+
+
+class _AttemptOvertaken(InvalidTransition):
+    """A newer attempt owns the step; this attempt's write is refused (and logged)."""
+
+    def __init__(self, step_id: str, attempt: int) -> None:
+        super().__init__(f"attempt {attempt} of {step_id} was overtaken by a newer attempt")
+        logger.warning("late write of an overtaken attempt discarded", extra={"step_id": step_id, "attempt": attempt})
 
 
 @dataclass(frozen=True)
@@ -187,19 +195,16 @@ class PipelineOps:
                 error=step.error,
                 delay_seconds=None,
             )
-        task = self.store.update(
-            task_id,
-            {TaskStatus.EXECUTING},
-            current_step_index=index,
-            execution_plan=self._replace_step(
-                plan,
-                index,
-                status=StepStatus.RUNNING,
-                attempts=attempt + 1,
-                started_at=step.started_at or utcnow(),
-            ),
-            events=[first],
-        )
+        try:
+            task = self.store.update(
+                task_id,
+                {TaskStatus.EXECUTING},
+                current_step_index=index,
+                events=[first],
+                mutate=self._step_change(index, attempt, starting=True, status=StepStatus.RUNNING),
+            )
+        except _AttemptOvertaken:
+            return StepOutcome(step)  # a stale start: a newer attempt owns the step already
         assert task.execution_plan is not None
         context = StepContext(
             task_id=task_id,
@@ -213,65 +218,73 @@ class PipelineOps:
             agent = self.registry.get(step.agent_type)
             output = await asyncio.wait_for(agent.execute(step, context), timeout)
         except Exception as exc:  # every failure is recorded; the retry policy decides what is next
-            current = self._current_attempt(task_id, index, attempt)
-            if current is None:
-                return StepOutcome(step, error=exc, error_name=error_name(exc))
-            return self._record_failure(current, index, attempt, exc, retry_delay)
+            return self._record_failure(task_id, step, index, attempt, exc, retry_delay)
         record_metric("StepLatency", (time.perf_counter() - clock) * 1000, "Milliseconds")
-        current = self._current_attempt(task_id, index, attempt)
-        if current is None:
+        finished = step.model_copy(
+            update={"status": StepStatus.COMPLETED, "output": output[:MAX_OUTPUT_CHARS], "attempts": attempt + 1}
+        )
+        try:
+            self.store.update(
+                task_id,
+                {TaskStatus.EXECUTING},
+                events=self._step_done_events(task_id, finished),
+                mutate=self._step_change(
+                    index,
+                    attempt,
+                    status=StepStatus.COMPLETED,
+                    output=finished.output,
+                    error=None,
+                    completed_at=utcnow(),
+                ),
+            )
+        except _AttemptOvertaken:
             return StepOutcome(step)
-        assert current.execution_plan is not None
-        done = self._replace_step(
-            current.execution_plan,
-            index,
-            status=StepStatus.COMPLETED,
-            output=output[:MAX_OUTPUT_CHARS],
-            error=None,
-            completed_at=utcnow(),
-        )
-        task = self.store.update(
-            task_id,
-            {TaskStatus.EXECUTING},
-            execution_plan=done,
-            events=self._step_done_events(task_id, done.steps[index]),
-        )
         logger.debug("step completed", extra={"task_id": task_id, "step_id": step_id, "attempts": attempt + 1})
-        return StepOutcome(done.steps[index])
+        return StepOutcome(finished)
 
-    def _current_attempt(self, task_id: str, index: int, attempt: int) -> TaskState | None:
-        """The task, re-read, if this attempt is still the step's latest; None if it was overtaken.
+    def _step_change(self, index: int, attempt: int, *, starting: bool = False, **step_changes: Any) -> Mutation:
+        """A store mutation of one step, applied only while this attempt owns the step.
 
         An attempt that Step Functions timed out keeps running until Lambda stops it, while the
-        retry (or the next step) moves on; its late result must not overwrite their state.
+        retry (or the next step) moves on. Checked inside the store's conditional write, the late
+        attempt's start or result is refused (``_AttemptOvertaken``) instead of overwriting theirs.
         """
-        task = self._load(task_id)
-        plan = task.execution_plan
-        if task.status is not TaskStatus.EXECUTING or plan is None:
-            return None
-        step = plan.steps[index]
-        if step.attempts != attempt + 1 or step.status is not StepStatus.RUNNING:
-            logger.warning(
-                "late result of an overtaken attempt discarded",
-                extra={"task_id": task_id, "step_id": step.step_id, "attempt": attempt + 1},
-            )
-            return None
-        return task
+        owner = attempt + 1
+
+        def mutate(task: TaskState) -> dict[str, Any]:
+            plan = task.execution_plan
+            assert plan is not None
+            step = plan.steps[index]
+            if starting:
+                if step.attempts > owner or step.status is StepStatus.COMPLETED:
+                    raise _AttemptOvertaken(step.step_id, owner)
+                changes = {"attempts": owner, "started_at": step.started_at or utcnow(), **step_changes}
+            elif step.attempts != owner or step.status is not StepStatus.RUNNING:
+                raise _AttemptOvertaken(step.step_id, owner)
+            else:
+                changes = step_changes
+            return {"execution_plan": self._replace_step(plan, index, **changes)}
+
+        return mutate
 
     def _record_failure(
-        self, task: TaskState, index: int, attempt: int, exc: Exception, retry_delay: RetryDelay
+        self,
+        task_id: str,
+        step: ExecutionStep,
+        index: int,
+        attempt: int,
+        exc: Exception,
+        retry_delay: RetryDelay,
     ) -> StepOutcome:
-        assert task.execution_plan is not None
         name = error_name(exc)
         message = f"{name}: {exc}" if str(exc) else name
         delay = retry_delay(name, attempt)
-        step = task.execution_plan.steps[index]
         events = []
         if delay is not None:
             record_metric("StepRetries", 1)
             events.append(
                 self._event(
-                    task.task_id,
+                    task_id,
                     EventType.STEP_RETRYING,
                     f"{step.step_id}:{attempt + 1}:step_retrying",
                     step_id=step.step_id,
@@ -283,14 +296,22 @@ class PipelineOps:
             )
             logger.warning(
                 "step will be retried",
-                extra={"task_id": task.task_id, "step_id": step.step_id, "error": message, "delay": delay},
+                extra={"task_id": task_id, "step_id": step.step_id, "error": message, "delay": delay},
             )
         else:
-            logger.error("step failed", extra={"task_id": task.task_id, "step_id": step.step_id, "error": message})
+            logger.error("step failed", extra={"task_id": task_id, "step_id": step.step_id, "error": message})
         status = StepStatus.RETRYING if delay is not None else StepStatus.FAILED
-        plan = self._replace_step(task.execution_plan, index, status=status, error=message)
-        self.store.update(task.task_id, {TaskStatus.EXECUTING}, execution_plan=plan, events=events)
-        return StepOutcome(plan.steps[index], error=exc, error_name=name, retry_in=delay)
+        failed = step.model_copy(update={"status": status, "error": message, "attempts": attempt + 1})
+        try:
+            self.store.update(
+                task_id,
+                {TaskStatus.EXECUTING},
+                events=events,
+                mutate=self._step_change(index, attempt, status=status, error=message),
+            )
+        except _AttemptOvertaken:
+            return StepOutcome(step, error=exc, error_name=name)
+        return StepOutcome(failed, error=exc, error_name=name, retry_in=delay)
 
     def complete(self, task_id: str) -> TaskState:
         """executing -> completed, with the last step's output as the final output."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 
+from agentic.errors import InvalidTransition
 from agentic.models import TaskStatus
 from agentic.observability import logger
 from agentic.service.pipeline_ops import PipelineOps, error_name
@@ -42,6 +43,8 @@ class LocalRunner:
             self.ops.complete(task_id)
         except asyncio.CancelledError:
             raise  # shutdown: the restart recovery marks the task failed
+        except InvalidTransition as exc:  # the task left its running state under us (recovered, failed)
+            logger.info("runner stops: the task is no longer running", extra={"task_id": task_id, "reason": str(exc)})
         except Exception as exc:  # a fault of the pipeline itself, not of an agent: never leave it hanging
             logger.exception("pipeline error", extra={"task_id": task_id})
             try:
