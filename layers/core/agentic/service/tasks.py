@@ -100,7 +100,14 @@ class TaskService:
 
     async def stream(self, owner: str, task_id: str, after: int = 0) -> AsyncIterator[str]:
         """Check access now (so errors are HTTP errors), then return the NDJSON line iterator."""
-        task = await self.get(owner, task_id)
+        return self._tail(await self.get(owner, task_id), after)
+
+    async def execute_and_stream(self, owner: str, task_id: str, after: int = 0) -> AsyncIterator[str]:
+        """``execute`` then ``stream``, reading the task once (a network round trip on DynamoDB)."""
+        return self._tail(await self.execute(owner, task_id), after)
+
+    def _tail(self, task: TaskState, after: int) -> AsyncIterator[str]:
+        task_id = task.task_id
         if after < 0:
             raise InvalidInput("after must be a cursor >= 0")
         return tail_events(

@@ -52,8 +52,7 @@ async def execute_task(
     cursor: ResumeCursor,
 ) -> StreamingResponse:
     """Start the task (if pending) and stream its events. Running or finished tasks are attached to."""
-    await service.execute(owner, task_id)
-    lines = await service.stream(owner, task_id, cursor)
+    lines = await service.execute_and_stream(owner, task_id, cursor)
     return StreamingResponse(lines, media_type=NDJSON, headers=_NO_BUFFERING)
 
 
