@@ -180,3 +180,14 @@ def placeholder_zip(module: str) -> bytes:
 
 def system() -> AwsSystem:
     return get_system()
+
+
+def create_trivial_state_machine(name: str) -> str:
+    """A one-state machine in moto, for tests that start executions without running the pipeline."""
+    import boto3
+
+    return boto3.client("stepfunctions", region_name=REGION).create_state_machine(
+        name=name,
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+        roleArn="arn:aws:iam::123456789012:role/agentic-test-role",
+    )["stateMachineArn"]

@@ -24,6 +24,7 @@ from tests.functional.aws.support import (
     OTHER_OWNER,
     OWNER,
     REGION,
+    create_trivial_state_machine,
     http_event,
     invoke,
     load_event,
@@ -185,12 +186,7 @@ CASES: dict[str, tuple[str, Callable[[], str], Callable[[dict[str, Any], Any], N
 @pytest.fixture
 def moto(moto_table: Any, aws_env: pytest.MonkeyPatch) -> dict[str, Any]:
     """The table, plus a state machine for the create function to start (not run: plain moto)."""
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    arn = sfn.create_state_machine(
-        name="pipeline",
-        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
-        roleArn="arn:aws:iam::123456789012:role/agentic-test-role",
-    )["stateMachineArn"]
+    arn = create_trivial_state_machine("pipeline")
     aws_env.setenv("STATE_MACHINE_ARN", arn)
     return {"dynamodb": moto_table, "state_machine_arn": arn}
 

@@ -20,7 +20,15 @@ from agentic.aws.pipeline_handlers import describe_caught_error
 from agentic.aws.wiring import ConfigurationError, get_system, reset_system
 from agentic.errors import Backpressure
 from agentic.observability import logger
-from tests.functional.aws.support import FUNCTIONS, REGION, ROOT, FakeLambdaContext, invoke, load_event
+from tests.functional.aws.support import (
+    FUNCTIONS,
+    REGION,
+    ROOT,
+    FakeLambdaContext,
+    create_trivial_state_machine,
+    invoke,
+    load_event,
+)
 
 pytestmark = [
     pytest.mark.functional,
@@ -176,11 +184,7 @@ def test_fail_event_of_the_file_is_parsed_like_the_local_runner_records_it():
 def test_start_is_idempotent_by_execution_name():
     with mock_aws():
         sfn = boto3.client("stepfunctions", region_name=REGION)
-        arn = sfn.create_state_machine(
-            name="m",
-            definition=json.dumps({"StartAt": "A", "States": {"A": {"Type": "Succeed"}}}),
-            roleArn="arn:aws:iam::123456789012:role/r",
-        )["stateMachineArn"]
+        arn = create_trivial_state_machine("m")
         executor = StepFunctionsExecutor(arn)
         assert executor._client is None  # no client until the first start
         asyncio.run(executor.start("task-1"))
