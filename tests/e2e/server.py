@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -22,15 +24,19 @@ def free_port() -> int:
 
 
 class LocalServer:
-    def __init__(self, database: Path, **env: str) -> None:
+    _started = 0
+
+    def __init__(self, database: Path, port: int | None = None, log: Path | None = None, **env: str) -> None:
         self.database = database
         self.env = env
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = database.with_suffix(f".{self.port}.log")
+        LocalServer._started += 1
+        self.log = log or database.with_suffix(f".{self.port}.{LocalServer._started}.log")
 
-    def start(self) -> LocalServer:
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start the process without waiting for it to serve."""
         env = {
             **os.environ,
             "DATABASE_PATH": str(self.database),
@@ -46,6 +52,11 @@ class LocalServer:
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
         )
+        return self.proc
+
+    def start(self) -> LocalServer:
+        self.spawn()
+        assert self.proc is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # readiness: the port answers /health
             if self.proc.poll() is not None:
@@ -61,6 +72,16 @@ class LocalServer:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=15)
+
+    def records(self, message: str) -> list[dict[str, Any]]:
+        """The server's JSON log records with this message."""
+        found = []
+        for line in self.log.read_text().splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                if record.get("message") == message:
+                    found.append(record)
+        return found
 
     def __enter__(self) -> LocalServer:
         return self.start()

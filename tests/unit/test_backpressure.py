@@ -6,17 +6,30 @@ import pytest
 
 from agentic.adapters.local_executor import LocalExecutor
 from agentic.errors import Backpressure
-from agentic.models import EventType, NewEvent
+from agentic.models import EventType, Lease, NewEvent
 
 pytestmark = pytest.mark.unit
 
 
 class RecordingStore:
+    """Grants every claim (one process, no competitor) and records queue events."""
+
+    blocking = False
+
     def __init__(self):
         self.events: list[NewEvent] = []
+        self.claims: list[str] = []
+        self.released: list[str] = []
 
     def append_event(self, event):
         self.events.append(event)
+
+    def claim(self, task_id, runner, ttl_seconds):
+        self.claims.append(task_id)
+        return Lease(runner=runner, epoch=1)
+
+    def release(self, runner, task_ids):
+        self.released.extend(task_ids)
 
 
 class GatedRunner:
@@ -26,7 +39,7 @@ class GatedRunner:
         self.started: list[str] = []
         self.gates: dict[str, asyncio.Event] = {}
 
-    async def __call__(self, task_id):
+    async def __call__(self, task_id, lease):
         self.started.append(task_id)
         gate = self.gates.setdefault(task_id, asyncio.Event())
         await gate.wait()
@@ -100,3 +113,5 @@ async def test_shutdown_cancels_running_pipelines():
     assert ex.running == 0
     assert ex.waiting == 0
     assert runner.started == ["a"]
+    # And both leases are handed back so that any live process resumes the tasks at once
+    assert sorted(store.released) == ["a", "b"]

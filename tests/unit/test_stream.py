@@ -3,10 +3,11 @@
 import asyncio
 import json
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
-from agentic.models import EventType, StreamEvent
+from agentic.models import EventType, StreamEvent, TaskStatus
 from agentic.service.stream import tail_events
 
 pytestmark = pytest.mark.unit
@@ -16,13 +17,19 @@ class ListStore:
     blocking = False
 
     def __init__(self, types):
+        self.reads = 0
         self.events = [
             StreamEvent(event_type=t, task_id="t", timestamp=datetime.now(UTC), cursor=i + 1)
             for i, t in enumerate(types)
         ]
 
     def read_events(self, task_id, after=0, limit=500):
+        self.reads += 1
         return [e for e in self.events if e.cursor > after][:limit]
+
+    def get(self, task_id):
+        ended = any(e.event_type.is_terminal for e in self.events)
+        return SimpleNamespace(status=TaskStatus.COMPLETED if ended else TaskStatus.EXECUTING)
 
 
 class ManualWaiter:
@@ -87,3 +94,56 @@ async def test_idle_stream_sends_keepalives_and_ends_at_its_time_limit_with_a_re
     assert "cursor" not in lines[-1]
     assert lines[-1]["data"]["cursor"] == 1
     assert lines[-1]["data"]["resume"] == "/tasks/t/events?after=1"
+
+
+async def test_a_stream_resumed_past_the_terminal_event_ends_with_the_task():
+    # Given a stream resumed at the cursor of a running task's last event
+    store = ListStore([EventType.TASK_STARTED, EventType.PLAN_CREATED])
+
+    class FinishingWaiter:
+        async def wait(self, task_id, after, timeout):
+            # When the task ends with an event at or before the client's cursor (here: the
+            # client asked for after=3 and the terminal event is cursor 3)
+            if len(store.events) == 2:
+                store.events.append(
+                    StreamEvent(event_type=EventType.TASK_COMPLETED, task_id="t", timestamp=datetime.now(UTC), cursor=3)
+                )
+            await asyncio.sleep(0)
+
+    lines = await asyncio.wait_for(collect(tail_events(store, FinishingWaiter(), "t", after=3)), 5)
+    # Then the stream ends (it does not wait forever for a cursor that will never come)
+    assert lines == []
+
+
+async def test_a_stream_of_a_task_nobody_started_says_so_first():
+    store = ListStore([])
+
+    class StartingWaiter:
+        async def wait(self, task_id, after, timeout):
+            if not store.events:  # someone executes the task
+                for i, t in enumerate([EventType.TASK_STARTED, EventType.TASK_FAILED]):
+                    store.events.append(
+                        StreamEvent(event_type=t, task_id="t", timestamp=datetime.now(UTC), cursor=i + 1)
+                    )
+            await asyncio.sleep(0)
+
+    lines = await collect(tail_events(store, StartingWaiter(), "t", not_started=True))
+    assert [line["event_type"] for line in lines] == ["task_pending", "task_started", "task_failed"]
+    assert lines[0]["data"]["execute"] == "/tasks/t/execute"
+    assert "cursor" not in lines[0]
+
+
+async def test_a_wake_up_with_nothing_to_read_never_spins():
+    # Given a waiter that always claims there is news (a notification for a write that never landed)
+    store = ListStore([EventType.TASK_STARTED])
+
+    class LyingWaiter:
+        async def wait(self, task_id, after, timeout):
+            return None  # returns at once, without even yielding
+
+    stream = tail_events(store, LyingWaiter(), "t", max_seconds=0.5, keepalive_seconds=10)
+    lines = await collect(stream)
+    # Then the stream still ends at its limit, having paused between empty reads instead of
+    # reading the log as fast as the CPU allows (tens of thousands of reads in 0.5 s)
+    assert lines[-1]["event_type"] == "stream_timeout"
+    assert store.reads < 50

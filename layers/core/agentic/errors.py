@@ -71,6 +71,21 @@ class WriteConflict(AgenticError):
     code = "write_conflict"
 
 
+class StoreUnavailable(AgenticError):
+    """The store cannot be written or read now (disk full, read-only file, locked past the busy timeout).
+
+    Nothing of the failed operation was kept; the caller may try again later (503 with Retry-After).
+    """
+
+    code = "store_unavailable"
+
+
+class LeaseLost(InvalidTransition):
+    """This run no longer owns the task: another runner claimed it after this run's lease expired."""
+
+    code = "lease_lost"
+
+
 # --- agent failures -------------------------------------------------------------------------------
 # Step Functions names an error by the bare class name of the Python exception, and the pipeline's
 # Retry clauses match on that name; the local runner applies the same rule, so keep the names stable.

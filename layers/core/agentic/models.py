@@ -85,6 +85,19 @@ class ExecutionPlan(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class Lease(BaseModel):
+    """Who runs a task locally: a runner (one server process) and the claim's epoch (fencing token).
+
+    Every write of a run is conditional on the task still holding this exact lease, so a runner that
+    lost it (its process stalled past the expiry and another claimed the task) cannot write. The
+    expiry lives beside the task in the store, where renewing it does not rewrite the document. On AWS
+    Step Functions owns runs and tasks carry no lease.
+    """
+
+    runner: str
+    epoch: int
+
+
 class TaskState(BaseModel):
     task_id: str
     owner: str
@@ -96,6 +109,7 @@ class TaskState(BaseModel):
     error_message: str | None = None
     source: str = "api"
     request_hash: str | None = None
+    lease: Lease | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

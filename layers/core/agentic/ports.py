@@ -6,7 +6,7 @@ import builtins
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
-from agentic.models import NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus
+from agentic.models import Lease, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus
 
 #: Given the task as currently stored, the changes to apply to it (see ``TaskStore.update``).
 Mutation = Callable[[TaskState], dict[str, Any]]
@@ -67,6 +67,39 @@ class TaskStore(Protocol):
 
     def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
         """Events with cursor > ``after``, in cursor order, read consistently."""
+        ...
+
+
+class LeaseStore(TaskStore, Protocol):
+    """A store that local runners share through leases (SQLite; on AWS Step Functions owns runs).
+
+    A lease is a conditional claim (runner, epoch, expiry). The epoch is the fencing token: it is
+    written into the task, and every write of a run checks it inside the store's conditional write
+    (``PipelineOps`` does this with a ``mutate``), so only the current holder's writes land.
+    """
+
+    def claim(self, task_id: str, runner: str, ttl_seconds: float) -> Lease | None:
+        """Take the task if it is unfinished and nobody holds a live lease on it; None otherwise."""
+        ...
+
+    def renew(self, runner: str, leases: dict[str, Lease], ttl_seconds: float) -> set[str]:
+        """Extend the given leases of ``runner``; return the ids of those it no longer holds."""
+        ...
+
+    def release(self, runner: str, task_ids: Collection[str]) -> None:
+        """Let the leases expire now, so any live process resumes those tasks at once."""
+        ...
+
+    def expired(self, limit: int) -> builtins.list[str]:
+        """Unfinished tasks whose lease has expired (their runner stopped), oldest expiry first."""
+        ...
+
+    def purge_finished(self, older_than_seconds: float, batch: int = 500) -> int:
+        """Delete tasks that finished more than ``older_than_seconds`` ago, with their events."""
+        ...
+
+    def check_writable(self) -> str | None:
+        """None if a write can be committed now, else the reason (cached for a few seconds)."""
         ...
 
 

@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     stream_poll_min_seconds: float = Field(default=0.02, gt=0)
     stream_poll_max_seconds: float = Field(default=0.2, gt=0)
 
+    # --- durable local execution ------------------------------------------------------------
+    # A run owns its task through a lease in the store, renewed every LEASE_RENEW_SECONDS; a task
+    # whose lease is LEASE_SECONDS old (its process died) is resumed by any live process.
+    lease_seconds: float = Field(default=6.0, gt=0)
+    lease_renew_seconds: float = Field(default=2.0, gt=0)
+    # Finished tasks and their events are deleted this many days after they finished (0 = keep).
+    retention_days: float = Field(default=30.0, ge=0)
+    # How long a write waits for another process's transaction before the store reports 503.
+    store_busy_timeout_seconds: float = Field(default=10.0, gt=0)
+    # /health probes whether the store can be written at most this often.
+    health_probe_seconds: float = Field(default=5.0, gt=0)
+
     # --- triggers -----------------------------------------------------------------------------
     # Owner of tasks started by S3 uploads and SQS messages (on AWS: the IAM ARN that should see
     # them through the API).

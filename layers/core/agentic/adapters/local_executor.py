@@ -1,43 +1,70 @@
-"""Runs pipelines in-process on asyncio, with backpressure: N at once, a bounded waiting line."""
+"""Runs pipelines in-process on asyncio: leases shared through the store, and backpressure.
+
+Ownership: a task is run by whoever holds its lease. ``start`` claims the lease with a conditional
+write (exactly one process wins, however many share the store file); a background loop renews the
+leases this process holds and resumes tasks whose lease expired because their process died. A
+process that lost a lease (it stalled past the expiry and another took over) stops that run; the
+store's fenced writes would refuse its writes anyway.
+
+Backpressure is per process: at most ``max_concurrent`` pipelines run and ``max_queue`` more wait
+here, in order, each holding its lease so that no other process runs it meanwhile.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from agentic.errors import Backpressure
-from agentic.models import EventType, NewEvent
-from agentic.ports import TaskStore
+from agentic.errors import Backpressure, StoreUnavailable
+from agentic.models import EventType, Lease, NewEvent
+from agentic.observability import logger
+from agentic.ports import LeaseStore
+from agentic.service.io import call_store
+
+RunFn = Callable[[str, Lease], Awaitable[None]]
+
+
+def new_runner_id() -> str:
+    """Unique per process start, readable in the store: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class LocalExecutor:
-    """At most ``max_concurrent`` pipelines run; up to ``max_queue`` more wait in order.
-
-    A waiting task gets a ``task_queued`` event with its position. Beyond the queue, ``start``
-    raises ``Backpressure`` and the task simply stays pending. Starting a task that is running or
-    waiting is a no-op, which makes execute idempotent.
-    """
-
     def __init__(
         self,
-        run: Callable[[str], Awaitable[None]],
-        store: TaskStore,
+        run: RunFn,
+        store: LeaseStore,
         *,
         max_concurrent: int = 100,
         max_queue: int = 100,
         retry_after_seconds: int = 1,
+        lease_seconds: float = 6.0,
+        renew_seconds: float = 2.0,
+        retention_seconds: float | None = None,
+        purge_every_seconds: float = 3600.0,
+        runner_id: str | None = None,
     ) -> None:
         self._run = run
         self._store = store
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
         self.retry_after_seconds = retry_after_seconds
+        self.lease_seconds = lease_seconds
+        self.renew_seconds = renew_seconds
+        self.retention_seconds = retention_seconds
+        self.purge_every_seconds = purge_every_seconds
+        self.runner_id = runner_id or new_runner_id()
+        self._held: dict[str, Lease] = {}  # every task admitted here (running or waiting) and its lease
         self._running: dict[str, asyncio.Task[None]] = {}
         self._waiting: deque[str] = deque()
-        self._admitted: set[str] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._maintenance: asyncio.Task[None] | None = None
+        self._next_purge = 0.0
 
     @property
     def running(self) -> int:
@@ -47,20 +74,28 @@ class LocalExecutor:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def _free_slots(self) -> int:
+        return self.max_concurrent - len(self._running) + self.max_queue - len(self._waiting)
+
     async def start(self, task_id: str) -> None:
-        if task_id in self._admitted:
+        """Claim and run (or queue) the task; a task another runner holds is left to it (attach)."""
+        if task_id in self._held:
             return
-        if len(self._running) < self.max_concurrent:
-            self._admitted.add(task_id)
-            self._launch(task_id)
-            return
-        if len(self._waiting) >= self.max_queue:
+        if self._free_slots() <= 0:
             raise Backpressure(
                 f"{len(self._running)} tasks are running and {len(self._waiting)} are waiting (the limit); "
                 "the task stays pending: execute it again later",
                 self.retry_after_seconds,
             )
-        self._admitted.add(task_id)
+        lease = await call_store(self._store, self._store.claim, task_id, self.runner_id, self.lease_seconds)
+        if lease is not None:
+            self._admit(task_id, lease)
+
+    def _admit(self, task_id: str, lease: Lease) -> None:
+        self._held[task_id] = lease
+        if len(self._running) < self.max_concurrent:
+            self._launch(task_id)
+            return
         self._waiting.append(task_id)
         self._store.append_event(
             NewEvent(
@@ -76,23 +111,87 @@ class LocalExecutor:
 
     async def _run_and_release(self, task_id: str) -> None:
         try:
-            await self._run(task_id)
+            await self._run(task_id, self._held[task_id])
+        except StoreUnavailable:
+            pass  # logged by the runner; the lease is no longer renewed and expires, then it resumes
         finally:
             self._running.pop(task_id, None)
-            self._admitted.discard(task_id)
+            self._held.pop(task_id, None)
             while self._waiting and len(self._running) < self.max_concurrent:
                 self._launch(self._waiting.popleft())
             if not self._running:
                 self._idle.set()
+
+    # --- leases --------------------------------------------------------------------------------
+
+    def start_maintenance(self) -> None:
+        """Renew leases and resume orphaned tasks every ``renew_seconds``, starting now."""
+        if self._maintenance is None:
+            self._maintenance = asyncio.create_task(self._maintain(), name="lease-maintenance")
+
+    async def _maintain(self) -> None:
+        while True:
+            try:
+                await self.maintain_once()
+            except StoreUnavailable as exc:  # leases lapse meanwhile; runs resume once it can write
+                logger.warning("lease maintenance skipped: the store is unavailable", extra={"reason": str(exc)})
+            except Exception:  # the loop must outlive any one failure
+                logger.exception("lease maintenance failed")
+            await asyncio.sleep(self.renew_seconds)
+
+    async def maintain_once(self) -> list[str]:
+        """Renew held leases, stop runs that lost theirs, resume expired tasks; return those resumed."""
+        store = self._store
+        if self._held:
+            lost = await call_store(store, store.renew, self.runner_id, dict(self._held), self.lease_seconds)
+            for task_id in lost & set(self._held):
+                if task_id in self._running:  # still running here: another runner owns it now
+                    logger.warning("lease lost; the run stops", extra={"task_id": task_id})
+                    self._running[task_id].cancel()
+                elif task_id in self._waiting:
+                    self._waiting.remove(task_id)
+                    self._held.pop(task_id, None)
+        resumed = []
+        for task_id in await call_store(store, store.expired, self._free_slots()):
+            if task_id in self._held:
+                continue  # ours and still running: the renewal above failed earlier, let it finish
+            lease = await call_store(store, store.claim, task_id, self.runner_id, self.lease_seconds)
+            if lease is not None:
+                logger.warning("resuming a task whose runner stopped", extra={"task_id": task_id})
+                self._admit(task_id, lease)
+                resumed.append(task_id)
+        await self._purge_if_due()
+        return resumed
+
+    async def _purge_if_due(self) -> None:
+        if self.retention_seconds is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + self.purge_every_seconds
+        purged = await call_store(self._store, self._store.purge_finished, self.retention_seconds)
+        if purged:
+            logger.info("purged finished tasks past the retention", extra={"tasks": purged})
 
     async def drain(self) -> None:
         """Wait until nothing runs or waits (benchmarks and tests)."""
         await self._idle.wait()
 
     async def shutdown(self) -> None:
-        """Cancel what runs; the next start's recovery marks interrupted tasks failed."""
+        """Stop: cancel runs and hand their leases back so any live process resumes them at once."""
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            await asyncio.gather(self._maintenance, return_exceptions=True)
+            self._maintenance = None
         self._waiting.clear()
+        held = list(self._held)
         tasks = list(self._running.values())
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if held:
+            try:
+                self._store.release(self.runner_id, held)
+            except StoreUnavailable:
+                logger.warning("could not release leases; they expire by themselves", extra={"tasks": held})

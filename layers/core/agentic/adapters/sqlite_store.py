@@ -1,41 +1,62 @@
-"""The embedded store: one SQLite file holding tasks and their event logs.
+"""The embedded store: one SQLite file holding tasks, their event logs and the leases of their runs.
 
-Every write is one transaction (``BEGIN IMMEDIATE``), so conditional transitions and cursor
-allocation are atomic even with several processes on the same file. WAL mode lets streams read
-while agents write.
+Any number of processes may share the file. Every write is one transaction (``BEGIN IMMEDIATE``)
+that has committed before the method returns, so a caller is never told a write succeeded that a
+crash or a failed commit could take back, and streams are woken only for committed events. WAL mode
+lets streams read while agents write.
+
+What is stored once: a step's output lives in its ``partial_output`` event only (the task row holds
+state, not text), and the ``task_completed`` event refers to the task's ``final_output`` instead of
+copying it. Both are put back when read, so callers see whole tasks and whole events.
+
+Every SQLite failure other than a constraint (disk full, read-only file, locked past the busy
+timeout, I/O error) is raised as ``StoreUnavailable``: nothing of that operation was kept.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import builtins
 import json
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from agentic.adapters.local_events import LocalEventBus
-from agentic.errors import InputTooLarge, InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound
-from agentic.models import EventType, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
+from agentic.errors import (
+    InputTooLarge,
+    InvalidInput,
+    InvalidTransition,
+    StoreUnavailable,
+    TaskAlreadyExists,
+    TaskNotFound,
+)
+from agentic.models import EventType, Lease, NewEvent, StepStatus, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
 from agentic.ports import Mutation
 
-_SCHEMA = """
+SCHEMA_VERSION = 2
+WAL_CHECKPOINT_PAGES = 128
+WAL_SIZE_LIMIT_BYTES = 1024 * 1024
+
+_TABLES = """
 CREATE TABLE IF NOT EXISTS tasks (
-    task_id    TEXT PRIMARY KEY,
-    owner      TEXT NOT NULL,
-    status     TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    doc        TEXT NOT NULL
+    task_id       TEXT PRIMARY KEY,
+    owner         TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    doc           TEXT NOT NULL,
+    lease_owner   TEXT,
+    lease_epoch   INTEGER NOT NULL DEFAULT 0,
+    lease_expires REAL,
+    finished_at   REAL
 );
-CREATE INDEX IF NOT EXISTS tasks_by_owner ON tasks(owner, created_at DESC, task_id DESC);
-CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(status);
 CREATE TABLE IF NOT EXISTS events (
     task_id    TEXT NOT NULL,
     cursor     INTEGER NOT NULL,
@@ -45,11 +66,30 @@ CREATE TABLE IF NOT EXISTS events (
     data       TEXT NOT NULL,
     PRIMARY KEY (task_id, cursor)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# Version 1 files lack the lease and retention columns.
+_MIGRATION_1_TO_2 = [
+    "ALTER TABLE tasks ADD COLUMN lease_owner TEXT",
+    "ALTER TABLE tasks ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE tasks ADD COLUMN lease_expires REAL",
+    "ALTER TABLE tasks ADD COLUMN finished_at REAL",
+]
+
+_INDEXES = """
+DROP INDEX IF EXISTS tasks_by_status;
+CREATE INDEX IF NOT EXISTS tasks_by_owner ON tasks(owner, created_at DESC, task_id DESC);
+CREATE INDEX IF NOT EXISTS tasks_by_owner_status ON tasks(owner, status, created_at DESC, task_id DESC);
+CREATE INDEX IF NOT EXISTS tasks_by_lease ON tasks(lease_expires) WHERE lease_expires IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_by_finish ON tasks(finished_at) WHERE finished_at IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_key ON events(task_id, event_key) WHERE event_key IS NOT NULL;
 """
 
-
+_TERMINAL = tuple(s.value for s in TaskStatus if s.is_terminal)
 _PARSED_CACHE_SIZE = 4096
+# The stored task document leaves out step outputs (they live in the partial_output events).
+_WITHOUT_OUTPUTS: Any = {"execution_plan": {"steps": {"__all__": {"output"}}}}
 
 #: Bound on a stored task document or event data, in UTF-8 bytes. DynamoDB items hold at most 400 KB;
 #: both stores enforce this bound so the local system rejects what AWS would.
@@ -84,121 +124,206 @@ def decode_cursor(cursor: str) -> list[Any]:
     return parts
 
 
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Statements one by one (``executescript`` would commit the caller's transaction)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 class SQLiteTaskStore:
     blocking = False  # a local file: calls take microseconds, run them inline
 
-    def __init__(self, path: Path | str, bus: LocalEventBus | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        bus: LocalEventBus | None = None,
+        *,
+        busy_timeout_seconds: float = 10.0,
+        probe_seconds: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.bus = bus or LocalEventBus()
+        self.probe_seconds = probe_seconds
+        self._clock = clock
         self._lock = threading.RLock()
-        self._batch_open = False
-        self._unpublished: builtins.list[tuple[str, int, bool]] = []
         # Parsed tasks keyed by their exact stored JSON: a read still fetches the row (so another
         # process's write is always seen) but skips re-parsing a document it parsed before.
         self._parsed: OrderedDict[str, tuple[str, TaskState]] = OrderedDict()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._probe: tuple[float, str | None] = (float("-inf"), None)
+        self._last_failure: tuple[float, str] | None = None
+        self._wal_to_shrink = False
+        with self._guard():
+            self._db = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout_seconds
+            )
+            self._open_schema()
+
+    def _open_schema(self) -> None:
+        db = self._db
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'tasks'").fetchone():
+            # A new file: pages freed by the retention purge are given back to the file system.
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        # Keep the write-ahead log small: by default it is checkpointed only at 4 MB and never shrinks,
+        # so on a nearly full disk it alone could take the room the data needs.
+        db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            _run_script(db, _TABLES)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+            if "lease_owner" not in columns:
+                for statement in _MIGRATION_1_TO_2:
+                    db.execute(statement)
+                # Tasks a version-1 server left mid-run are resumed by the next live process.
+                db.execute("UPDATE tasks SET lease_expires = 0 WHERE status IN ('analyzing', 'executing')")
+                db.execute(
+                    f"UPDATE tasks SET finished_at = ? WHERE status IN ({','.join('?' * len(_TERMINAL))})",
+                    (self._clock(), *_TERMINAL),
+                )
+            _run_script(db, _INDEXES)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
-            self._commit_batch()
             self._db.close()
 
+    # --- transactions and failures --------------------------------------------------------------
+
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic operation: a SAVEPOINT inside the current group commit, or its own transaction.
+    def _guard(self) -> Iterator[None]:
+        """Turn SQLite's operational failures into ``StoreUnavailable`` (constraints pass through)."""
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            reason = str(exc) or type(exc).__name__
+            self._last_failure = (self._clock(), reason)
+            raise StoreUnavailable(f"the task store cannot be used now: {reason}") from exc
 
-        Group commit: on an event loop, operations issued in the same loop iteration (dozens of
-        pipelines run interleaved) share one transaction committed at the end of that iteration, so
-        the commit cost (most of a write's cost) is paid once per tick, not once per operation. Each
-        operation still succeeds or fails alone (its savepoint), and readers on this connection see
-        it at once. Outside a loop every operation commits by itself.
-
-        What a client is sent must be durable: streams are woken only after the batch holding their
-        events commits, and ``read_events`` and ``list`` commit any open batch before reading, so a
-        client never sees an event that a crash could still take back.
-        """
-        with self._lock:
-            if not self._batch_open:
-                try:
-                    loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-                except RuntimeError:
-                    loop = None
-                self._db.execute("BEGIN IMMEDIATE")
-                if loop is None:
-                    try:
-                        yield self._db
-                    except BaseException:
-                        self._db.execute("ROLLBACK")
-                        raise
-                    self._db.execute("COMMIT")
-                    return
-                self._batch_open = True
-                loop.call_soon(self._commit_batch)
-            self._db.execute("SAVEPOINT op")
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, committed before the caller goes on; on any error nothing is kept."""
+        with self._lock, self._guard():
+            if self._wal_to_shrink:
+                self._shrink_wal()
+            self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK TO op")
-                self._db.execute("RELEASE op")
-                raise
-            self._db.execute("RELEASE op")
-
-    def _commit_batch(self) -> None:
-        with self._lock:
-            if self._batch_open:
-                self._batch_open = False
                 self._db.execute("COMMIT")
-            published, self._unpublished = self._unpublished, []
-        self._announce(published)
+            except BaseException as exc:
+                # SQLite rolls some failures back by itself (a full disk, an I/O error); the rest here.
+                if self._db.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    self._wal_to_shrink = True
+                raise
 
-    def _publish(self, written: Iterable[StreamEvent]) -> None:
-        """Wake streams once the events are durable: now, or when the open batch commits."""
-        news = [(e.task_id, e.cursor, e.event_type.is_terminal) for e in written]
-        with self._lock:
-            if self._batch_open:
-                self._unpublished.extend(news)
-                return
-        self._announce(news)
+    def _shrink_wal(self) -> None:
+        """After a full disk, move the write-ahead log into the database file and truncate it.
 
-    def _announce(self, news: Iterable[tuple[str, int, bool]]) -> None:
-        for task_id, cursor, terminal in news:
-            self.bus.publish(task_id, cursor)
-            if terminal:  # nothing follows a terminal event; late readers find it in the log
-                self.bus.forget(task_id)
+        The log only shrinks at a checkpoint, and the automatic one waits for 1000 pages (4 MB): on
+        a nearly full disk the log takes every byte freed and fills it again before that, and the
+        store stays stuck. So once the disk was full, each write first tries a truncating checkpoint
+        (it needs room for the database to grow), until one completes; while the disk is still too
+        full for it, writes fail at once rather than grow the log into the space the checkpoint needs.
+        """
+        try:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise  # still full: fail this write before it takes the room the checkpoint needs
+            return
+        self._wal_to_shrink = bool(busy)
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._guard():
+            yield self._db
+
+    def _announce(self, written: Iterable[StreamEvent]) -> None:
+        """Wake streams, only ever for committed events."""
+        for event in written:
+            self.bus.publish(event.task_id, event.cursor)
+            if event.event_type.is_terminal:  # nothing follows; late readers find it in the log
+                self.bus.forget(event.task_id)
+
+    def check_writable(self) -> str | None:
+        """None if a write commits now, else why not. Probes at most every ``probe_seconds``."""
+        now = self._clock()
+        if self._last_failure is not None and now - self._last_failure[0] < self.probe_seconds:
+            return self._last_failure[1]
+        checked_at, reason = self._probe
+        if now - checked_at < self.probe_seconds:
+            return reason
+        try:
+            with self._write() as db:
+                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('health_probe', ?)", (str(now),))
+            reason = None
+        except StoreUnavailable as exc:
+            reason = str(exc.__cause__ or exc)
+        self._probe = (now, reason)
+        return reason
 
     # --- tasks ---------------------------------------------------------------------------------
 
+    @staticmethod
+    def _dump(task: TaskState) -> str:
+        return task.model_dump_json(exclude=_WITHOUT_OUTPUTS)
+
     def create(self, task: TaskState) -> TaskState:
+        doc = self._dump(task)
+        check_payload_size(f"task {task.task_id}", doc)
         try:
-            with self._transaction() as db:
+            with self._write() as db:
                 db.execute(
                     "INSERT INTO tasks(task_id, owner, status, created_at, doc) VALUES (?, ?, ?, ?, ?)",
-                    (
-                        task.task_id,
-                        task.owner,
-                        task.status.value,
-                        sort_key(task.created_at),
-                        task.model_dump_json(),
-                    ),
+                    (task.task_id, task.owner, task.status.value, sort_key(task.created_at), doc),
                 )
         except sqlite3.IntegrityError:
             raise TaskAlreadyExists(task.task_id) from None
-        self._commit_batch()  # the client is told the task exists: make it durable first
         return task
 
-    def _parse(self, task_id: str, doc: str) -> TaskState:
+    def _parse(self, db: sqlite3.Connection, task_id: str, doc: str) -> TaskState:
+        """The task of a stored document, with the outputs of its completed steps put back."""
         cached = self._parsed.get(task_id)
         if cached is not None and cached[0] == doc:
             self._parsed.move_to_end(task_id)
             return cached[1]
-        task = TaskState.model_validate_json(doc)
+        task = self._with_outputs(db, TaskState.model_validate_json(doc))
         self._remember(task_id, doc, task)
         return task
+
+    @staticmethod
+    def _with_outputs(db: sqlite3.Connection, task: TaskState) -> TaskState:
+        plan = task.execution_plan
+        if plan is None or not any(s.status is StepStatus.COMPLETED and s.output is None for s in plan.steps):
+            return task
+        outputs: dict[str, Any] = {}
+        for (data,) in db.execute(
+            "SELECT data FROM events WHERE task_id = ? AND event_type = ? ORDER BY cursor",
+            (task.task_id, EventType.PARTIAL_OUTPUT.value),
+        ):
+            parsed = json.loads(data)
+            outputs[parsed.get("step_id")] = parsed.get("output")
+        steps = [
+            s.model_copy(update={"output": outputs.get(s.step_id)})
+            if s.status is StepStatus.COMPLETED and s.output is None
+            else s
+            for s in plan.steps
+        ]
+        return task.model_copy(update={"execution_plan": plan.model_copy(update={"steps": steps})})
 
     def _remember(self, task_id: str, doc: str, task: TaskState) -> None:
         self._parsed[task_id] = (doc, task)
@@ -207,11 +332,13 @@ class SQLiteTaskStore:
             self._parsed.popitem(last=False)
 
     def get(self, task_id: str) -> TaskState | None:
-        with self._lock:
-            row = self._db.execute("SELECT doc FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-            return self._parse(task_id, row[0]) if row else None
+        with self._read() as db:
+            row = db.execute("SELECT doc FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            return self._parse(db, task_id, row[0]) if row else None
 
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
+        # Both shapes are seeks on an index that starts with the WHERE clause's columns; the cursor
+        # is a row-value comparison, which stays on the index where an OR would not.
         sql = "SELECT doc, created_at, task_id FROM tasks WHERE owner = ?"
         args: list[Any] = [owner]
         if status is not None:
@@ -221,23 +348,21 @@ class SQLiteTaskStore:
             parts = decode_cursor(cursor)
             if len(parts) != 2 or not all(isinstance(p, str) for p in parts):
                 raise InvalidInput("cursor is not valid: pass back the next_cursor of a previous page")
-            sql += " AND (created_at < ? OR (created_at = ? AND task_id < ?))"
-            args += [parts[0], parts[0], parts[1]]
+            sql += " AND (created_at, task_id) < (?, ?)"
+            args += [parts[0], parts[1]]
         sql += " ORDER BY created_at DESC, task_id DESC LIMIT ?"
         args.append(limit + 1)
-        with self._lock:
-            self._commit_batch()
-            rows = self._db.execute(sql, args).fetchall()
+        with self._read() as db:
+            rows = db.execute(sql, args).fetchall()
         items = [TaskState.model_validate_json(r[0]) for r in rows[:limit]]
         next_cursor = encode_cursor([rows[limit - 1][1], rows[limit - 1][2]]) if len(rows) > limit else None
         return TaskPage(items=items, next_cursor=next_cursor)
 
     def list_in_status(self, statuses: Collection[TaskStatus]) -> builtins.list[TaskState]:
         marks = ",".join("?" * len(statuses))
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT doc FROM tasks WHERE status IN ({marks})", [s.value for s in statuses]
-            ).fetchall()
+        with self._read() as db:
+            found = db.execute(f"SELECT doc FROM tasks WHERE status IN ({marks})", [s.value for s in statuses])
+            rows = found.fetchall()
         return [TaskState.model_validate_json(r[0]) for r in rows]
 
     def update(
@@ -249,51 +374,146 @@ class SQLiteTaskStore:
         mutate: Mutation | None = None,
         **changes: Any,
     ) -> TaskState:
-        written: list[StreamEvent] = []
-        with self._transaction() as db:
+        with self._write() as db:
             row = db.execute("SELECT doc FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
-            task = self._parse(task_id, row[0])
+            task = self._parse(db, task_id, row[0])
             if task.status not in expect:
                 raise InvalidTransition.unexpected(task_id, task.status.value, (s.value for s in expect))
             if mutate is not None:
                 changes = {**changes, **mutate(task)}
             updated = task.model_copy(update={**changes, "updated_at": utcnow()})
-            doc = updated.model_dump_json()
+            doc = self._dump(updated)
             check_payload_size(f"task {task_id}", doc)
-            db.execute("UPDATE tasks SET status = ?, doc = ? WHERE task_id = ?", (updated.status.value, doc, task_id))
-            self._remember(task_id, doc, updated)
-            written = [e for e in (self._insert_event(db, event) for event in events) if e is not None]
-        self._publish(written)
+            finished = updated.status.is_terminal
+            # A finished task holds no lease and starts its retention period.
+            db.execute(
+                "UPDATE tasks SET status = ?, doc = ?, "
+                "lease_expires = CASE WHEN ? THEN NULL ELSE lease_expires END, "
+                "finished_at = CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE finished_at END "
+                "WHERE task_id = ?",
+                (updated.status.value, doc, finished, finished, self._clock(), task_id),
+            )
+            written = [
+                e for e in (self._insert_event(db, event, final_output=updated.final_output) for event in events) if e
+            ]
+        self._remember(task_id, doc, updated)
+        self._announce(written)
         return updated
+
+    # --- leases --------------------------------------------------------------------------------
+
+    def claim(self, task_id: str, runner: str, ttl_seconds: float) -> Lease | None:
+        now = self._clock()
+        with self._write() as db:
+            row = db.execute(
+                "SELECT doc, status, lease_epoch, lease_expires FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+            if row is None:
+                raise TaskNotFound(task_id)
+            doc, status, epoch, expires = row
+            if TaskStatus(status).is_terminal or (expires is not None and expires >= now):
+                return None
+            lease = Lease(runner=runner, epoch=epoch + 1)
+            task = TaskState.model_validate_json(doc).model_copy(update={"lease": lease})
+            db.execute(
+                "UPDATE tasks SET doc = ?, lease_owner = ?, lease_epoch = ?, lease_expires = ? WHERE task_id = ?",
+                (self._dump(task), runner, lease.epoch, now + ttl_seconds, task_id),
+            )
+        return lease
+
+    def renew(self, runner: str, leases: dict[str, Lease], ttl_seconds: float) -> set[str]:
+        expires = self._clock() + ttl_seconds
+        lost: set[str] = set()
+        with self._write() as db:
+            for task_id, lease in leases.items():
+                cur = db.execute(
+                    "UPDATE tasks SET lease_expires = ? WHERE task_id = ? AND lease_owner = ? AND lease_epoch = ? "
+                    "AND lease_expires IS NOT NULL",
+                    (expires, task_id, runner, lease.epoch),
+                )
+                if cur.rowcount == 0:
+                    lost.add(task_id)
+        return lost
+
+    def release(self, runner: str, task_ids: Collection[str]) -> None:
+        with self._write() as db:
+            db.executemany(
+                "UPDATE tasks SET lease_expires = 0 "
+                "WHERE task_id = ? AND lease_owner = ? AND lease_expires IS NOT NULL",
+                [(task_id, runner) for task_id in task_ids],
+            )
+
+    def expired(self, limit: int) -> builtins.list[str]:
+        if limit <= 0:
+            return []
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT task_id FROM tasks WHERE lease_expires IS NOT NULL AND lease_expires < ? "
+                "ORDER BY lease_expires LIMIT ?",
+                (self._clock(), limit),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def purge_finished(self, older_than_seconds: float, batch: int = 500) -> int:
+        cutoff = self._clock() - older_than_seconds
+        purged = 0
+        while True:
+            with self._write() as db:
+                ids = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT task_id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
+                        (cutoff, batch),
+                    )
+                ]
+                marks = ",".join("?" * len(ids))
+                if ids:
+                    db.execute(f"DELETE FROM events WHERE task_id IN ({marks})", ids)
+                    db.execute(f"DELETE FROM tasks WHERE task_id IN ({marks})", ids)
+            for task_id in ids:
+                self._parsed.pop(task_id, None)
+            purged += len(ids)
+            if len(ids) < batch:
+                break
+        if purged:
+            with self._read() as db:
+                db.execute("PRAGMA incremental_vacuum")
+        return purged
 
     # --- events --------------------------------------------------------------------------------
 
     def append_event(self, event: NewEvent) -> StreamEvent | None:
-        with self._transaction() as db:
+        with self._write() as db:
             written = self._insert_event(db, event)
         if written is not None:
-            self._publish([written])
+            self._announce([written])
         return written
 
     @staticmethod
-    def _insert_event(db: sqlite3.Connection, event: NewEvent) -> StreamEvent | None:
-        """Insert with the task's next cursor, inside the caller's transaction; None if the key exists."""
-        data = json.dumps(event.data, default=str)
+    def _insert_event(
+        db: sqlite3.Connection, event: NewEvent, *, final_output: str | None = None
+    ) -> StreamEvent | None:
+        """Insert with the task's next cursor, inside the caller's transaction; None if the key exists.
+
+        A ``task_completed`` event written with the task it completes refers to the task's
+        ``final_output`` rather than storing the report a second time (``read_events`` puts it back).
+        """
+        stored = event.data
+        if (
+            event.event_type is EventType.TASK_COMPLETED
+            and final_output is not None
+            and stored.get("final_output") == final_output
+        ):
+            stored = {k: v for k, v in stored.items() if k != "final_output"}
+        data = json.dumps(stored, default=str)
         check_payload_size(f"the data of a {event.event_type.value} event of task {event.task_id}", data)
         # One statement: the next cursor, and nothing at all if the key was written before.
         row = db.execute(
             "INSERT OR IGNORE INTO events(task_id, cursor, event_key, event_type, timestamp, data) "
             "SELECT ?, COALESCE(MAX(cursor), 0) + 1, ?, ?, ?, ? FROM events WHERE task_id = ? RETURNING cursor",
-            (
-                event.task_id,
-                event.key,
-                event.event_type.value,
-                event.timestamp.isoformat(),
-                data,
-                event.task_id,
-            ),
+            (event.task_id, event.key, event.event_type.value, event.timestamp.isoformat(), data, event.task_id),
         ).fetchone()
         if row is None:
             return None  # this key was written before: an idempotent replay
@@ -307,21 +527,28 @@ class SQLiteTaskStore:
         )
 
     def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
-        with self._lock:
-            self._commit_batch()
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT cursor, event_type, timestamp, data FROM events WHERE task_id = ? AND cursor > ? "
                 "ORDER BY cursor LIMIT ?",
                 (task_id, after, limit),
             ).fetchall()
-        # Rows this store wrote itself: build them without validating again.
-        return [
-            StreamEvent.model_construct(
-                event_type=EventType(r[1]),
-                task_id=task_id,
-                timestamp=datetime.fromisoformat(r[2]),
-                cursor=r[0],
-                data=json.loads(r[3]),
-            )
-            for r in rows
-        ]
+            events = []
+            for cursor, event_type, timestamp, text in rows:
+                data = json.loads(text)
+                if event_type == EventType.TASK_COMPLETED.value and "final_output" not in data:
+                    final = db.execute(
+                        "SELECT json_extract(doc, '$.final_output') FROM tasks WHERE task_id = ?", (task_id,)
+                    ).fetchone()
+                    data["final_output"] = final[0] if final else None
+                # Rows this store wrote itself: build them without validating again.
+                events.append(
+                    StreamEvent.model_construct(
+                        event_type=EventType(event_type),
+                        task_id=task_id,
+                        timestamp=datetime.fromisoformat(timestamp),
+                        cursor=cursor,
+                        data=data,
+                    )
+                )
+        return events

@@ -20,6 +20,7 @@ STATUS_OF: dict[type[errors.AgenticError], int] = {
     errors.InvalidInput: 422,
     errors.Backpressure: 429,
     errors.WriteConflict: 503,
+    errors.StoreUnavailable: 503,
 }
 
 
@@ -49,11 +50,13 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {}
         if isinstance(exc, errors.Backpressure):
             headers["Retry-After"] = str(exc.retry_after_seconds)
-        if isinstance(exc, errors.WriteConflict):
+        if isinstance(exc, errors.WriteConflict | errors.StoreUnavailable):
             headers["Retry-After"] = "1"
         if isinstance(exc, errors.Unauthorized):
             headers["WWW-Authenticate"] = "Bearer"
-        if status >= 500:
+        if isinstance(exc, errors.StoreUnavailable):
+            logger.warning("store unavailable", extra={"reason": str(exc)})
+        elif status >= 500:
             logger.exception("unexpected domain error")
         return JSONResponse(error_body(exc.code, str(exc)), status_code=status, headers=headers)
 

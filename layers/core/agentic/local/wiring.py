@@ -33,7 +33,11 @@ class LocalSystem:
 
 
 def build_local_system(settings: Settings) -> LocalSystem:
-    store = SQLiteTaskStore(settings.database_path)
+    store = SQLiteTaskStore(
+        settings.database_path,
+        busy_timeout_seconds=settings.store_busy_timeout_seconds,
+        probe_seconds=settings.health_probe_seconds,
+    )
     registry = default_registry(settings.agent_latency_scale)
     ops = PipelineOps(store, registry, load_pipeline(settings.pipeline_definition), FaultPlan.parse(settings.faults))
     runner = LocalRunner(ops, time_scale=settings.retry_time_scale, jitter=settings.local_retry_jitter)
@@ -43,6 +47,9 @@ def build_local_system(settings: Settings) -> LocalSystem:
         max_concurrent=settings.max_concurrent_executions,
         max_queue=settings.max_queue_size,
         retry_after_seconds=settings.retry_after_seconds,
+        lease_seconds=settings.lease_seconds,
+        renew_seconds=settings.lease_renew_seconds,
+        retention_seconds=settings.retention_days * 86400 if settings.retention_days else None,
     )
     service = TaskService(store, executor, store.bus, settings, ops=ops)
     return LocalSystem(settings, store, ops, runner, executor, service)
@@ -54,7 +61,9 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        system.service.recover_interrupted()
+        # Resume tasks whose runner died (and renew our leases) from now on. The server binds its
+        # port before the app starts (see __main__), so a process that cannot serve takes nothing.
+        system.executor.start_maintenance()
         watcher = None
         if settings.inbox_dir is not None:
             from agentic.local.inbox import InboxWatcher

@@ -17,11 +17,12 @@ from agentic.agents.analyzer import AnalyzerAgent
 from agentic.agents.base import StepContext
 from agentic.agents.faults import FaultPlan
 from agentic.agents.registry import AgentRegistry
-from agentic.errors import InvalidTransition, PermanentAgentError, TaskNotFound
+from agentic.errors import InvalidTransition, LeaseLost, PermanentAgentError, TaskNotFound
 from agentic.models import (
     EventType,
     ExecutionPlan,
     ExecutionStep,
+    Lease,
     NewEvent,
     StepStatus,
     TaskState,
@@ -50,9 +51,20 @@ def error_name(exc: BaseException) -> str:
 class _AttemptOvertaken(InvalidTransition):
     """A newer attempt owns the step; this attempt's write is refused (and logged)."""
 
-    def __init__(self, step_id: str, attempt: int) -> None:
-        super().__init__(f"attempt {attempt} of {step_id} was overtaken by a newer attempt")
-        logger.warning("late write of an overtaken attempt discarded", extra={"step_id": step_id, "attempt": attempt})
+    def __init__(self, task_id: str, step_id: str, attempt: int) -> None:
+        super().__init__(f"attempt {attempt} of {step_id} of task {task_id} was overtaken by a newer attempt")
+        logger.warning(
+            "late write of an overtaken attempt discarded",
+            extra={"task_id": task_id, "step_id": step_id, "attempt": attempt},
+        )
+
+
+class RunInterrupted(TimeoutError):
+    """The process running a step stopped (a crash, a restart, a lost store) before the step ended.
+
+    A ``TimeoutError``, so its error name is ``States.Timeout``: on AWS a Lambda that never answers
+    surfaces the same way, and the same Retry entry of the state-machine file decides what follows.
+    """
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,24 @@ class PipelineOps:
         self.store.append_event(event)
 
     @staticmethod
+    def _fenced(lease: Lease | None, mutate: Mutation | None = None) -> Mutation | None:
+        """``mutate``, applied only while the task still holds ``lease`` (checked in the write).
+
+        Local runs hold a lease; a runner whose lease was taken over (it stalled past the expiry and
+        another process resumed the task) gets ``LeaseLost`` and nothing of its write lands. Without
+        a lease (AWS, where Step Functions owns the run) there is nothing to check.
+        """
+        if lease is None:
+            return mutate
+
+        def check(task: TaskState) -> dict[str, Any]:
+            if task.lease != lease:
+                raise LeaseLost(f"task {task.task_id} is run by another runner now; this run stops")
+            return mutate(task) if mutate is not None else {}
+
+        return check
+
+    @staticmethod
     def _replace_step(plan: ExecutionPlan, index: int, **changes: Any) -> ExecutionPlan:
         steps = list(plan.steps)
         steps[index] = steps[index].model_copy(update=changes)
@@ -104,7 +134,7 @@ class PipelineOps:
 
     # --- operations ----------------------------------------------------------------------------
 
-    def plan(self, task_id: str) -> TaskState:
+    def plan(self, task_id: str, *, lease: Lease | None = None) -> TaskState:
         """pending -> analyzing -> executing, with the execution plan made by the analyzer.
 
         Each state change carries its event; on a repeat (a retried Lambda) the events are written
@@ -115,7 +145,13 @@ class PipelineOps:
             return task
         started = self._event(task_id, EventType.TASK_STARTED, "task:task_started", status=TaskStatus.ANALYZING.value)
         if task.status is TaskStatus.PENDING:
-            task = self.store.update(task_id, {TaskStatus.PENDING}, status=TaskStatus.ANALYZING, events=[started])
+            task = self.store.update(
+                task_id,
+                {TaskStatus.PENDING},
+                status=TaskStatus.ANALYZING,
+                events=[started],
+                mutate=self._fenced(lease),
+            )
             logger.info("task started", extra={"task_id": task_id})
         else:
             self._emit(started)
@@ -130,6 +166,7 @@ class PipelineOps:
                 execution_plan=plan,
                 current_step_index=0,
                 events=[self._plan_created(task_id, plan)],
+                mutate=self._fenced(lease),
             )
         assert task.execution_plan is not None
         self._emit(self._plan_created(task_id, task.execution_plan))
@@ -159,7 +196,14 @@ class PipelineOps:
         ]
 
     async def run_step(
-        self, task_id: str, step_id: str, attempt: int, retry_delay: RetryDelay, timeout: float | None = None
+        self,
+        task_id: str,
+        step_id: str,
+        attempt: int,
+        retry_delay: RetryDelay,
+        timeout: float | None = None,
+        *,
+        lease: Lease | None = None,
     ) -> StepOutcome:
         """Run one attempt of one step. Failures are returned, not raised, with the retry decision."""
         task = self._load(task_id)
@@ -201,7 +245,7 @@ class PipelineOps:
                 {TaskStatus.EXECUTING},
                 current_step_index=index,
                 events=[first],
-                mutate=self._step_change(index, attempt, starting=True, status=StepStatus.RUNNING),
+                mutate=self._fenced(lease, self._step_change(index, attempt, starting=True, status=StepStatus.RUNNING)),
             )
         except _AttemptOvertaken:
             return StepOutcome(step)  # a stale start: a newer attempt owns the step already
@@ -214,11 +258,16 @@ class PipelineOps:
         )
         clock = time.perf_counter()
         try:
+            # One line per agent invocation: what an operator counts to see that a step ran once.
+            logger.info(
+                "agent invoked",
+                extra={"task_id": task_id, "step_id": step_id, "agent_type": step.agent_type, "attempt": attempt + 1},
+            )
             self.faults.check(step.agent_type, attempt)
             agent = self.registry.get(step.agent_type)
             output = await asyncio.wait_for(agent.execute(step, context), timeout)
         except Exception as exc:  # every failure is recorded; the retry policy decides what is next
-            return self._record_failure(task_id, step, index, attempt, exc, retry_delay)
+            return self._record_failure(task_id, step, index, attempt, exc, retry_delay, lease)
         record_metric("StepLatency", (time.perf_counter() - clock) * 1000, "Milliseconds")
         finished = step.model_copy(
             update={"status": StepStatus.COMPLETED, "output": output[:MAX_OUTPUT_CHARS], "attempts": attempt + 1}
@@ -228,19 +277,42 @@ class PipelineOps:
                 task_id,
                 {TaskStatus.EXECUTING},
                 events=self._step_done_events(task_id, finished),
-                mutate=self._step_change(
-                    index,
-                    attempt,
-                    status=StepStatus.COMPLETED,
-                    output=finished.output,
-                    error=None,
-                    completed_at=utcnow(),
+                mutate=self._fenced(
+                    lease,
+                    self._step_change(
+                        index,
+                        attempt,
+                        status=StepStatus.COMPLETED,
+                        output=finished.output,
+                        error=None,
+                        completed_at=utcnow(),
+                    ),
                 ),
             )
         except _AttemptOvertaken:
             return StepOutcome(step)
         logger.debug("step completed", extra={"task_id": task_id, "step_id": step_id, "attempts": attempt + 1})
         return StepOutcome(finished)
+
+    def record_interruption(
+        self, task_id: str, step_id: str, retry_delay: RetryDelay, *, lease: Lease | None = None
+    ) -> StepOutcome:
+        """A step found running by a resumed run: its attempt died with its runner.
+
+        That attempt is recorded as failed with ``States.Timeout`` (a ``step_retrying`` event that
+        says the run was interrupted, or the step's failure once the retry budget is spent), exactly
+        as a Lambda that never answered would be on AWS.
+        """
+        task = self._load(task_id)
+        plan = task.execution_plan
+        if task.status is not TaskStatus.EXECUTING or plan is None:
+            raise InvalidTransition(f"task {task_id} is {task.status.value}; its steps cannot run")
+        index = next(i for i, s in enumerate(plan.steps) if s.step_id == step_id)
+        step = plan.steps[index]
+        exc = RunInterrupted(
+            f"the run was interrupted during attempt {step.attempts} (its server stopped or lost the task's lease)"
+        )
+        return self._record_failure(task_id, step, index, step.attempts - 1, exc, retry_delay, lease)
 
     def _step_change(self, index: int, attempt: int, *, starting: bool = False, **step_changes: Any) -> Mutation:
         """A store mutation of one step, applied only while this attempt owns the step.
@@ -257,10 +329,10 @@ class PipelineOps:
             step = plan.steps[index]
             if starting:
                 if step.attempts > owner or step.status is StepStatus.COMPLETED:
-                    raise _AttemptOvertaken(step.step_id, owner)
+                    raise _AttemptOvertaken(task.task_id, step.step_id, owner)
                 changes = {"attempts": owner, "started_at": step.started_at or utcnow(), **step_changes}
             elif step.attempts != owner or step.status is not StepStatus.RUNNING:
-                raise _AttemptOvertaken(step.step_id, owner)
+                raise _AttemptOvertaken(task.task_id, step.step_id, owner)
             else:
                 changes = step_changes
             return {"execution_plan": self._replace_step(plan, index, **changes)}
@@ -275,6 +347,7 @@ class PipelineOps:
         attempt: int,
         exc: Exception,
         retry_delay: RetryDelay,
+        lease: Lease | None = None,
     ) -> StepOutcome:
         name = error_name(exc)
         message = f"{name}: {exc}" if str(exc) else name
@@ -307,13 +380,13 @@ class PipelineOps:
                 task_id,
                 {TaskStatus.EXECUTING},
                 events=events,
-                mutate=self._step_change(index, attempt, status=status, error=message),
+                mutate=self._fenced(lease, self._step_change(index, attempt, status=status, error=message)),
             )
         except _AttemptOvertaken:
             return StepOutcome(step, error=exc, error_name=name)
         return StepOutcome(failed, error=exc, error_name=name, retry_in=delay)
 
-    def complete(self, task_id: str) -> TaskState:
+    def complete(self, task_id: str, *, lease: Lease | None = None) -> TaskState:
         """executing -> completed, with the last step's output as the final output."""
         task = self._load(task_id)
         plan = task.execution_plan
@@ -333,13 +406,18 @@ class PipelineOps:
             self._emit(done)
             return task
         task = self.store.update(
-            task_id, {TaskStatus.EXECUTING}, status=TaskStatus.COMPLETED, final_output=final, events=[done]
+            task_id,
+            {TaskStatus.EXECUTING},
+            status=TaskStatus.COMPLETED,
+            final_output=final,
+            events=[done],
+            mutate=self._fenced(lease),
         )
         record_metric("TasksCompleted", 1)
         logger.info("task completed", extra={"task_id": task_id})
         return task
 
-    def fail(self, task_id: str, error: str, message: str) -> TaskState:
+    def fail(self, task_id: str, error: str, message: str, *, lease: Lease | None = None) -> TaskState:
         """Any live state -> failed: the running step failed, ``error`` then ``task_failed`` events."""
         task = self._load(task_id)
         if task.status is TaskStatus.COMPLETED:
@@ -360,7 +438,11 @@ class PipelineOps:
             )
         # The error and task_failed events are written with the transition, or not at all.
         task = self.store.update(
-            task_id, sources_of(TaskStatus.FAILED), events=[error_event, self._failed_event(task, message)], **changes
+            task_id,
+            sources_of(TaskStatus.FAILED),
+            events=[error_event, self._failed_event(task, message)],
+            mutate=self._fenced(lease),
+            **changes,
         )
         record_metric("TasksFailed", 1)
         logger.error("task failed", extra={"task_id": task_id, "error": message})

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import functools
 
-from agentic.errors import InvalidTransition
-from agentic.models import TaskStatus
+from agentic.errors import InvalidTransition, StoreUnavailable
+from agentic.models import ExecutionStep, Lease, StepStatus, TaskStatus
 from agentic.observability import logger
-from agentic.service.pipeline_ops import PipelineOps, error_name
+from agentic.service.pipeline_ops import PipelineOps, RetryDelay, error_name
 
 
 class LocalRunner:
-    """Runs a task through the pipeline read from the state-machine file.
+    """Runs a task through the pipeline read from the state-machine file, from where it stands.
+
+    A run holds the task's lease (see ``LocalExecutor``); every write is fenced by it. A task found
+    mid-run (its previous runner died) resumes: completed steps are kept, a step caught running
+    counts as a failed attempt (``States.Timeout``) and is retried within the file's retry budget.
 
     ``time_scale`` shrinks the ASL's retry intervals (0.1 gives the seed's 0.1/0.2/0.4 s);
     ``jitter`` applies the file's FULL jitter, off by default so the seed's table holds exactly.
@@ -23,31 +27,63 @@ class LocalRunner:
         self.time_scale = time_scale
         self.jitter = jitter
 
-    async def run(self, task_id: str) -> None:
+    async def run(self, task_id: str, lease: Lease | None = None) -> None:
         try:
-            task = self.ops.plan(task_id)
-            if task.status is not TaskStatus.EXECUTING:
+            task = self.ops.plan(task_id, lease=lease)
+            if task.status is not TaskStatus.EXECUTING or task.execution_plan is None:
                 return
+            found = {s.step_id: s for s in task.execution_plan.steps}
             for spec in self.ops.definition.steps:
                 retry_delay = functools.partial(spec.retry_delay, time_scale=self.time_scale, jitter=self.jitter)
-                attempt = 0
+                attempt = await self._resume_at(task_id, found.get(spec.step_id), retry_delay, lease)
+                if attempt is None:
+                    return
                 while True:
-                    outcome = await self.ops.run_step(task_id, spec.step_id, attempt, retry_delay, spec.timeout_seconds)
+                    outcome = await self.ops.run_step(
+                        task_id, spec.step_id, attempt, retry_delay, spec.timeout_seconds, lease=lease
+                    )
                     if outcome.ok:
                         break
                     if outcome.retry_in is None:
-                        self.ops.fail(task_id, outcome.error_name or "Error", outcome.step.error or "step failed")
+                        self.ops.fail(
+                            task_id, outcome.error_name or "Error", outcome.step.error or "step failed", lease=lease
+                        )
                         return
                     await asyncio.sleep(outcome.retry_in)
                     attempt += 1
-            self.ops.complete(task_id)
+            self.ops.complete(task_id, lease=lease)
         except asyncio.CancelledError:
-            raise  # shutdown: the restart recovery marks the task failed
-        except InvalidTransition as exc:  # the task left its running state under us (recovered, failed)
-            logger.info("runner stops: the task is no longer running", extra={"task_id": task_id, "reason": str(exc)})
+            raise  # shutdown or a lost lease: whoever holds the lease next resumes the task
+        except StoreUnavailable as exc:
+            # Nothing can be written now, not even a failure. The run stops; its lease is no longer
+            # renewed, so once it expires a live process resumes the task from its last durable step.
+            logger.warning("run paused: the store is unavailable", extra={"task_id": task_id, "reason": str(exc)})
+            raise
+        except InvalidTransition as exc:  # the task left its running state under us, or the lease moved on
+            logger.info("runner stops: the task is not ours to run", extra={"task_id": task_id, "reason": str(exc)})
         except Exception as exc:  # a fault of the pipeline itself, not of an agent: never leave it hanging
             logger.exception("pipeline error", extra={"task_id": task_id})
             try:
-                self.ops.fail(task_id, error_name(exc), f"internal error: {exc}")
+                self.ops.fail(task_id, error_name(exc), f"internal error: {exc}", lease=lease)
             except Exception:
                 logger.exception("could not mark the task failed", extra={"task_id": task_id})
+
+    async def _resume_at(
+        self, task_id: str, step: ExecutionStep | None, retry_delay: RetryDelay, lease: Lease | None
+    ) -> int | None:
+        """The attempt a step starts at (0 for a fresh step), or None when the task has failed."""
+        if step is None or step.status in (StepStatus.PENDING, StepStatus.COMPLETED):
+            return 0
+        if step.status is StepStatus.RETRYING:  # the failed attempt already scheduled its retry
+            return step.attempts
+        if step.status is StepStatus.RUNNING:  # its runner died during the attempt
+            outcome = self.ops.record_interruption(task_id, step.step_id, retry_delay, lease=lease)
+            if outcome.retry_in is None:
+                self.ops.fail(task_id, outcome.error_name or "Error", outcome.step.error or "step failed", lease=lease)
+                return None
+            await asyncio.sleep(outcome.retry_in)
+            return step.attempts
+        # FAILED: the step's failure was recorded but the task was not marked failed yet.
+        error = (step.error or "step failed").partition(":")[0]
+        self.ops.fail(task_id, error, step.error or "step failed", lease=lease)
+        return None

@@ -1,9 +1,15 @@
-"""A task's stream: replay its event log after a cursor, then tail it until a terminal event.
+"""A task's stream: replay its event log after a cursor, then tail it until the task ends.
 
 One implementation for both wirings; only the ``EventWaiter`` differs (in-process notification for
-the local store, adaptive polling for DynamoDB). Besides events, two control lines can appear, both
-without a cursor: ``keepalive`` during long idle gaps, and ``stream_timeout`` when the stream must end
-before the task does (it names the cursor to resume from).
+the local store, adaptive polling for DynamoDB). Besides events, control lines can appear, all
+without a cursor: ``keepalive`` during long idle gaps, ``task_pending`` first when the task has not
+been started (the stream then waits for someone to execute it), ``stream_timeout`` when the stream
+must end before the task does and ``store_unavailable`` when the store cannot be read (both name the
+cursor to resume from).
+
+A stream always ends with its task: when the log shows nothing new, the task's status is checked
+(at most every ``STATUS_CHECK_SECONDS``), so a client that resumed at or past the terminal event is
+not left waiting.
 """
 
 from __future__ import annotations
@@ -12,14 +18,21 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+from agentic.errors import StoreUnavailable
 from agentic.models import utcnow
 from agentic.ports import EventWaiter, TaskStore
 from agentic.service.io import call_store
 
 KEEPALIVE = "keepalive"
 STREAM_TIMEOUT = "stream_timeout"
+TASK_PENDING = "task_pending"
+STORE_UNAVAILABLE = "store_unavailable"
 #: Re-read the log at least this often even without a notification (another process may write).
 MAX_WAIT_SECONDS = 1.0
+#: How often an idle stream asks whether its task ended with an event before its cursor.
+STATUS_CHECK_SECONDS = 1.0
+#: The pause after a wake-up that found nothing new, so a stream can never spin.
+MIN_IDLE_SECONDS = 0.05
 
 
 def control_line(event_type: str, task_id: str, **data: object) -> str:
@@ -38,17 +51,46 @@ async def tail_events(
     keepalive_seconds: float = 15.0,
     max_seconds: float = 0.0,
     finished: bool = False,
+    not_started: bool = False,
 ) -> AsyncIterator[str]:
-    """NDJSON lines of the task's events after ``after``, until its terminal event.
+    """NDJSON lines of the task's events after ``after``, until its terminal event or its end.
 
     ``finished``: the task had already ended when the stream began, so an empty read means the
-    client has seen everything (it resumed at or past the terminal event) and the stream ends.
+    client has seen everything and the stream ends. ``not_started``: the task is pending and nobody
+    executed it; the stream says so in a ``task_pending`` line, then waits for the start.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_seconds if max_seconds else None
     last_sent = loop.time()
+    next_status_check = loop.time()
+    woke_early = False
+    if not_started:
+        yield control_line(
+            TASK_PENDING,
+            task_id,
+            cursor=after,
+            message="the task has not been started; this stream waits until someone executes it",
+            execute=f"/tasks/{task_id}/execute",
+        )
     while True:
-        events = await call_store(store, store.read_events, task_id, after)
+        try:
+            events = await call_store(store, store.read_events, task_id, after)
+            if not events and not finished and loop.time() >= next_status_check:
+                next_status_check = loop.time() + STATUS_CHECK_SECONDS
+                task = await call_store(store, store.get, task_id)
+                if task is None or task.status.is_terminal:
+                    # Its terminal event is in the log: past our cursor (read it) or not (we are done).
+                    finished = True
+                    events = await call_store(store, store.read_events, task_id, after)
+        except StoreUnavailable as exc:
+            yield control_line(
+                STORE_UNAVAILABLE,
+                task_id,
+                cursor=after,
+                message=f"{exc}; re-attach to continue",
+                resume=f"/tasks/{task_id}/events?after={after}",
+            )
+            return
         if events:
             # Events read together go out in one write: each is still sent the moment it is seen.
             chunk = []
@@ -59,12 +101,12 @@ async def tail_events(
                     yield "".join(chunk)
                     return
             yield "".join(chunk)
-        now = loop.time()
-        if events:
-            last_sent = now
+            last_sent = loop.time()
+            woke_early = False
             continue
         if finished:
             return
+        now = loop.time()
         if deadline is not None and now >= deadline:
             yield control_line(
                 STREAM_TIMEOUT,
@@ -77,7 +119,12 @@ async def tail_events(
         if now - last_sent >= keepalive_seconds:
             yield control_line(KEEPALIVE, task_id, cursor=after)
             last_sent = now
+        if woke_early:
+            # A notification that led to nothing to read: never turn that into a busy loop.
+            await asyncio.sleep(MIN_IDLE_SECONDS)
         timeout = min(MAX_WAIT_SECONDS, keepalive_seconds - (now - last_sent))
         if deadline is not None:
             timeout = min(timeout, deadline - now)
+        started_wait = loop.time()
         await waiter.wait(task_id, after, max(timeout, 0.0))
+        woke_early = loop.time() - started_wait < min(timeout, MAX_WAIT_SECONDS) / 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -100,13 +99,15 @@ class TaskService:
 
     async def stream(self, owner: str, task_id: str, after: int = 0) -> AsyncIterator[str]:
         """Check access now (so errors are HTTP errors), then return the NDJSON line iterator."""
-        return self._tail(await self.get(owner, task_id), after)
+        task = await self.get(owner, task_id)
+        # Pending with no lease: nobody executed it (a queued task holds its runner's lease).
+        return self._tail(task, after, not_started=task.status is TaskStatus.PENDING and task.lease is None)
 
     async def execute_and_stream(self, owner: str, task_id: str, after: int = 0) -> AsyncIterator[str]:
         """``execute`` then ``stream``, reading the task once (a network round trip on DynamoDB)."""
         return self._tail(await self.execute(owner, task_id), after)
 
-    def _tail(self, task: TaskState, after: int) -> AsyncIterator[str]:
+    def _tail(self, task: TaskState, after: int, *, not_started: bool = False) -> AsyncIterator[str]:
         task_id = task.task_id
         if after < 0:
             raise InvalidInput("after must be a cursor >= 0")
@@ -118,21 +119,5 @@ class TaskService:
             keepalive_seconds=self.settings.stream_keepalive_seconds,
             max_seconds=self.settings.stream_max_seconds,
             finished=task.status.is_terminal,
+            not_started=not_started,
         )
-
-    def recover_interrupted(self) -> builtins.list[str]:
-        """Mark tasks that were mid-run when the process stopped as failed (never stuck running)."""
-        if self.ops is None:
-            return []
-        recovered: builtins.list[str] = []
-        for task in self.store.list_in_status({TaskStatus.ANALYZING, TaskStatus.EXECUTING}):
-            self.ops.fail(
-                task.task_id,
-                "Interrupted",
-                "the server stopped while this task was running; create it again (or use a new "
-                "Idempotency-Key) to run it again",
-            )
-            recovered.append(task.task_id)
-        if recovered:
-            logger.warning("marked interrupted tasks failed", extra={"task_ids": recovered})
-        return recovered
