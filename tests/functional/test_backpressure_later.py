@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.functional
 
 
 @pytest.fixture
-def gate(monkeypatch) -> threading.Event:
+def gate(monkeypatch) -> Iterator[threading.Event]:
     """Holds the retriever of the task described "busy" until the test sets it (a bounded wait)."""
     opened = threading.Event()
     original = RetrieverAgent.execute
@@ -26,7 +27,8 @@ def gate(monkeypatch) -> threading.Event:
         return await original(agent, step, context)
 
     monkeypatch.setattr(RetrieverAgent, "execute", execute)
-    return opened
+    yield opened
+    opened.set()  # never leave a thread waiting after a failed test
 
 
 def test_a_task_refused_with_429_runs_when_executed_later(tmp_path, gate):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,7 +122,7 @@ class InboxWatcher:
                 st = path.stat()
             except OSError:  # gone since the listing
                 continue
-            if path.is_file():
+            if stat.S_ISREG(st.st_mode):
                 found.append((path, st))
         return found
 
