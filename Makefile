@@ -10,7 +10,7 @@ export PORT AGENT_LATENCY_SCALE
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 
-.PHONY: run test lint lint-template format typecheck unit functional e2e bench build clean
+.PHONY: run test lint lint-template format typecheck unit functional e2e bench bench-storage build clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,9 +69,14 @@ functional: $(VENV)/.installed-dev
 e2e: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q tests/e2e
 
-## bench: throughput and latency of the in-process runner and of the HTTP API (prints, never asserts)
+## bench: throughput and latency of the in-process runner and of the HTTP API, then storage (prints, never asserts)
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.storage
+
+## bench-storage: bytes on disk per task, list pages at depth, resume after SIGKILL
+bench-storage: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.storage
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .data .aws-sam .pytest_cache .mypy_cache .ruff_cache

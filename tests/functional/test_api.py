@@ -277,6 +277,26 @@ def test_bearer_tokens_isolate_owners(tmp_path):
         assert a != b
 
 
+def test_another_owners_event_stream_is_404_like_a_missing_task(tmp_path):
+    # Given a task of alice's that has run
+    with local_client(tmp_path, api_tokens="alice=tok-a,bob=tok-b") as client:
+        alice = {"Authorization": "Bearer tok-a"}
+        bob = {"Authorization": "Bearer tok-b"}
+        task_id = create(client, headers=alice).json()["task_id"]
+        assert event_types(ndjson(client.post(f"/tasks/{task_id}/execute", headers=alice).text)) == SEED_SEQUENCE
+        # When bob reads its events, from the start or after a cursor
+        # Then he gets the same 404 as for a task that does not exist, and none of its events
+        missing = client.get("/tasks/00000000-0000-0000-0000-000000000000/events", headers=bob)
+        for params in ({}, {"after": 3}):
+            response = client.get(f"/tasks/{task_id}/events", headers=bob, params=params)
+            assert response.status_code == 404
+            assert response.json() | {"message": ""} == missing.json() | {"message": ""}
+            assert response.json()["error"] == "task_not_found"
+            assert "task_started" not in response.text
+        # And alice still reads them
+        assert event_types(ndjson(client.get(f"/tasks/{task_id}/events", headers=alice).text)) == SEED_SEQUENCE
+
+
 @pytest.mark.parametrize(
     ("query", "headers"),
     [({"after": 10**30}, {}), ({}, {"Last-Event-ID": str(10**30)})],

@@ -1,13 +1,27 @@
 import pytest
 
+from agentic.agents import faults
 from agentic.agents.faults import FaultPlan
 from agentic.errors import InvalidInput, PermanentAgentError, TransientAgentError
+from agentic.settings import Settings
 
 pytestmark = pytest.mark.unit
 
 
-def test_no_faults_by_default():
-    FaultPlan.parse("").check("retriever", 0)
+def test_no_faults_by_default(monkeypatch):
+    # Given the default FAULTS setting, and a random draw that would trip any probabilistic rule
+    default = Settings.model_fields["faults"].default
+    monkeypatch.setattr(faults.random, "random", lambda: 0.0)
+    # When it is parsed
+    plan = FaultPlan.parse(default)
+    # Then there are no rules, and no agent's attempt ever fails, however often it is retried
+    assert default == ""
+    assert plan.rules == ()
+    for agent_type in ("retriever", "analyzer", "writer", "any-other-agent"):
+        for attempt in range(10):
+            assert plan.check(agent_type, attempt) is None
+    # And an empty rule list (stray commas, blanks) is no fault either
+    assert FaultPlan.parse(" , ,").rules == ()
 
 
 def test_transient_fault_fails_the_first_n_attempts_only():

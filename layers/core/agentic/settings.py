@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     # Powertools Tracer (X-Ray) in the Lambdas. Created only when on: it costs ~200 ms of cold start.
     tracing_enabled: bool = False
 
+    # --- inbox: complete files only (issue 7) ---------------------------------------------------
+    # A dropped file is taken once its size and modification time have not changed for this long
+    # (and, on Linux, no process still holds it open for writing). 0 takes files as soon as seen.
+    inbox_settle_seconds: float = Field(default=1.0, ge=0)
+
     def owner_tokens(self) -> dict[str, str]:
         """token -> owner, from API_TOKEN (the default owner) and API_TOKENS."""
         tokens: dict[str, str] = {}
