@@ -74,6 +74,7 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
                 settings.default_owner,
                 poll_seconds=settings.inbox_poll_seconds,
                 max_bytes=settings.max_document_bytes,
+                settle_seconds=settings.inbox_settle_seconds,
             )
             watcher.start()
         logger.info("local server ready", extra={"database": str(settings.database_path)})
