@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     # A dropped file is taken once its size and modification time have not changed for this long
     # (and, on Linux, no process still holds it open for writing). 0 takes files as soon as seen.
     inbox_settle_seconds: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _renew_before_expiry(self) -> Settings:
+        if self.lease_renew_seconds >= self.lease_seconds:
+            raise ValueError("LEASE_RENEW_SECONDS must be shorter than LEASE_SECONDS, or leases lapse while renewed")
+        return self
 
     def owner_tokens(self) -> dict[str, str]:
         """token -> owner, from API_TOKEN (the default owner) and API_TOKENS."""
