@@ -21,14 +21,17 @@ from tests.functional.aws.support import ASL, EVENTS, FUNCTIONS, ROOT, SUBSTITUT
 pytestmark = pytest.mark.functional
 
 TEMPLATE = ROOT / "template.yaml"
-TRANSIENT_ERRORS = {
-    "TransientAgentError",
+#: What surfaces from Lambda and from the store that is worth a retry (issue 8, item 3).
+INFRASTRUCTURE_ERRORS = {
+    "RetryableStoreError",
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    "Lambda.ClientExecutionTimeoutException",
     "States.Timeout",
 }
+TRANSIENT_ERRORS = {"TransientAgentError", *INFRASTRUCTURE_ERRORS}
 READ_ONLY_POLICIES = {"DynamoDBReadPolicy"}
 
 
@@ -167,6 +170,11 @@ def test_agent_states_retry_transient_errors_with_backoff_and_full_jitter(asl):
         assert catch["ErrorEquals"] == ["States.ALL"]
         assert catch["ResultPath"] == "$.error"
         assert asl["States"][catch["Next"]]["Parameters"]["action"] == "fail"
+
+
+def test_completing_retries_store_and_lambda_errors(asl):
+    [retry] = asl["States"]["Complete"]["Retry"]
+    assert set(retry["ErrorEquals"]) == INFRASTRUCTURE_ERRORS
 
 
 def test_cfn_lint_finds_nothing():

@@ -288,14 +288,14 @@ def test_a_start_refused_for_now_is_retried_by_redelivery(triggers):
     task_id = task_id_for("sqs", OWNER, record["messageId"])
     busy = Backpressure("Step Functions refused a new execution now (ExecutionLimitExceeded)", 1)
     executor = system().executor
-    real_start = executor.start
+    real_start = executor.start_sync
 
-    async def start(started: str) -> None:
+    def start(started: str) -> str | None:
         if started == task_id:
             raise busy
-        await real_start(started)
+        return real_start(started)
 
-    with mock.patch.object(executor, "start", side_effect=start):
+    with mock.patch.object(executor, "start_sync", side_effect=start):
         response = invoke("SqsTriggerFunction", {"Records": [record, SQS_BATCH["Records"][0]]})
     assert response == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
     task = system().store.get(task_id)

@@ -37,24 +37,33 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import hashlib
 import json
 import random
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
 # Shared with the SQLite store: the cursor format and the payload bound (MAX_PAYLOAD_BYTES, 350 KB of
 # a document or an event's data, leaving room in DynamoDB's 400 KB item for the other attributes).
 from agentic.adapters.sqlite_store import check_payload_size, decode_cursor, encode_cursor, sort_key
-from agentic.errors import InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound, WriteConflict
+from agentic.errors import (
+    InvalidInput,
+    InvalidTransition,
+    RetryableStoreError,
+    TaskAlreadyExists,
+    TaskNotFound,
+    WriteConflict,
+)
 from agentic.models import EventType, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
 from agentic.ports import Mutation
 
@@ -88,6 +97,23 @@ _CURSOR_DIGITS = 12
 _MAX_CURSOR = 10**_CURSOR_DIGITS - 1
 #: Per-item reason codes of a cancelled transaction that mean "a condition or a concurrent write".
 _CONFLICT_CODES = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
+#: Errors (after the SDK's own retries) that applied nothing and are safe to retry later: they leave
+#: the store as ``RetryableStoreError``, the one name the state machine's Retry clauses list.
+_RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+    }
+)
+#: Namespace of the transactions' ClientRequestToken (see ``_request_token``).
+_TOKEN_NAMESPACE = uuid.UUID("8f9a7d0e-3b1c-4c55-a2f4-1e6b0c9d7a21")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def create_table(client: DynamoDBClient, table_name: str) -> None:
@@ -142,6 +168,37 @@ def _conflict_codes(exc: ClientError) -> builtins.list[str] | None:
         if codes and all(c in _CONFLICT_CODES for c in codes):
             return codes
     return None
+
+
+def _retryable(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn throttling, internal errors and lost connections into ``RetryableStoreError``."""
+
+    @functools.wraps(fn)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in _RETRYABLE_CODES:
+                raise RetryableStoreError(f"DynamoDB refused the call for now ({code}); try again") from exc
+            raise
+        except (ConnectionError, HTTPClientError) as exc:
+            raise RetryableStoreError(f"DynamoDB could not be reached ({type(exc).__name__}); try again") from exc
+
+    return call
+
+
+def _request_token(task_id: str, items: object) -> str:
+    """A transaction's ClientRequestToken: the same for the same write, different for any other.
+
+    Derived from the task, and the whole request, which holds the task's version and event
+    sequence it was conditioned on. When a transaction commits but its response is lost, the SDK's
+    retry sends the same token and DynamoDB answers success instead of failing the conditions the
+    first call already changed (tokens are honoured for 10 minutes). Any other write, even of the same
+    task version, has another token, so it never meets ``IdempotentParameterMismatch``.
+    """
+    digest = hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
+    return str(uuid.uuid5(_TOKEN_NAMESPACE, f"{task_id}\x1f{digest}"))
 
 
 def _task_pk(task_id: str) -> str:
@@ -253,6 +310,7 @@ class DynamoDBTaskStore:
 
     # --- tasks ---------------------------------------------------------------------------------
 
+    @_retryable
     def create(self, task: TaskState) -> TaskState:
         doc = task.model_dump_json()
         check_payload_size(f"task {task.task_id}", doc)
@@ -289,6 +347,7 @@ class DynamoDBTaskStore:
         item = response.get("Item")
         return item if item and "doc" in item else None
 
+    @_retryable
     def get(self, task_id: str) -> TaskState | None:
         response = self.client.get_item(
             TableName=self.table_name,
@@ -300,6 +359,7 @@ class DynamoDBTaskStore:
         item = response.get("Item")
         return _parse_task(item) if item and "doc" in item else None
 
+    @_retryable
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
         if limit < 1:
             raise InvalidInput("limit must be at least 1")
@@ -351,6 +411,7 @@ class DynamoDBTaskStore:
             next_cursor = encode_cursor([last_item["created_at"]["S"], items[-1].task_id])
         return TaskPage(items=items, next_cursor=next_cursor)
 
+    @_retryable
     def list_in_status(self, statuses: Collection[TaskStatus]) -> builtins.list[TaskState]:
         wanted = [TaskStatus(s).value for s in statuses]
         if not wanted:
@@ -372,6 +433,7 @@ class DynamoDBTaskStore:
                 return tasks
             params["ExclusiveStartKey"] = last
 
+    @_retryable
     def update(
         self,
         task_id: str,
@@ -470,6 +532,7 @@ class DynamoDBTaskStore:
 
     # --- events --------------------------------------------------------------------------------
 
+    @_retryable
     def append_event(self, event: NewEvent) -> StreamEvent | None:
         return self._append(_PendingEvent.of(event))
 
@@ -558,7 +621,8 @@ class DynamoDBTaskStore:
                     }
                 }
             )
-        codes = self._attempt(lambda: self.client.transact_write_items(TransactItems=items))
+        token = _request_token(task_id, items)
+        codes = self._attempt(lambda: self.client.transact_write_items(TransactItems=items, ClientRequestToken=token))
         if codes is None:
             return [p.written(cursor) for cursor, p in enumerate(batch, start=seq + 1)], set()
         already = {
@@ -568,6 +632,7 @@ class DynamoDBTaskStore:
         }
         return None, already
 
+    @_retryable
     def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
         start = max(after, 0) + 1
         if limit < 1 or start > _MAX_CURSOR:
