@@ -7,10 +7,15 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
                                                created_at, version (N), event_seq (N),
                                                gsi1pk = OWNER#<owner>,
                                                gsi1sk = <created_at, fixed-width UTC>#<task_id>
-    TASK#<task_id>    EVT#<cursor, 12 digits>  event_type, timestamp, data (JSON), expires_at (N)
     TASK#<task_id>    KEY#<event key>          expires_at (N): this idempotency key was written
 
-    GSI gsi1: hash gsi1pk, range gsi1sk, projection ALL (an owner's tasks, newest first).
+                                               gsi2pk = OWNER#<owner>#STATUS#<status>
+    TASK#<task_id>    EVT#<cursor, 12 digits>  event_type, timestamp, data (JSON), expires_at (N)
+
+    GSI gsi1: hash gsi1pk, range gsi1sk (an owner's tasks, newest first).
+    GSI gsi2: hash gsi2pk, range gsi1sk (an owner's tasks in one status, newest first).
+    Both project keys only: a list reads one bounded page of keys, then the page's task items
+    (BatchGetItem), so a task document (up to 350 KB) is written once per update, not once per index.
     TTL on expires_at: events and keys expire event_ttl_days after they were written; the task item's
     expiry moves forward with every update, so a task never expires before the end of its log.
     On-demand billing.
@@ -49,7 +54,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
@@ -73,6 +78,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import (
         AttributeValueTypeDef,
+        KeysAndAttributesTypeDef,
         QueryInputTypeDef,
         ScanInputTypeDef,
         TransactWriteItemTypeDef,
@@ -89,6 +95,8 @@ _TRANSACTION_MAX_BYTES = 3_500_000
 _ITEM_OVERHEAD_BYTES = 256
 #: Sort keys are limited to 1024 bytes; longer event keys are stored as their SHA-256.
 _MAX_KEY_BYTES = 512
+#: BatchGetItem reads at most 100 keys per call: the largest page.
+_BATCH_GET_MAX_KEYS = 100
 
 _TASK_SK = "TASK"
 _EVENT_PREFIX = "EVT#"
@@ -125,6 +133,7 @@ def create_table(client: DynamoDBClient, table_name: str) -> None:
             {"AttributeName": "sk", "AttributeType": "S"},
             {"AttributeName": "gsi1pk", "AttributeType": "S"},
             {"AttributeName": "gsi1sk", "AttributeType": "S"},
+            {"AttributeName": "gsi2pk", "AttributeType": "S"},
         ],
         KeySchema=[
             {"AttributeName": "pk", "KeyType": "HASH"},
@@ -137,8 +146,16 @@ def create_table(client: DynamoDBClient, table_name: str) -> None:
                     {"AttributeName": "gsi1pk", "KeyType": "HASH"},
                     {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
                 ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            },
+            {
+                "IndexName": "gsi2",
+                "KeySchema": [
+                    {"AttributeName": "gsi2pk", "KeyType": "HASH"},
+                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            },
         ],
         BillingMode="PAY_PER_REQUEST",
     )
@@ -221,6 +238,14 @@ def _key_sk(key: str) -> str:
 
 def _gsi1sk(created_at: str, task_id: str) -> str:
     return f"{created_at}#{task_id}"
+
+
+def _gsi1pk(owner: str) -> str:
+    return f"OWNER#{owner}"
+
+
+def _gsi2pk(owner: str, status: TaskStatus) -> str:
+    return f"OWNER#{owner}#STATUS#{TaskStatus(status).value}"
 
 
 def _number(item: Item, name: str) -> int | None:
@@ -323,7 +348,8 @@ class DynamoDBTaskStore:
             "created_at": {"S": created_at},
             "version": {"N": "0"},
             "event_seq": {"N": "0"},
-            "gsi1pk": {"S": f"OWNER#{task.owner}"},
+            "gsi1pk": {"S": _gsi1pk(task.owner)},
+            "gsi2pk": {"S": _gsi2pk(task.owner, task.status)},
             "gsi1sk": {"S": _gsi1sk(created_at, task.task_id)},
             # A task expires with its events (every update moves both forward), so a stream never
             # finds a task whose log has expired under it.
@@ -361,55 +387,83 @@ class DynamoDBTaskStore:
 
     @_retryable
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
+        """One bounded page: one Query of at most ``limit + 1`` keys, then one BatchGetItem of the page.
+
+        With a status, the owner-and-status index answers, so no call ever reads past a page.
+        """
         if limit < 1:
             raise InvalidInput("limit must be at least 1")
+        if limit > _BATCH_GET_MAX_KEYS:
+            raise InvalidInput(f"limit must be at most {_BATCH_GET_MAX_KEYS}")
+        if status is None:
+            index, hash_name, hash_value = "gsi1", "gsi1pk", _gsi1pk(owner)
+        else:
+            index, hash_name, hash_value = "gsi2", "gsi2pk", _gsi2pk(owner, status)
         params: QueryInputTypeDef = {
             "TableName": self.table_name,
-            "IndexName": "gsi1",
-            "KeyConditionExpression": "gsi1pk = :owner",
-            "ExpressionAttributeValues": {":owner": {"S": f"OWNER#{owner}"}},
+            "IndexName": index,
+            "KeyConditionExpression": "#hash = :hash",
+            "ExpressionAttributeNames": {"#hash": hash_name},
+            "ExpressionAttributeValues": {":hash": {"S": hash_value}},
             "ScanIndexForward": False,
+            # One more than a page, to know whether another page exists (as the SQLite store does).
+            "Limit": limit + 1,
         }
-        if status is not None:
-            params["FilterExpression"] = "#status = :status"
-            params["ExpressionAttributeNames"] = {"#status": "status"}
-            params["ExpressionAttributeValues"] = {
-                ":owner": {"S": f"OWNER#{owner}"},
-                ":status": {"S": TaskStatus(status).value},
-            }
         if cursor:
             parts = decode_cursor(cursor)
             if len(parts) != 2 or not all(isinstance(p, str) and p for p in parts):
                 raise _invalid_cursor()
             created_at, task_id = parts
             params["ExclusiveStartKey"] = {
-                "gsi1pk": {"S": f"OWNER#{owner}"},
+                hash_name: {"S": hash_value},
                 "gsi1sk": {"S": _gsi1sk(created_at, task_id)},
                 **_task_key(task_id),
             }
-        # One more than a page, to know whether another page exists (as the SQLite store does).
-        # Limit counts items before the status filter, so keep reading until enough have matched.
-        found: builtins.list[Item] = []
-        while len(found) <= limit:
-            wanted = limit + 1 - len(found)
-            params["Limit"] = wanted if status is None else max(wanted, 100)
-            try:
-                response = self.client.query(**params)
-            except ClientError as exc:
-                if cursor and exc.response.get("Error", {}).get("Code") == "ValidationException":
-                    raise _invalid_cursor() from None
-                raise
-            found.extend(response.get("Items", []))
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                break
-            params["ExclusiveStartKey"] = last
-        items = [_parse_task(item) for item in found[:limit]]
+        try:
+            response = self.client.query(**params)
+        except ClientError as exc:
+            if cursor and exc.response.get("Error", {}).get("Code") == "ValidationException":
+                raise _invalid_cursor() from None
+            raise
+        keys = response.get("Items", [])
+        page = keys[:limit]
+        docs = self._batch_get_docs([item["pk"]["S"] for item in page])
+        items = []
+        for key in page:
+            task = docs.get(key["pk"]["S"])
+            # The index lags the table a little: skip a task gone or no longer in the status asked for.
+            if task is not None and (status is None or task.status == status):
+                items.append(task)
         next_cursor = None
-        if len(found) > limit:
-            last_item = found[limit - 1]
-            next_cursor = encode_cursor([last_item["created_at"]["S"], items[-1].task_id])
+        if len(keys) > limit:
+            created_at, _, task_id = page[-1]["gsi1sk"]["S"].rpartition("#")
+            next_cursor = encode_cursor([created_at, task_id])
         return TaskPage(items=items, next_cursor=next_cursor)
+
+    def _batch_get_docs(self, pks: builtins.list[str]) -> dict[str, TaskState]:
+        """The task documents of a page (strongly consistent), by pk."""
+        docs: dict[str, TaskState] = {}
+        if not pks:
+            return docs
+        request: dict[str, KeysAndAttributesTypeDef] = {
+            self.table_name: {
+                "Keys": [{"pk": {"S": pk}, "sk": {"S": _TASK_SK}} for pk in pks],
+                "ConsistentRead": True,
+                "ProjectionExpression": "pk, #doc",
+                "ExpressionAttributeNames": {"#doc": "doc"},
+            }
+        }
+        for attempt in range(MAX_ATTEMPTS):
+            response = self.client.batch_get_item(RequestItems=request)
+            for item in response.get("Responses", {}).get(self.table_name, []):
+                if "doc" in item:
+                    docs[item["pk"]["S"]] = _parse_task(item)
+            unprocessed = response.get("UnprocessedKeys", {})
+            if not unprocessed:
+                return docs
+            request = cast("dict[str, KeysAndAttributesTypeDef]", unprocessed)  # throttled or over 16 MB
+            _pause(attempt)
+        raise RetryableStoreError("DynamoDB kept some of the page unread; try again")
 
     @_retryable
     def list_in_status(self, statuses: Collection[TaskStatus]) -> builtins.list[TaskState]:
@@ -469,9 +523,13 @@ class DynamoDBTaskStore:
                 ":next_version": {"N": str((version or 0) + 1)},
                 **{f":e{i}": {"S": s.value} for i, s in enumerate(sorted(expected))},
             }
-            sets = "SET #doc = :doc, #status = :status, #version = :next_version, #expires = :expires"
+            sets = (
+                "SET #doc = :doc, #status = :status, #version = :next_version, #expires = :expires, #gsi2pk = :gsi2pk"
+            )
             names["#expires"] = "expires_at"
             values[":expires"] = {"N": self._expires_at()}
+            names["#gsi2pk"] = "gsi2pk"
+            values[":gsi2pk"] = {"S": _gsi2pk(updated.owner, updated.status)}
             condition = f"attribute_exists(pk) AND #status IN ({', '.join(f':e{i}' for i in range(len(expected)))})"
             if version is None:
                 condition += " AND attribute_not_exists(#version)"

@@ -23,9 +23,7 @@ MAX_CAUSE_CHARS = 1000
 
 
 def dead_execution_message(end: ExecutionEnd) -> str:
-    return f"{end.error}: the task's execution ended ({end.status}) without finishing it: {end.cause}"[
-        :MAX_CAUSE_CHARS
-    ]
+    return f"{end.error}: the task's execution ended ({end.status}) without finishing it: {end.cause}"[:MAX_CAUSE_CHARS]
 
 
 class AwsTaskService(TaskService):
