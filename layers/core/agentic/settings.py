@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     # Powertools Tracer (X-Ray) in the Lambdas. Created only when on: it costs ~200 ms of cold start.
     tracing_enabled: bool = False
 
+    # --- AWS deployment (issue 8) ------------------------------------------------------------
+    # Who owns a task on AWS (agentic.aws.identity): "role" = the caller's IAM principal (an assumed
+    # role's sessions share the role's tasks); "session" = the full caller ARN, session name included.
+    owner_identity: Literal["role", "session"] = "role"
+
     def owner_tokens(self) -> dict[str, str]:
         """token -> owner, from API_TOKEN (the default owner) and API_TOKENS."""
         tokens: dict[str, str] = {}
