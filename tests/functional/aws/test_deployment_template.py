@@ -9,6 +9,7 @@ what survives a stack deletion (16).
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Any
 
@@ -254,3 +255,60 @@ def test_the_table_and_the_bucket_are_retained(template):
     for name in ("TasksTable", "TasksBucket"):
         resource = template["Resources"][name]
         assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain"), name
+
+
+# --- item 12: the layer ships Python 3.13 bytecode ------------------------------------------------------
+
+
+def _make(*args: str, **env: str) -> Any:
+    import subprocess
+
+    return subprocess.run(
+        ["make", "--no-print-directory", "-f", str(ROOT / "layers" / "core" / "Makefile"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **env},
+    )
+
+
+def test_the_layer_is_compiled_to_unchecked_hash_pyc_for_python313(tmp_path):
+    # Given a layer directory as the build leaves it (sources only)
+    package = tmp_path / "python" / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("VALUE = 1\n")
+    (package / "py2_only.py").write_text("print 'a third-party file that is not Python 3'\n")
+    # When the build compiles it
+    result = _make("compile-layer", f"LAYER_DIR={tmp_path / 'python'}")
+    # Then there is a 3.13 .pyc, hash-based and unchecked (flags 0b01), naming its /opt/python source
+    assert result.returncode == 0, result.stdout + result.stderr
+    pyc = package / "__pycache__" / "__init__.cpython-313.pyc"
+    data = pyc.read_bytes()
+    assert int.from_bytes(data[4:8], "little") == 0b01
+    assert b"/opt/python/pkg/__init__.py" in data
+    assert not (package / "__pycache__" / "py2_only.cpython-313.pyc").exists()  # reported, skipped
+
+
+def test_the_build_stops_with_a_clear_message_without_python313(tmp_path):
+    result = _make(
+        "compile-layer",
+        f"LAYER_DIR={tmp_path}",
+        PATH="/usr/bin:/bin",
+        PYTHON313="",
+        PYENV_ROOT=str(tmp_path / "no-pyenv"),
+        HOME=str(tmp_path),
+    )
+    assert result.returncode != 0
+    assert "No Python 3.13 found" in result.stderr
+    assert "PYTHON313=" in result.stderr
+
+
+def test_the_layer_build_compiles_after_installing():
+    makefile = (ROOT / "layers" / "core" / "Makefile").read_text()
+    build = makefile[makefile.index("build-CoreLayer:") :]
+    assert build.index("--no-compile") < build.index("compile-layer LAYER_DIR=")
+    assert "--invalidation-mode unchecked-hash" in makefile
+    # discovered, not hard-coded
+    assert "/usr/bin/python3.13" not in makefile
+    assert "/root/" not in makefile
