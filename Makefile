@@ -10,7 +10,7 @@ export PORT AGENT_LATENCY_SCALE
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 
-.PHONY: run test lint lint-template format typecheck unit functional e2e bench build clean
+.PHONY: run test lint lint-template format typecheck unit functional e2e bench coldstart build clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ e2e: $(VENV)/.installed-dev
 ## bench: throughput and latency of the in-process runner and of the HTTP API (prints, never asserts)
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.run
+
+## coldstart: import time of each Lambda handler as a ratio to `import boto3` (prints, never asserts)
+coldstart: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.coldstart
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .data .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -25,12 +25,12 @@ goes through the same function, so a role's ARN with a path matches that role's 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from fastapi import Request
-
-from agentic.api.identity import iam_identity
 from agentic.settings import get_settings
+
+if TYPE_CHECKING:  # the trigger functions use task_owner and never load the web framework
+    from fastapi import Request
 
 OwnerIdentity = Literal["role", "session"]
 
@@ -51,4 +51,6 @@ def task_owner(arn: str, identity: OwnerIdentity = "role") -> str:
 
 def iam_owner(request: Request) -> str:
     """The API's identity resolver on AWS: the signed caller, as the owner of its tasks."""
+    from agentic.api.identity import iam_identity  # the API functions have it loaded already
+
     return task_owner(iam_identity(request), get_settings().owner_identity)
