@@ -34,8 +34,12 @@ How the contract of ``TaskStore`` holds here:
   stream never sees an event before the state it announces, and a crash cannot keep one without the
   other.
 
+- Every transaction carries a deterministic ``ClientRequestToken`` (``_request_token``), so a write
+  that committed but whose response was lost is answered as success when it is sent again.
+
 Condition failures and cancelled transactions are recognised in one place (``_conflict_codes``);
-no ``ClientError`` for them leaves this module.
+no ``ClientError`` for them leaves this module. Throttling, internal errors and lost connections
+leave it as ``RetryableStoreError`` (``_retryable``): nothing was applied, the caller may retry.
 """
 
 from __future__ import annotations
