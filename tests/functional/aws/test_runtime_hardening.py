@@ -384,3 +384,29 @@ def test_a_permanent_failure_in_an_early_state_is_caught_and_fails_the_task(pipe
     assert types == [*SEED_SEQUENCE[: 2 + 3 * done], "step_started", "error", "task_failed"]
     error = get_system().store.read_events(task_id)[-2]
     assert (error.data["error"], error.data["step_id"]) == ("PermanentAgentError", step_id)
+
+
+# --- the harness: one invocation at a time ---------------------------------------------------------------
+
+
+def test_in_process_lambda_invocations_hold_the_invocation_lock(pipeline):
+    """moto's DynamoDB is not thread-safe: every handler the executions' threads run holds the lock."""
+    from tests.functional.aws import support
+
+    held: list[bool] = []
+    real = support.function_handler
+
+    def checking_handler(function: str) -> Any:
+        handler = real(function)
+
+        def run(event: dict[str, Any], context: Any) -> Any:
+            held.append(support.INVOCATION_LOCK._is_owned())  # type: ignore[attr-defined]
+            return handler(event, context)
+
+        return run
+
+    with mock.patch.object(support, "function_handler", checking_handler):
+        _, execution = run_task(pipeline)
+    assert execution["status"] == "SUCCEEDED"
+    assert len(held) >= 6  # create, plan, three steps, complete
+    assert all(held)
