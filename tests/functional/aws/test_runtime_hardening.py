@@ -410,3 +410,36 @@ def test_in_process_lambda_invocations_hold_the_invocation_lock(pipeline):
     assert execution["status"] == "SUCCEEDED"
     assert len(held) >= 6  # create, plan, three steps, complete
     assert all(held)
+
+
+def test_the_stream_of_a_task_whose_execution_died_ends_with_the_failure(moto_table, aws_env):
+    """Before: execute was a no-op (ExecutionAlreadyExists) and the stream waited until its time limit."""
+    import httpx
+
+    from agentic.aws.wiring import reset_system
+    from tests.functional.aws.stream_support import identity_headers, stream_app
+
+    machine = create_trivial_state_machine("dead-stream")
+    aws_env.setenv("STATE_MACHINE_ARN", machine)
+    aws_env.setenv("STREAM_MAX_SECONDS", "5")
+    reset_system()
+    system = get_system()
+    task_id = new_task()
+    system.ops.plan(task_id)  # the execution got as far as planning, then died
+    boto3.client("stepfunctions", region_name=REGION).start_execution(
+        stateMachineArn=machine, name=task_id, input=json.dumps({"task_id": task_id})
+    )
+    aborted = {"status": "ABORTED"}
+
+    async def execute() -> list[dict[str, Any]]:
+        transport = httpx.ASGITransport(app=stream_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080") as client:
+            response = await client.post(f"/tasks/{task_id}/execute", headers=identity_headers())
+            assert response.status_code == 200, response.text
+            return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+    with mock.patch.object(system.executor.client, "describe_execution", return_value=aborted):  # type: ignore[attr-defined]
+        lines = asyncio.run(execute())
+    assert [line["event_type"] for line in lines] == ["task_started", "plan_created", "error", "task_failed"]
+    assert lines[-2]["data"]["error"] == "ExecutionAborted"
+    assert get_system().store.get(task_id).status is TaskStatus.FAILED
