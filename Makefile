@@ -10,7 +10,7 @@ export PORT AGENT_LATENCY_SCALE
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 
-.PHONY: run test lint lint-template format typecheck unit functional e2e bench bench-storage build clean
+.PHONY: run test lint lint-template format typecheck unit functional e2e bench bench-storage coldstart build clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,10 @@ bench: $(VENV)/.installed-dev
 ## bench-storage: bytes on disk per task, list pages at depth, resume after SIGKILL
 bench-storage: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.storage
+
+## coldstart: import time of each Lambda handler as a ratio to `import boto3` (prints, never asserts)
+coldstart: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.coldstart
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .data .aws-sam .pytest_cache .mypy_cache .ruff_cache

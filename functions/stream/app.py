@@ -21,8 +21,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from agentic.api.app import create_app
-from agentic.api.identity import iam_identity
 from agentic.api.routes import health, stream
+from agentic.aws.identity import iam_owner
 from agentic.aws.wiring import AwsSystem, get_system
 from agentic.observability import logger
 
@@ -37,9 +37,7 @@ _TASK_PATH = re.compile(r"^/tasks/([^/]+)/")
 
 def create_stream_app(system: AwsSystem) -> FastAPI:
     """The core's FastAPI app with only the stream routes and health, owned by the IAM caller."""
-    return create_app(
-        system.service, iam_identity, routers=ROUTERS, max_request_bytes=system.settings.max_request_bytes
-    )
+    return create_app(system.service, iam_owner, routers=ROUTERS, max_request_bytes=system.settings.max_request_bytes)
 
 
 class StreamApp:

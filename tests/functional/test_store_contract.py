@@ -475,13 +475,12 @@ def test_the_table_has_the_schema_the_template_declares(dynamodb_store):
     ttl = client.describe_time_to_live(TableName=TABLE_NAME)["TimeToLiveDescription"]
     # Then keys, index, billing and TTL are the documented ones
     assert {(k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]} == {("pk", "HASH"), ("sk", "RANGE")}
-    (index,) = table["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == "gsi1"
-    assert {(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]} == {
-        ("gsi1pk", "HASH"),
-        ("gsi1sk", "RANGE"),
+    indexes = {i["IndexName"]: i for i in table["GlobalSecondaryIndexes"]}
+    assert {name: {(k["AttributeName"], k["KeyType"]) for k in i["KeySchema"]} for name, i in indexes.items()} == {
+        "gsi1": {("gsi1pk", "HASH"), ("gsi1sk", "RANGE")},
+        "gsi2": {("gsi2pk", "HASH"), ("gsi1sk", "RANGE")},
     }
-    assert index["Projection"]["ProjectionType"] == "ALL"
+    assert {i["Projection"]["ProjectionType"] for i in indexes.values()} == {"KEYS_ONLY"}
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
 

@@ -105,3 +105,18 @@ class PermanentAgentError(AgentError):
     """Retrying cannot help (invalid input, a bug): the task fails at once."""
 
     code = "permanent_agent_error"
+
+
+# --- store errors that are safe to retry ------------------------------------------------------------
+# One name for the pipeline's Retry clauses (statemachine/pipeline.asl.json): the store was throttled,
+# had an internal error, or a conditional write kept conflicting. Nothing was applied, so the same
+# step attempt can simply run again.
+
+
+class RetryableStoreError(WriteConflict):
+    """The store could not do the call now (throttled, an internal error, a write that kept conflicting).
+
+    A ``WriteConflict``, so the API answers it the same way (503 with Retry-After).
+    """
+
+    code = "store_unavailable"

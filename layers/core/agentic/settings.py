@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     # (and, on Linux, no process still holds it open for writing). 0 takes files as soon as seen.
     inbox_settle_seconds: float = Field(default=1.0, ge=0)
 
+    # --- AWS deployment (issue 8) ------------------------------------------------------------
+    # Who owns a task on AWS (agentic.aws.identity): "role" = the caller's IAM principal (an assumed
+    # role's sessions share the role's tasks); "session" = the full caller ARN, session name included.
+    owner_identity: Literal["role", "session"] = "role"
+
     @model_validator(mode="after")
     def _renew_before_expiry(self) -> Settings:
         if self.lease_renew_seconds >= self.lease_seconds:

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import re
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -95,8 +96,17 @@ class FakeLambdaContext:
         return 30_000
 
 
+#: One Lambda invocation at a time in this process. A Lambda instance handles one request at a time,
+#: and moto's DynamoDB is not thread-safe (``transact_write_items`` deep-copies a table that another
+#: execution's thread may be writing: "dictionary changed size during iteration"), so the handlers
+#: that moto's Step Functions threads and the test itself invoke run one after the other.
+#: Re-entrant: a handler that starts an execution returns before that execution invokes anything.
+INVOCATION_LOCK = threading.RLock()
+
+
 def invoke(function: str, event: dict[str, Any]) -> Any:
-    return function_handler(function)(event, FakeLambdaContext(function))
+    with INVOCATION_LOCK:
+        return function_handler(function)(event, FakeLambdaContext(function))
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -122,7 +132,10 @@ def http_event(name: str, *, owner: str | None = None, task_id: str | None = Non
 
 
 def fake_invoke_lambda(self: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
-    """Run the real handler of this function in-process; an exception becomes a Lambda error."""
+    """Run the real handler of this function in-process; an exception becomes a Lambda error.
+
+    Invocations are serialised (``INVOCATION_LOCK``), as one Lambda instance would run them.
+    """
     try:
         result = invoke(self.function_name, event)
     except Exception as exc:

@@ -5,7 +5,7 @@
   ``x-amzn-request-context`` header), in-process.
 - Then over real HTTP: uvicorn on loopback serving the same app, moto's Step Functions running the
   real state machine and the real agent handlers against moto's DynamoDB, agents taking visible time.
-- Last, run.sh itself: it starts uvicorn on $PORT with the app, and a misconfigured function fails
+- Last, run.sh itself: it starts uvicorn on $AWS_LWA_PORT with the app, and a misconfigured function fails
   at startup instead of serving errors.
 """
 
@@ -332,7 +332,7 @@ def run_sh(port: int, **env: str) -> subprocess.Popen[bytes]:
         **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "HOME": os.environ.get("HOME", "/tmp"),
-        "PORT": str(port),
+        "AWS_LWA_PORT": str(port),
         "STORE": "dynamodb",
         "TABLE_NAME": TABLE_NAME,
         "POWERTOOLS_LOG_LEVEL": "WARNING",

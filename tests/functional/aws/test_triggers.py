@@ -158,6 +158,26 @@ def test_a_new_version_of_the_object_is_a_new_task(triggers):
     assert triggers.executions() == sorted(ids)
 
 
+def test_the_same_content_uploaded_twice_is_two_tasks_and_each_version_one(triggers):
+    """The object version names the task: the ETag alone (same bytes) would merge two uploads."""
+    key = "tasks/nightly.txt"
+    first = triggers.put(key, b"Explain the nightly report")
+    second = triggers.put(key, b"Explain the nightly report")
+    assert first["ETag"] == second["ETag"]
+    assert first["VersionId"] != second["VersionId"]
+    # each version notified twice (at-least-once delivery)
+    ids = [
+        invoke("S3TriggerFunction", s3_event(S3_PUT, key=key, put=put))["task_ids"]
+        for put in (first, first, second, second)
+    ]
+    assert ids[0] == ids[1]
+    assert ids[2] == ids[3]
+    assert len({*ids[0], *ids[2]}) == 2
+    for [task_id] in (ids[0], ids[2]):
+        triggers.pipeline.wait(task_id)
+    assert triggers.executions() == sorted([*ids[0], *ids[2]])
+
+
 def test_the_ignored_s3_event_file_creates_no_task(triggers):
     event = load_event("s3_trigger_put_ignored.json")
     key = unquote_plus(event["Records"][0]["s3"]["object"]["key"])
@@ -288,14 +308,14 @@ def test_a_start_refused_for_now_is_retried_by_redelivery(triggers):
     task_id = task_id_for("sqs", OWNER, record["messageId"])
     busy = Backpressure("Step Functions refused a new execution now (ExecutionLimitExceeded)", 1)
     executor = system().executor
-    real_start = executor.start
+    real_start = executor.start_sync
 
-    async def start(started: str) -> None:
+    def start(started: str) -> str | None:
         if started == task_id:
             raise busy
-        await real_start(started)
+        return real_start(started)
 
-    with mock.patch.object(executor, "start", side_effect=start):
+    with mock.patch.object(executor, "start_sync", side_effect=start):
         response = invoke("SqsTriggerFunction", {"Records": [record, SQS_BATCH["Records"][0]]})
     assert response == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
     task = system().store.get(task_id)

@@ -7,10 +7,15 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
                                                created_at, version (N), event_seq (N),
                                                gsi1pk = OWNER#<owner>,
                                                gsi1sk = <created_at, fixed-width UTC>#<task_id>
-    TASK#<task_id>    EVT#<cursor, 12 digits>  event_type, timestamp, data (JSON), expires_at (N)
     TASK#<task_id>    KEY#<event key>          expires_at (N): this idempotency key was written
 
-    GSI gsi1: hash gsi1pk, range gsi1sk, projection ALL (an owner's tasks, newest first).
+                                               gsi2pk = OWNER#<owner>#STATUS#<status>
+    TASK#<task_id>    EVT#<cursor, 12 digits>  event_type, timestamp, data (JSON), expires_at (N)
+
+    GSI gsi1: hash gsi1pk, range gsi1sk (an owner's tasks, newest first).
+    GSI gsi2: hash gsi2pk, range gsi1sk (an owner's tasks in one status, newest first).
+    Both project keys only: a list reads one bounded page of keys, then the page's task items
+    (BatchGetItem), so a task document (up to 350 KB) is written once per update, not once per index.
     TTL on expires_at: events and keys expire event_ttl_days after they were written; the task item's
     expiry moves forward with every update, so a task never expires before the end of its log.
     On-demand billing.
@@ -29,32 +34,45 @@ How the contract of ``TaskStore`` holds here:
   stream never sees an event before the state it announces, and a crash cannot keep one without the
   other.
 
+- Every transaction carries a deterministic ``ClientRequestToken`` (``_request_token``), so a write
+  that committed but whose response was lost is answered as success when it is sent again.
+
 Condition failures and cancelled transactions are recognised in one place (``_conflict_codes``);
-no ``ClientError`` for them leaves this module.
+no ``ClientError`` for them leaves this module. Throttling, internal errors and lost connections
+leave it as ``RetryableStoreError`` (``_retryable``): nothing was applied, the caller may retry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import hashlib
 import json
 import random
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
 # Shared with the SQLite store: the cursor format and the payload bound (MAX_PAYLOAD_BYTES, 350 KB of
 # a document or an event's data, leaving room in DynamoDB's 400 KB item for the other attributes).
 from agentic.adapters.sqlite_store import check_payload_size, decode_cursor, encode_cursor, sort_key
-from agentic.errors import InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound, WriteConflict
+from agentic.errors import (
+    InvalidInput,
+    InvalidTransition,
+    RetryableStoreError,
+    TaskAlreadyExists,
+    TaskNotFound,
+    WriteConflict,
+)
 from agentic.models import EventType, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
 from agentic.ports import Mutation
 
@@ -64,6 +82,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import (
         AttributeValueTypeDef,
+        KeysAndAttributesTypeDef,
         QueryInputTypeDef,
         ScanInputTypeDef,
         TransactWriteItemTypeDef,
@@ -80,6 +99,8 @@ _TRANSACTION_MAX_BYTES = 3_500_000
 _ITEM_OVERHEAD_BYTES = 256
 #: Sort keys are limited to 1024 bytes; longer event keys are stored as their SHA-256.
 _MAX_KEY_BYTES = 512
+#: BatchGetItem reads at most 100 keys per call: the largest page.
+_BATCH_GET_MAX_KEYS = 100
 
 _TASK_SK = "TASK"
 _EVENT_PREFIX = "EVT#"
@@ -88,6 +109,23 @@ _CURSOR_DIGITS = 12
 _MAX_CURSOR = 10**_CURSOR_DIGITS - 1
 #: Per-item reason codes of a cancelled transaction that mean "a condition or a concurrent write".
 _CONFLICT_CODES = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
+#: Errors (after the SDK's own retries) that applied nothing and are safe to retry later: they leave
+#: the store as ``RetryableStoreError``, the one name the state machine's Retry clauses list.
+_RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+    }
+)
+#: Namespace of the transactions' ClientRequestToken (see ``_request_token``).
+_TOKEN_NAMESPACE = uuid.UUID("8f9a7d0e-3b1c-4c55-a2f4-1e6b0c9d7a21")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def create_table(client: DynamoDBClient, table_name: str) -> None:
@@ -99,6 +137,7 @@ def create_table(client: DynamoDBClient, table_name: str) -> None:
             {"AttributeName": "sk", "AttributeType": "S"},
             {"AttributeName": "gsi1pk", "AttributeType": "S"},
             {"AttributeName": "gsi1sk", "AttributeType": "S"},
+            {"AttributeName": "gsi2pk", "AttributeType": "S"},
         ],
         KeySchema=[
             {"AttributeName": "pk", "KeyType": "HASH"},
@@ -111,8 +150,16 @@ def create_table(client: DynamoDBClient, table_name: str) -> None:
                     {"AttributeName": "gsi1pk", "KeyType": "HASH"},
                     {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
                 ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            },
+            {
+                "IndexName": "gsi2",
+                "KeySchema": [
+                    {"AttributeName": "gsi2pk", "KeyType": "HASH"},
+                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            },
         ],
         BillingMode="PAY_PER_REQUEST",
     )
@@ -144,6 +191,37 @@ def _conflict_codes(exc: ClientError) -> builtins.list[str] | None:
     return None
 
 
+def _retryable(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn throttling, internal errors and lost connections into ``RetryableStoreError``."""
+
+    @functools.wraps(fn)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in _RETRYABLE_CODES:
+                raise RetryableStoreError(f"DynamoDB refused the call for now ({code}); try again") from exc
+            raise
+        except (ConnectionError, HTTPClientError) as exc:
+            raise RetryableStoreError(f"DynamoDB could not be reached ({type(exc).__name__}); try again") from exc
+
+    return call
+
+
+def _request_token(task_id: str, items: object) -> str:
+    """A transaction's ClientRequestToken: the same for the same write, different for any other.
+
+    Derived from the task, and the whole request, which holds the task's version and event
+    sequence it was conditioned on. When a transaction commits but its response is lost, the SDK's
+    retry sends the same token and DynamoDB answers success instead of failing the conditions the
+    first call already changed (tokens are honoured for 10 minutes). Any other write, even of the same
+    task version, has another token, so it never meets ``IdempotentParameterMismatch``.
+    """
+    digest = hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
+    return str(uuid.uuid5(_TOKEN_NAMESPACE, f"{task_id}\x1f{digest}"))
+
+
 def _task_pk(task_id: str) -> str:
     return f"TASK#{task_id}"
 
@@ -164,6 +242,14 @@ def _key_sk(key: str) -> str:
 
 def _gsi1sk(created_at: str, task_id: str) -> str:
     return f"{created_at}#{task_id}"
+
+
+def _gsi1pk(owner: str) -> str:
+    return f"OWNER#{owner}"
+
+
+def _gsi2pk(owner: str, status: TaskStatus) -> str:
+    return f"OWNER#{owner}#STATUS#{TaskStatus(status).value}"
 
 
 def _number(item: Item, name: str) -> int | None:
@@ -253,6 +339,7 @@ class DynamoDBTaskStore:
 
     # --- tasks ---------------------------------------------------------------------------------
 
+    @_retryable
     def create(self, task: TaskState) -> TaskState:
         doc = task.model_dump_json()
         check_payload_size(f"task {task.task_id}", doc)
@@ -265,7 +352,8 @@ class DynamoDBTaskStore:
             "created_at": {"S": created_at},
             "version": {"N": "0"},
             "event_seq": {"N": "0"},
-            "gsi1pk": {"S": f"OWNER#{task.owner}"},
+            "gsi1pk": {"S": _gsi1pk(task.owner)},
+            "gsi2pk": {"S": _gsi2pk(task.owner, task.status)},
             "gsi1sk": {"S": _gsi1sk(created_at, task.task_id)},
             # A task expires with its events (every update moves both forward), so a stream never
             # finds a task whose log has expired under it.
@@ -289,6 +377,7 @@ class DynamoDBTaskStore:
         item = response.get("Item")
         return item if item and "doc" in item else None
 
+    @_retryable
     def get(self, task_id: str) -> TaskState | None:
         response = self.client.get_item(
             TableName=self.table_name,
@@ -300,57 +389,87 @@ class DynamoDBTaskStore:
         item = response.get("Item")
         return _parse_task(item) if item and "doc" in item else None
 
+    @_retryable
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
+        """One bounded page: one Query of at most ``limit + 1`` keys, then one BatchGetItem of the page.
+
+        With a status, the owner-and-status index answers, so no call ever reads past a page.
+        """
         if limit < 1:
             raise InvalidInput("limit must be at least 1")
+        if limit > _BATCH_GET_MAX_KEYS:
+            raise InvalidInput(f"limit must be at most {_BATCH_GET_MAX_KEYS}")
+        if status is None:
+            index, hash_name, hash_value = "gsi1", "gsi1pk", _gsi1pk(owner)
+        else:
+            index, hash_name, hash_value = "gsi2", "gsi2pk", _gsi2pk(owner, status)
         params: QueryInputTypeDef = {
             "TableName": self.table_name,
-            "IndexName": "gsi1",
-            "KeyConditionExpression": "gsi1pk = :owner",
-            "ExpressionAttributeValues": {":owner": {"S": f"OWNER#{owner}"}},
+            "IndexName": index,
+            "KeyConditionExpression": "#hash = :hash",
+            "ExpressionAttributeNames": {"#hash": hash_name},
+            "ExpressionAttributeValues": {":hash": {"S": hash_value}},
             "ScanIndexForward": False,
+            # One more than a page, to know whether another page exists (as the SQLite store does).
+            "Limit": limit + 1,
         }
-        if status is not None:
-            params["FilterExpression"] = "#status = :status"
-            params["ExpressionAttributeNames"] = {"#status": "status"}
-            params["ExpressionAttributeValues"] = {
-                ":owner": {"S": f"OWNER#{owner}"},
-                ":status": {"S": TaskStatus(status).value},
-            }
         if cursor:
             parts = decode_cursor(cursor)
             if len(parts) != 2 or not all(isinstance(p, str) and p for p in parts):
                 raise _invalid_cursor()
             created_at, task_id = parts
             params["ExclusiveStartKey"] = {
-                "gsi1pk": {"S": f"OWNER#{owner}"},
+                hash_name: {"S": hash_value},
                 "gsi1sk": {"S": _gsi1sk(created_at, task_id)},
                 **_task_key(task_id),
             }
-        # One more than a page, to know whether another page exists (as the SQLite store does).
-        # Limit counts items before the status filter, so keep reading until enough have matched.
-        found: builtins.list[Item] = []
-        while len(found) <= limit:
-            wanted = limit + 1 - len(found)
-            params["Limit"] = wanted if status is None else max(wanted, 100)
-            try:
-                response = self.client.query(**params)
-            except ClientError as exc:
-                if cursor and exc.response.get("Error", {}).get("Code") == "ValidationException":
-                    raise _invalid_cursor() from None
-                raise
-            found.extend(response.get("Items", []))
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                break
-            params["ExclusiveStartKey"] = last
-        items = [_parse_task(item) for item in found[:limit]]
+        try:
+            response = self.client.query(**params)
+        except ClientError as exc:
+            if cursor and exc.response.get("Error", {}).get("Code") == "ValidationException":
+                raise _invalid_cursor() from None
+            raise
+        keys = response.get("Items", [])
+        page = keys[:limit]
+        docs = self._batch_get_docs([item["pk"]["S"] for item in page])
+        items = []
+        for key in page:
+            task = docs.get(key["pk"]["S"])
+            # The index lags the table a little: skip a task gone or no longer in the status asked for.
+            if task is not None and (status is None or task.status == status):
+                items.append(task)
         next_cursor = None
-        if len(found) > limit:
-            last_item = found[limit - 1]
-            next_cursor = encode_cursor([last_item["created_at"]["S"], items[-1].task_id])
+        if len(keys) > limit:
+            created_at, _, task_id = page[-1]["gsi1sk"]["S"].rpartition("#")
+            next_cursor = encode_cursor([created_at, task_id])
         return TaskPage(items=items, next_cursor=next_cursor)
 
+    def _batch_get_docs(self, pks: builtins.list[str]) -> dict[str, TaskState]:
+        """The task documents of a page (strongly consistent), by pk."""
+        docs: dict[str, TaskState] = {}
+        if not pks:
+            return docs
+        request: dict[str, KeysAndAttributesTypeDef] = {
+            self.table_name: {
+                "Keys": [{"pk": {"S": pk}, "sk": {"S": _TASK_SK}} for pk in pks],
+                "ConsistentRead": True,
+                "ProjectionExpression": "pk, #doc",
+                "ExpressionAttributeNames": {"#doc": "doc"},
+            }
+        }
+        for attempt in range(MAX_ATTEMPTS):
+            response = self.client.batch_get_item(RequestItems=request)
+            for item in response.get("Responses", {}).get(self.table_name, []):
+                if "doc" in item:
+                    docs[item["pk"]["S"]] = _parse_task(item)
+            unprocessed = response.get("UnprocessedKeys", {})
+            if not unprocessed:
+                return docs
+            request = cast("dict[str, KeysAndAttributesTypeDef]", unprocessed)  # throttled or over 16 MB
+            _pause(attempt)
+        raise RetryableStoreError("DynamoDB kept some of the page unread; try again")
+
+    @_retryable
     def list_in_status(self, statuses: Collection[TaskStatus]) -> builtins.list[TaskState]:
         wanted = [TaskStatus(s).value for s in statuses]
         if not wanted:
@@ -372,6 +491,7 @@ class DynamoDBTaskStore:
                 return tasks
             params["ExclusiveStartKey"] = last
 
+    @_retryable
     def update(
         self,
         task_id: str,
@@ -407,9 +527,13 @@ class DynamoDBTaskStore:
                 ":next_version": {"N": str((version or 0) + 1)},
                 **{f":e{i}": {"S": s.value} for i, s in enumerate(sorted(expected))},
             }
-            sets = "SET #doc = :doc, #status = :status, #version = :next_version, #expires = :expires"
+            sets = (
+                "SET #doc = :doc, #status = :status, #version = :next_version, #expires = :expires, #gsi2pk = :gsi2pk"
+            )
             names["#expires"] = "expires_at"
             values[":expires"] = {"N": self._expires_at()}
+            names["#gsi2pk"] = "gsi2pk"
+            values[":gsi2pk"] = {"S": _gsi2pk(updated.owner, updated.status)}
             condition = f"attribute_exists(pk) AND #status IN ({', '.join(f':e{i}' for i in range(len(expected)))})"
             if version is None:
                 condition += " AND attribute_not_exists(#version)"
@@ -470,6 +594,7 @@ class DynamoDBTaskStore:
 
     # --- events --------------------------------------------------------------------------------
 
+    @_retryable
     def append_event(self, event: NewEvent) -> StreamEvent | None:
         return self._append(_PendingEvent.of(event))
 
@@ -558,7 +683,8 @@ class DynamoDBTaskStore:
                     }
                 }
             )
-        codes = self._attempt(lambda: self.client.transact_write_items(TransactItems=items))
+        token = _request_token(task_id, items)
+        codes = self._attempt(lambda: self.client.transact_write_items(TransactItems=items, ClientRequestToken=token))
         if codes is None:
             return [p.written(cursor) for cursor, p in enumerate(batch, start=seq + 1)], set()
         already = {
@@ -568,6 +694,7 @@ class DynamoDBTaskStore:
         }
         return None, already
 
+    @_retryable
     def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
         start = max(after, 0) + 1
         if limit < 1 or start > _MAX_CURSOR:

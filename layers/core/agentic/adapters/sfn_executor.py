@@ -4,12 +4,18 @@ A Standard workflow's execution names are unique per state machine (for 90 days 
 ``StartExecution(name=task_id)`` runs a task at most once: a repeat while it runs returns the same
 execution, and a repeat after it finished raises ``ExecutionAlreadyExists``; both are a no-op here.
 The payload carries the id only; the task itself lives in the store.
+
+``ended_execution`` tells whether a task's execution is over (``DescribeExecution``): an execution
+that died without recording the task's end (``MarkFailedFailed``, an abort) leaves the task live in
+the store, and the AWS service (``agentic.aws.service``) then fails the task with the execution's
+error instead of attaching a stream to a task nothing runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from agentic.errors import AgenticError, Backpressure
@@ -17,6 +23,19 @@ from agentic.observability import logger
 
 #: StartExecution errors that mean "not now": the task stays pending and can be executed later.
 _BUSY_CODES = frozenset({"ExecutionLimitExceeded", "ThrottlingException", "TooManyRequestsException"})
+
+
+#: Execution statuses of an execution that may still change the task.
+_ALIVE = frozenset({"RUNNING", "PENDING_REDRIVE"})
+
+
+@dataclass(frozen=True)
+class ExecutionEnd:
+    """How a task's execution ended (``status`` FAILED, TIMED_OUT, ABORTED or SUCCEEDED)."""
+
+    status: str
+    error: str
+    cause: str
 
 
 class ExecutorNotConfigured(AgenticError):
@@ -72,6 +91,29 @@ class StepFunctionsExecutor:
 
     async def start(self, task_id: str) -> None:
         await asyncio.to_thread(self.start_sync, task_id)
+
+    def execution_arn(self, task_id: str) -> str:
+        return self.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{task_id}"
+
+    def ended_execution(self, task_id: str) -> ExecutionEnd | None:
+        """How the task's execution ended, or None while it runs (or may be redriven)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.describe_execution(executionArn=self.execution_arn(task_id))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") != "ExecutionDoesNotExist":
+                raise
+            # Started once (the name is taken) but no longer described: its history has expired.
+            return ExecutionEnd("UNKNOWN", "ExecutionNotFound", "the task's execution no longer exists")
+        status = str(response.get("status", ""))
+        if status in _ALIVE:
+            return None
+        return ExecutionEnd(
+            status,
+            str(response.get("error") or f"Execution{status.title().replace('_', '')}"),
+            str(response.get("cause") or f"the execution ended {status}"),
+        )
 
 
 class UnconfiguredExecutor:

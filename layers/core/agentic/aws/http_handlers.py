@@ -1,7 +1,7 @@
 """The buffered API on Lambda: the core's FastAPI routers behind API Gateway (HTTP API) via Mangum.
 
 Each function mounts only the routers it serves, so a read-only function gets a read-only policy.
-The caller's IAM identity (the HTTP API's AWS_IAM authorizer) is the task owner.
+The caller's IAM identity (the HTTP API's AWS_IAM authorizer) is the task owner (``identity``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from fastapi import APIRouter
 from mangum import Mangum
 
 from agentic.api.app import create_app
-from agentic.api.identity import iam_identity
 
+from .identity import iam_owner
 from .powertools import LambdaEvent, LambdaHandler, instrumented
 from .wiring import get_system
 
@@ -54,7 +54,10 @@ def http_handler(*routers: APIRouter) -> LambdaHandler:
         if adapter is None:
             system = get_system()
             app = create_app(
-                system.service, iam_identity, routers=routers, max_request_bytes=system.settings.max_request_bytes
+                system.service,
+                iam_owner,
+                routers=routers,
+                max_request_bytes=system.settings.max_request_bytes,
             )
             adapter = Mangum(app, lifespan="off")
         _use_thread_event_loop()

@@ -19,7 +19,7 @@ import functools
 import json
 from typing import Any
 
-from agentic.errors import InvalidInput, PermanentAgentError
+from agentic.errors import InvalidInput, PermanentAgentError, RetryableStoreError, WriteConflict
 from agentic.service.pipeline_ops import PipelineOps
 
 from .powertools import LambdaEvent, LambdaHandler, annotate, instrumented
@@ -119,9 +119,29 @@ def handle_finalize_event(event: LambdaEvent, ops: PipelineOps | None = None) ->
     return {"task_id": task_id, "status": task.status.value}
 
 
+def retryable_store_errors(fn: LambdaHandler) -> LambdaHandler:
+    """Every store error that is safe to retry leaves the function as one name, ``RetryableStoreError``.
+
+    The DynamoDB store already raises it for throttling and internal errors; a ``WriteConflict`` (a
+    conditional write that kept conflicting) is renamed here, so the states' Retry lists one name.
+    """
+
+    @functools.wraps(fn)
+    def handle(event: LambdaEvent, context: Any) -> Any:
+        try:
+            return fn(event, context)
+        except RetryableStoreError:
+            raise
+        except WriteConflict as exc:
+            raise RetryableStoreError(str(exc)) from exc
+
+    return handle
+
+
 def agent_handler(agent_type: str) -> LambdaHandler:
     """The Lambda handler of one agent's function."""
 
+    @retryable_store_errors
     def handle(event: LambdaEvent, context: Any) -> dict[str, Any]:
         return handle_agent_event(agent_type, event)
 
@@ -132,6 +152,7 @@ def agent_handler(agent_type: str) -> LambdaHandler:
 def finalize_handler() -> LambdaHandler:
     """The Lambda handler of the finalize function."""
 
+    @retryable_store_errors
     def handle(event: LambdaEvent, context: Any) -> dict[str, Any]:
         return handle_finalize_event(event)
 

@@ -35,6 +35,7 @@ from agentic.service.intake import UnusableInput
 from agentic.settings import Settings
 from agentic.triggers import start_task_from_message, start_task_from_s3_object
 
+from .identity import task_owner
 from .powertools import LambdaEvent, LambdaHandler, instrumented
 from .wiring import AwsSystem, get_system
 
@@ -43,13 +44,14 @@ _POISON = (UnusableInput, IdempotencyConflict)
 
 
 def trigger_owner(settings: Settings, context: Any) -> str:
-    """Who owns triggered tasks: ``TRIGGER_OWNER``, or when it is empty the account's root ARN.
+    """Who owns triggered tasks: ``TRIGGER_OWNER`` as an owner (``identity.task_owner``).
 
-    The account and partition come from the function's own ARN (the Lambda context), so the
-    template needs no condition for the default.
+    The template always sets it (the TriggerOwner parameter, or the stack's TriggeredTasksRole, which
+    callers assume to read these tasks). Unset, it falls back to the account's root ARN, taken from
+    the function's own ARN (the Lambda context).
     """
     if settings.trigger_owner:
-        return settings.trigger_owner
+        return task_owner(settings.trigger_owner, settings.owner_identity)
     arn = str(getattr(context, "invoked_function_arn", "") or "")
     parts = arn.split(":")
     if len(parts) < 5 or not parts[4]:

@@ -21,6 +21,8 @@ from agentic.service.pipeline_ops import PipelineOps
 from agentic.service.tasks import TaskService
 from agentic.settings import Settings, get_settings
 
+from .service import AwsTaskService
+
 
 class ConfigurationError(AgenticError):
     code = "configuration_error"
@@ -56,7 +58,7 @@ def build_aws_system(
     else:
         executor = UnconfiguredExecutor()
     waiter = DynamoDBPollingWaiter(settings.stream_poll_min_seconds, settings.stream_poll_max_seconds)
-    service = TaskService(store, executor, waiter, settings, ops=ops)
+    service = AwsTaskService(store, executor, waiter, settings, ops=ops)
     return AwsSystem(settings, store, ops, executor, service)
 
 

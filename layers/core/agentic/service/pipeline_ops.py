@@ -138,38 +138,61 @@ class PipelineOps:
         """pending -> analyzing -> executing, with the execution plan made by the analyzer.
 
         Each state change carries its event; on a repeat (a retried Lambda) the events are written
-        again with the same keys, which skips those already in the log.
+        again with the same keys, which skips those already in the log. Attempts may also overlap (a
+        Plan attempt past its TimeoutSeconds still runs while the retry starts): a transition that
+        another attempt made first is success, not ``InvalidTransition``.
         """
         task = self._load(task_id)
         if task.status.is_terminal:
             return task
         started = self._event(task_id, EventType.TASK_STARTED, "task:task_started", status=TaskStatus.ANALYZING.value)
         if task.status is TaskStatus.PENDING:
-            task = self.store.update(
-                task_id,
-                {TaskStatus.PENDING},
-                status=TaskStatus.ANALYZING,
-                events=[started],
-                mutate=self._fenced(lease),
-            )
-            logger.info("task started", extra={"task_id": task_id})
+            try:
+                task = self.store.update(
+                    task_id,
+                    {TaskStatus.PENDING},
+                    status=TaskStatus.ANALYZING,
+                    events=[started],
+                    mutate=self._fenced(lease),
+                )
+                logger.info("task started", extra={"task_id": task_id})
+            except LeaseLost:
+                raise
+            except InvalidTransition:
+                task = self._overlapping_plan(task_id)
         else:
             self._emit(started)
         if task.status is TaskStatus.ANALYZING:
             analyzer = self.registry.get("analyzer")
             assert isinstance(analyzer, AnalyzerAgent)
             plan = analyzer.analyze(task_id, task.user_input, self.definition, self.registry)
-            return self.store.update(
-                task_id,
-                {TaskStatus.ANALYZING},
-                status=TaskStatus.EXECUTING,
-                execution_plan=plan,
-                current_step_index=0,
-                events=[self._plan_created(task_id, plan)],
-                mutate=self._fenced(lease),
-            )
-        assert task.execution_plan is not None
+            try:
+                return self.store.update(
+                    task_id,
+                    {TaskStatus.ANALYZING},
+                    status=TaskStatus.EXECUTING,
+                    execution_plan=plan,
+                    current_step_index=0,
+                    events=[self._plan_created(task_id, plan)],
+                    mutate=self._fenced(lease),
+                )
+            except LeaseLost:
+                raise
+            except InvalidTransition:
+                task = self._overlapping_plan(task_id)
+                if task.status is TaskStatus.ANALYZING:  # cannot be: the write failed on another status
+                    raise
+        if task.execution_plan is None:  # a failed or cancelled task that was never planned
+            return task
         self._emit(self._plan_created(task_id, task.execution_plan))
+        return task
+
+    def _overlapping_plan(self, task_id: str) -> TaskState:
+        """The task after another attempt of the same Plan state moved it on first."""
+        task = self._load(task_id)
+        if task.status is TaskStatus.PENDING:
+            raise InvalidTransition(f"task {task_id} is still pending after a failed transition")
+        logger.info("plan attempts overlapped; the other attempt's transition stands", extra={"task_id": task_id})
         return task
 
     def _plan_created(self, task_id: str, plan: ExecutionPlan) -> NewEvent:

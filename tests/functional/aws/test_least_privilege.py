@@ -1,0 +1,201 @@
+"""Least privilege (issue 8, item 11): each function may make exactly the AWS calls its code makes.
+
+The template's inline statements are read from the SAM-transformed template (the roles SAM
+generates), and compared with two things:
+
+- ``GRANTS``, the table below: what each function's code calls, reviewed by hand;
+- the calls the real handlers make while they run every path this suite drives (create, execute,
+  list, status, the pipeline with a retry and a failure, the triggers, the stream), recorded from
+  the boto3 clients and attributed to the function that made them: each must be granted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+from collections import defaultdict
+from typing import Any
+
+import boto3
+import pytest
+from botocore.client import BaseClient
+
+from agentic.aws.wiring import get_system
+from tests.functional.aws import support
+from tests.functional.aws.support import OWNER, REGION, Pipeline, http_event, load_event
+from tests.functional.aws.template_support import function_roles, transformed_template
+
+pytestmark = [
+    pytest.mark.functional,
+    pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning"),
+]
+
+_WRITE = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+_EXECUTE = {"states:StartExecution", "states:DescribeExecution"}
+#: What each function's code calls (DynamoDB transactions need the action of each item: PutItem and
+#: UpdateItem; a task that died is failed by whoever executes it, hence the writes of the stream).
+GRANTS: dict[str, set[str]] = {
+    "CreateTaskFunction": _WRITE | _EXECUTE,
+    "QueryTasksFunction": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"},
+    "RetrieverFunction": _WRITE,
+    "AnalyzerFunction": _WRITE,
+    "WriterFunction": _WRITE,
+    "FinalizeFunction": _WRITE,
+    "StreamFunction": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"} | _EXECUTE,
+    # + the on-failure destination of its asynchronous invocations (SAM grants it from EventInvokeConfig)
+    "S3TriggerFunction": {"s3:GetObject", "s3:GetObjectVersion", "sqs:SendMessage"} | _WRITE | _EXECUTE,
+    "SqsTriggerFunction": _WRITE | _EXECUTE,
+}
+NEVER = {"dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:Scan", "dynamodb:DescribeTable"}
+
+
+@pytest.fixture(scope="module")
+def roles() -> dict[str, dict[str, Any]]:
+    return function_roles(transformed_template())
+
+
+def inline_actions(role: dict[str, Any]) -> set[str]:
+    actions: set[str] = set()
+    for policy in role["Properties"].get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            assert statement["Effect"] == "Allow"
+            granted = statement["Action"]
+            actions.update([granted] if isinstance(granted, str) else granted)
+    return actions
+
+
+def test_each_function_is_granted_exactly_the_calls_its_code_makes(roles):
+    assert set(roles) == set(GRANTS)
+    for function, role in roles.items():
+        actions = inline_actions(role)
+        assert actions == GRANTS[function], function
+        assert not actions & NEVER, function
+        assert not any(a.endswith("*") for a in actions), function
+
+
+def test_the_read_only_function_cannot_write(roles):
+    writes = {"dynamodb:PutItem", "dynamodb:UpdateItem", "states:StartExecution"}
+    assert not inline_actions(roles["QueryTasksFunction"]) & writes
+
+
+def test_no_function_gets_a_broad_policy_template(roles):
+    for function, role in roles.items():
+        managed = {arn if isinstance(arn, str) else json.dumps(arn) for arn in role["Properties"]["ManagedPolicyArns"]}
+        allowed = {
+            "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+            "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+        }
+        if function == "SqsTriggerFunction":  # the event source mapping polls with the function's role
+            allowed.add("arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole")
+        assert managed <= allowed, function
+
+
+# --- the calls the handlers really make --------------------------------------------------------------
+
+_current: contextvars.ContextVar[str | None] = contextvars.ContextVar("function", default=None)
+_ITEM_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
+_PREFIX = {"dynamodb": "dynamodb", "stepfunctions": "states", "s3": "s3"}
+
+
+def iam_actions(service: str, operation: str, params: dict[str, Any]) -> list[str]:
+    """The IAM actions one API call needs."""
+    prefix = _PREFIX[service]
+    if operation == "TransactWriteItems":
+        return sorted({f"dynamodb:{_ITEM_ACTIONS[next(iter(item))]}" for item in params["TransactItems"]})
+    if operation == "GetObject" and params.get("VersionId"):
+        return ["s3:GetObjectVersion"]
+    return [f"{prefix}:{operation}"]
+
+
+@pytest.fixture
+def recorded(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
+    calls: dict[str, set[str]] = defaultdict(set)
+    real_invoke = support.invoke
+
+    def attributed_invoke(function: str, event: dict[str, Any]) -> Any:
+        token = _current.set(function)
+        try:
+            return real_invoke(function, event)
+        finally:
+            _current.reset(token)
+
+    monkeypatch.setattr(support, "invoke", attributed_invoke)
+
+    real_call = BaseClient._make_api_call
+
+    def recording_call(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        function = _current.get()
+        if function is not None:  # every client, however old (the API functions keep their app)
+            calls[function].update(iam_actions(client.meta.service_model.service_name, operation, params))
+        return real_call(client, operation, params)
+
+    pipeline.configure(TRIGGER_OWNER=OWNER)
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording_call)
+    return calls
+
+
+def test_every_call_the_handlers_make_is_granted(recorded, pipeline, roles):
+    invoke = support.invoke
+    # the API: create and execute, replay an execute, list, list by status, read
+    body = json.dumps({"description": "Explain least privilege", "execute": True})
+    created = invoke("CreateTaskFunction", http_event("create_task_post.json", body=body))
+    task_id = json.loads(created["body"])["task_id"]
+    pipeline.wait(task_id)
+    invoke("CreateTaskFunction", http_event("create_task_post.json", body=body))  # attaches: DescribeExecution
+    invoke("QueryTasksFunction", http_event("query_tasks_list.json"))
+    invoke("QueryTasksFunction", http_event("query_tasks_list.json", queryStringParameters={"status": "completed"}))
+    invoke("QueryTasksFunction", http_event("query_tasks_status.json", task_id=task_id))
+    # the pipeline with a retry, and with a permanent failure
+    for faults in ("retriever:transient:1", "writer:permanent"):
+        pipeline.configure(FAULTS=faults)
+        body = json.dumps({"description": f"Explain {faults}", "execute": True})
+        event = http_event("create_task_post.json", body=body)
+        del event["headers"]["idempotency-key"]
+        pipeline.wait(json.loads(invoke("CreateTaskFunction", event)["body"])["task_id"])
+    pipeline.configure(FAULTS="")
+    # the triggers
+    s3_event = load_event("s3_trigger_put.json")
+    record = s3_event["Records"][0]["s3"]
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=record["bucket"]["name"])
+    s3.put_bucket_versioning(Bucket=record["bucket"]["name"], VersioningConfiguration={"Status": "Enabled"})
+    put = s3.put_object(Bucket=record["bucket"]["name"], Key="tasks/least.txt", Body=b"Explain S3 grants")
+    record["object"].update(key="tasks/least.txt", versionId=put["VersionId"], eTag=put["ETag"].strip('"'))
+    for task in invoke("S3TriggerFunction", s3_event)["task_ids"]:
+        pipeline.wait(task)
+    invoke("SqsTriggerFunction", load_event("sqs_trigger_batch.json"))
+    for execution in pipeline.sfn.list_executions(stateMachineArn=pipeline.state_machine_arn)["executions"]:
+        pipeline.wait(execution["name"])
+    # the stream: execute a new task and stream it, then resume a finished one
+    import httpx
+
+    from tests.functional.aws.stream_support import identity_headers, stream_app
+
+    fresh, _ = asyncio.run(get_system().service.create(OWNER, "Explain streams"))
+
+    async def stream(path: str) -> None:
+        transport = httpx.ASGITransport(app=stream_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080") as client:
+            response = (
+                await client.post(path, headers=identity_headers())
+                if path.endswith("execute")
+                else (await client.get(path, headers=identity_headers()))
+            )
+            assert response.status_code == 200, response.text
+
+    token = _current.set("StreamFunction")
+    try:
+        asyncio.run(stream(f"/tasks/{fresh.task_id}/execute"))
+        asyncio.run(stream(f"/tasks/{task_id}/events?after=3"))
+    finally:
+        _current.reset(token)
+
+    assert set(recorded) == set(GRANTS)  # every function was exercised
+    for function, actions in recorded.items():
+        assert actions <= inline_actions(roles[function]), (function, actions - inline_actions(roles[function]))
