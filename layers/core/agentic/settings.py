@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # Powertools Tracer (X-Ray) in the Lambdas. Created only when on: it costs ~200 ms of cold start.
     tracing_enabled: bool = False
 
+    # --- clients and observability (issue 10) ---------------------------------------------------
+    # Log one line per HTTP request (uvicorn's access log) from `python -m agentic.local`.
+    access_log: bool = False
+
     def owner_tokens(self) -> dict[str, str]:
         """token -> owner, from API_TOKEN (the default owner) and API_TOKENS."""
         tokens: dict[str, str] = {}

@@ -1,4 +1,4 @@
-"""Reject request bodies over a size limit with 413 before they are read into memory.
+"""Request bodies: over a size limit, 413 before they are read into memory; not JSON, 415.
 
 FastAPI's ``max_body_size`` (Starlette's RequestBodyLimitMiddleware) answers an oversized
 Content-Length with a plain-text body, and every error of this API is JSON
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -55,3 +56,22 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+async def require_json(request: Request) -> None:
+    """A body, if any, must be JSON (``application/json`` or ``application/*+json``): else 415.
+
+    No Content-Type is accepted as JSON (FastAPI's own rule), so ``curl -d`` with a header works
+    and a client that forgets the header is not punished; a form or text body is refused.
+    """
+    content_type = request.headers.get("content-type")
+    if not content_type:
+        return
+    media_type = content_type.partition(";")[0].strip().lower()
+    main, _, sub = media_type.partition("/")
+    if main == "application" and (sub == "json" or sub.endswith("+json")):
+        return
+    raise HTTPException(
+        status_code=415,
+        detail=f"the body must be application/json, not {media_type or 'empty'}",
+    )
