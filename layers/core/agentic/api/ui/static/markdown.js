@@ -15,9 +15,9 @@
   }
 
   function inline(parent, source) {
+    const re = new RegExp(INLINE.source, "g"); // its own: inline() recurses into bold and emphasis
     let last = 0;
-    INLINE.lastIndex = 0;
-    for (let m = INLINE.exec(source); m !== null; m = INLINE.exec(source)) {
+    for (let m = re.exec(source); m !== null; m = re.exec(source)) {
       if (m.index > last) text(parent, source.slice(last, m.index));
       if (m[2] !== undefined) {
         const code = document.createElement("code");
@@ -39,7 +39,7 @@
         a.textContent = m[5];
         parent.appendChild(a);
       }
-      last = INLINE.lastIndex;
+      last = re.lastIndex;
     }
     if (last < source.length) text(parent, source.slice(last));
   }
