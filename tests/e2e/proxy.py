@@ -1,9 +1,11 @@
 """A loopback TCP proxy that drops a task stream mid-way, to test that clients re-attach.
 
 Everything is forwarded byte for byte. When a client sends a stream request (``/execute`` or
-``/events``) and ``cuts`` remain, the proxy forwards that response only up to the end of its
-``cut_after``-th event line, then closes both sides: the client sees its connection die in the
-middle of a chunked response, exactly like a network drop. Later streams pass untouched.
+``/events``) and ``cuts`` remain, the proxy forwards that response's chunks until one has carried
+the ``cut_after``-th event, then closes both sides: the client sees its connection die in the middle
+of a chunked response (no final empty chunk), exactly like a network drop. Cutting on a chunk
+boundary makes "what the client had received" exact: ``last_cursor`` is the cursor it must resume
+after. Later streams pass untouched.
 """
 
 from __future__ import annotations
@@ -18,13 +20,26 @@ from tests.e2e.server import free_port
 
 STREAM_REQUEST = re.compile(rb"^(GET|POST) [^ ]*/tasks/[^/ ]+/(execute|events)[ ?]", re.MULTILINE)
 EVENT = b'"event_type"'
+CURSOR = re.compile(rb'"cursor":\s*(\d+)')
 
 
 @dataclass
 class StreamRecord:
     request_line: str
     cut: bool
+    head: str = ""  # the request line and headers
     events_forwarded: int = 0
+    last_cursor: int | None = None  # of the last event forwarded
+    response_head_sent: bool = False
+    finished: bool = False  # the response ended normally
+
+    @property
+    def last_event_id(self) -> str | None:
+        for line in self.head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "last-event-id":
+                return value.strip()
+        return None
 
 
 @dataclass
@@ -73,9 +88,10 @@ class CuttingProxy:
                 if match:
                     with self._lock:
                         cut = len(self.cut_streams) < self.cuts
-                        record = StreamRecord(data[: data.index(b"\r\n")].decode(errors="replace"), cut)
+                        head = data[match.start() :].split(b"\r\n\r\n")[0].decode(errors="replace")
+                        record = StreamRecord(head.split("\r\n")[0], cut, head)
                         self.streams.append(record)
-                    state["armed"] = record if cut else None
+                    state["armed"] = record
                 upstream.sendall(data)
         except OSError:
             pass
@@ -83,31 +99,57 @@ class CuttingProxy:
             _close(upstream)
 
     def _server_to_client(self, upstream: socket.socket, client: socket.socket, state: dict) -> None:
+        pending = b""  # bytes of a stream response not forwarded yet (it goes out chunk by chunk)
         try:
             while data := upstream.recv(65536):
                 record = state["armed"]
-                if record is not None:
-                    cut_at = self._cut_position(data, record)
-                    if cut_at is not None:
-                        client.sendall(data[:cut_at])
-                        break  # the drop: both connections close now
-                client.sendall(data)
+                if record is None:
+                    client.sendall(data)
+                    continue
+                pending += data
+                forward, pending, cut = self._take_chunks(pending, record)
+                if record.finished:  # the stream ended; what follows on this connection passes as is
+                    forward, pending = forward + pending, b""
+                    state["armed"] = None
+                client.sendall(forward)
+                if cut:
+                    break  # the drop: both connections close now
         except OSError:
             pass
         finally:
             _close(client)
             _close(upstream)
 
-    def _cut_position(self, data: bytes, record: StreamRecord) -> int | None:
-        """Where in ``data`` the ``cut_after``-th event line ends, if it does; counts events seen."""
-        start = 0
-        while (found := data.find(EVENT, start)) >= 0:
-            record.events_forwarded += 1
-            start = found + len(EVENT)
-            if record.events_forwarded == self.cut_after:
-                end = data.find(b"\n", start)
-                return len(data) if end < 0 else end + 1
-        return None
+    def _take_chunks(self, pending: bytes, record: StreamRecord) -> tuple[bytes, bytes, bool]:
+        """The whole chunks at the front of ``pending`` (after the response head), the rest, and
+        whether the cut point was reached."""
+        out = b""
+        if not record.response_head_sent:  # forwarded as soon as it is complete
+            end = pending.find(b"\r\n\r\n")
+            if end < 0:
+                return b"", pending, False
+            out, pending = pending[: end + 4], pending[end + 4 :]
+            record.response_head_sent = True
+            if b"transfer-encoding: chunked" not in out.lower():  # not a stream (an error): pass it on
+                record.finished = True
+                return out, pending, False
+        while (line_end := pending.find(b"\r\n")) >= 0:
+            size = int(pending[:line_end].split(b";")[0], 16)
+            total = line_end + 2 + size + 2
+            if len(pending) < total:
+                break
+            chunk, pending = pending[:total], pending[total:]
+            out += chunk
+            if size == 0:  # the last chunk: the response is complete
+                record.finished = True
+                return out, pending, False
+            record.events_forwarded += chunk.count(EVENT)
+            cursors = CURSOR.findall(chunk)
+            if cursors:
+                record.last_cursor = int(cursors[-1])
+            if record.cut and record.events_forwarded >= self.cut_after:
+                return out, pending, True
+        return out, pending, False
 
 
 def _close(sock: socket.socket) -> None:

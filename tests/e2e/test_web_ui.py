@@ -109,6 +109,9 @@ def test_a_task_created_in_the_browser_streams_live_and_survives_a_dropped_conne
         assert cursors == list(range(1, 14))
         assert len(proxy.cut_streams) == 1
         assert len(proxy.streams) >= 2
+        # (a browser drops what it received but the page had not read yet when the connection died,
+        # so the page resumes after the last event it showed: at most the last one forwarded)
+        assert int(proxy.streams[1].last_event_id or 0) <= proxy.streams[0].last_cursor
         assert int(page.get_attribute("#reconnects", "data-count")) >= 1
         assert page.text_content("#stream-state") == "ended"
 
@@ -120,6 +123,26 @@ def test_a_task_created_in_the_browser_streams_live_and_survives_a_dropped_conne
         page.click("text=← all tasks")
         row = page.wait_for_selector(f'#task-table tr[data-task-id="{task_id}"]')
         assert row.query_selector(".badge").text_content() == "completed"
+
+
+def test_a_stream_ended_by_the_server_is_resumed_after_the_last_event_shown(tmp_path, page):
+    # Given a server that ends every stream after 1 s (as the Lambda's does before its timeout) and a
+    # task of 2 s, behind a proxy that only watches
+    with (
+        LocalServer(tmp_path / "db.sqlite", AGENT_LATENCY_SCALE="5", STREAM_MAX_SECONDS="1") as server,
+        CuttingProxy(server.port, cuts=0) as proxy,
+    ):
+        # When the task is created and run from the page
+        page.goto(proxy.url + "/ui")
+        page.fill("#description", "Compare backoff strategies for the retriever")
+        page.click("#create-button")
+        page.wait_for_selector('#report[data-ready="true"]')
+        # Then each new stream resumed after the last event of the one before (Last-Event-ID)
+        assert len(proxy.streams) >= 2
+        for before, after in zip(proxy.streams, proxy.streams[1:], strict=False):
+            assert after.last_event_id == str(before.last_cursor)
+        cursors = page.eval_on_selector_all("#events li", "items => items.map(i => Number(i.dataset.cursor))")
+        assert cursors == list(range(1, 13))
 
 
 def test_the_report_is_sanitized_markdown(tmp_path, page):
