@@ -199,7 +199,9 @@ def list_tasks(
     table.add_column("created (UTC)", no_wrap=True)
     table.add_column("description")
     for task in page["items"]:
-        table.add_row(task["task_id"], task["status"], task["created_at"][:16].replace("T", " "), task["user_input"][:60])
+        table.add_row(
+            task["task_id"], task["status"], task["created_at"][:16].replace("T", " "), task["user_input"][:60]
+        )
     console.print(table if page["items"] else Text("no tasks", style="dim"))
     if page.get("next_cursor"):
         console.print(Text(f"more: --limit {min(limit * 2, 100)} (or GET /tasks?cursor=…)", style="dim"))
