@@ -171,6 +171,8 @@ def test_ctrl_c_stops_watching_and_the_task_goes_on(tmp_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # As in a terminal: a shell starts background jobs (make test &) with SIGINT ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         assert watcher.stdout is not None
         first = json.loads(watcher.stdout.readline())  # attached: the first event is on screen

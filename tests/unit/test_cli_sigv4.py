@@ -85,3 +85,15 @@ def test_an_unknown_task_on_a_control_route_is_not_found_not_unsupported():
     with pytest.raises(Exception, match="task t-1 not found") as raised:
         client.control("t-1", "cancel")
     assert not isinstance(raised.value, Unsupported)
+
+
+def test_aws_without_the_stack_urls_is_a_usage_error(monkeypatch):
+    from typer.testing import CliRunner
+
+    from agentic.cli.main import app
+
+    monkeypatch.delenv("AGENTIC_API_URL", raising=False)
+    monkeypatch.delenv("AGENTIC_STREAM_URL", raising=False)
+    result = CliRunner().invoke(app, ["--aws", "--api-url", API, "list"])
+    assert result.exit_code == 2
+    assert "--aws needs --api-url (the stack's ApiUrl output) and --stream-url" in result.output
