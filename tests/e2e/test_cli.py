@@ -160,9 +160,9 @@ def test_an_unreachable_server_is_exit_code_5_in_one_line():
 
 
 def test_ctrl_c_stops_watching_and_the_task_goes_on(tmp_path):
-    # Given a slow task being watched (4 s of agent work)
+    # Given a slow task being watched (2 s of agent work)
     with (
-        LocalServer(tmp_path / "db.sqlite", AGENT_LATENCY_SCALE="10") as server,
+        LocalServer(tmp_path / "db.sqlite", AGENT_LATENCY_SCALE="5") as server,
         httpx.Client(base_url=server.url, timeout=30) as client,
     ):
         task_id = client.post("/tasks", json={"description": DESCRIPTION, "execute": True}).json()["task_id"]
