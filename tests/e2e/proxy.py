@@ -63,8 +63,9 @@ class CuttingProxy:
 
     def __exit__(self, *exc: object) -> None:
         self._closing = True
-        self._listener.close()
+        socket.create_connection(("127.0.0.1", self.port)).close()  # wakes the blocked accept()
         self._thread.join(timeout=5)
+        self._listener.close()
 
     @property
     def cut_streams(self) -> list[StreamRecord]:
@@ -75,6 +76,9 @@ class CuttingProxy:
             try:
                 client, _ = self._listener.accept()
             except OSError:
+                return
+            if self._closing:
+                client.close()
                 return
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             state: dict[str, StreamRecord | None] = {"armed": None}

@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agentic.cli.client import AgenticClient, ApiError
-from agentic.cli.watch import StreamLost, Watcher
+from agentic.cli.watch import StreamLost, Watcher, hard_breaks
 
 EXIT_FAILED = 1
 EXIT_CANCELLED = 3
@@ -232,7 +232,7 @@ def status(
         console.print(Text(task["error_message"], style="red"))
     if task.get("final_output"):
         console.rule("Report")
-        console.print(Markdown(task["final_output"]))
+        console.print(Markdown(hard_breaks(task["final_output"])))
 
 
 def _control(action: str, body_key: str | None = None) -> Callable[..., None]:

@@ -229,7 +229,7 @@ class Watcher:
         if self.final["event_type"] == "task_completed":
             self.console.rule("Report")
             # A newline in the report is a line break (as in the web view), not a space.
-            self.console.print(Markdown(_hard_breaks(str(data.get("final_output") or ""))))
+            self.console.print(Markdown(hard_breaks(str(data.get("final_output") or ""))))
             self.console.print(Text(f"✓ task {self.task_id} completed", style="bold green"))
         elif self.final["event_type"] == "task_failed":
             self.console.print(Text(f"✗ task {self.task_id} failed: {data.get('error_message')}", style="bold red"))
@@ -237,7 +237,7 @@ class Watcher:
             self.console.print(Text(f"task {self.task_id} {TERMINAL[self.final['event_type']]}", style="bold"))
 
 
-def _hard_breaks(markdown: str) -> str:
+def hard_breaks(markdown: str) -> str:
     """The report as the web view shows it: a newline inside a paragraph is a line break, and a list
     ends at the first line that is not indented (Markdown would otherwise fold both into one)."""
     out: list[str] = []
