@@ -217,3 +217,10 @@ def test_the_web_view_files_ship_as_package_data():
     assert files
     for name in files:
         assert any(fnmatch(name, pattern) for pattern in globs), name
+
+
+def test_after_wins_over_last_event_id(client):
+    task_id = client.post("/tasks", json={"description": DESCRIPTION, "execute": True}).json()["task_id"]
+    events = ndjson(client.get(f"/tasks/{task_id}/events").text)
+    resumed = ndjson(client.get(f"/tasks/{task_id}/events", params={"after": 8}, headers={"Last-Event-ID": "2"}).text)
+    assert resumed == events[8:]
