@@ -37,6 +37,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from agentic.observability import logger
 from agentic.ports import TaskStore
 
 PREFIX = "agentic"
@@ -130,9 +131,12 @@ class PrometheusSink:
             try:
                 await run(task_id)
             finally:
-                task = store.get(task_id)
-                if task is not None and task.status.is_terminal:  # not when the server stopped mid-run
-                    self.task_duration.labels(task.status.value).observe(time.perf_counter() - started)
+                try:
+                    task = store.get(task_id)
+                    if task is not None and task.status.is_terminal:  # not when the server stopped mid-run
+                        self.task_duration.labels(task.status.value).observe(time.perf_counter() - started)
+                except Exception:  # a metric must never break the run it measures
+                    logger.exception("could not observe the task's duration", extra={"task_id": task_id})
 
         return timed_run
 
