@@ -10,7 +10,7 @@ export PORT AGENT_LATENCY_SCALE
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 
-.PHONY: run test lint lint-template format typecheck unit functional e2e bench bench-storage coldstart build clean
+.PHONY: run test lint lint-template format typecheck unit functional e2e bench bench-storage coldstart build clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(BIN)/python:
 
 # The stamp files re-install when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[local,cli]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
@@ -30,8 +30,20 @@ run: $(VENV)/.installed
 	$(BIN)/python -m agentic.local --port $(PORT)
 
 ## test: lint, type-check, lint the SAM template and run every test tier that needs no AWS account
-test: $(VENV)/.installed-dev lint typecheck lint-template
+test: $(VENV)/.installed-dev lint typecheck lint-template browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# The web view's browser test drives Debian's chromium (Playwright downloads no browser). Installed
+# once, quietly, where apt-get can run (root); elsewhere the test skips and says why (CI fails instead).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium for the browser test (apt-get, once)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      chromium chromium-driver) >/dev/null 2>&1 || echo "could not install chromium: the browser test cannot run"; \
+	  else echo "no $(CHROMIUM) and no apt-get as root: the browser test will skip"; fi; \
+	fi
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -66,7 +78,7 @@ unit: $(VENV)/.installed-dev
 functional: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q tests/functional
 
-e2e: $(VENV)/.installed-dev
+e2e: $(VENV)/.installed-dev browser
 	$(BIN)/python -m pytest -q tests/e2e
 
 ## bench: throughput and latency of the in-process runner and of the HTTP API, then storage (prints, never asserts)

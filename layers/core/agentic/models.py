@@ -154,7 +154,9 @@ class TaskCreate(BaseModel):
         examples=["Explain how exponential backoff with jitter prevents retry storms"],
     )
     execute: bool = Field(
-        default=False, description="Start the task at once (then stream it with GET /tasks/{id}/events)."
+        default=False,
+        strict=True,  # JSON true/false only: "yes", "1" or 1 is a 422, not a silent true
+        description="Start the task at once (then stream it with GET /tasks/{id}/events).",
     )
 
     @field_validator("description")

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     # role's sessions share the role's tasks); "session" = the full caller ARN, session name included.
     owner_identity: Literal["role", "session"] = "role"
 
+    # --- clients and observability (issue 10) ---------------------------------------------------
+    # Log one line per HTTP request (uvicorn's access log) from `python -m agentic.local`.
+    access_log: bool = False
+
     @model_validator(mode="after")
     def _renew_before_expiry(self) -> Settings:
         if self.lease_renew_seconds >= self.lease_seconds:

@@ -6,10 +6,11 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.security import HTTPBearer
 
 from agentic import __version__
-from agentic.api.errors import install_error_handlers
+from agentic.api.errors import error_responses, install_error_handlers
 from agentic.api.identity import IdentityResolver
 from agentic.api.limits import BodySizeLimit
 from agentic.api.routes import health, stream, tasks
@@ -19,8 +20,19 @@ ALL_ROUTERS: tuple[APIRouter, ...] = (tasks.write_router, tasks.read_router, str
 
 DESCRIPTION = """
 Create a task, execute it, and watch three agents (retriever -> analyzer -> writer) work on it as a
-live stream of NDJSON events. Streams resume after a cursor (`?after=` or `Last-Event-ID`).
+live stream of NDJSON events. Streams resume after a cursor (`?after=` or `Last-Event-ID`; `?after`
+wins when both are given).
+
+Every error is JSON, `{"error": "<code>", "message": "<what went wrong>"}` (schema `ErrorBody`).
 """
+
+#: Declares ``Authorization: Bearer`` in OpenAPI (so /docs can authorize). It only reads the header:
+#: the identity resolver decides who the caller is, and whether a token is needed at all.
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearerAuth",
+    description="Needed when the server sets API_TOKEN or API_TOKENS; the token is the owner's.",
+)
 
 
 def create_app(
@@ -30,12 +42,22 @@ def create_app(
     routers: Sequence[APIRouter] = ALL_ROUTERS,
     max_request_bytes: int = 64 * 1024,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
+    bearer_auth: bool = False,
 ) -> FastAPI:
+    """``bearer_auth``: the identity is a bearer token (local); on AWS it is the caller's SigV4 identity."""
     app = FastAPI(title="Agentic task system", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.service = service
     app.state.identity = identity
     for router in routers:
-        app.include_router(router)
+        if router is health.router:
+            app.include_router(router)
+            continue
+        # Every task route knows its caller: it may answer 401.
+        app.include_router(
+            router,
+            dependencies=[Depends(bearer_scheme)] if bearer_auth else None,
+            responses=error_responses(401),
+        )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     return app

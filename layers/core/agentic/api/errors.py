@@ -1,11 +1,21 @@
-"""Domain errors -> HTTP responses, in one table. Every error body is ``{"error", "message"}``."""
+"""Errors -> HTTP responses, in tables. Every error body is ``{"error", "message"}`` (plus documented fields).
+
+- ``STATUS_OF``: domain errors (``agentic.errors``) -> status. A 429 or 503 also carries ``Retry-After``
+  (the error's ``retry_after_seconds`` if it has one, else 1 s), so a new retryable error is one line.
+- ``HTTP_CODES``: the codes of errors raised by the HTTP layer itself (unknown path, wrong method, ...).
+- ``error_responses``: the same errors for OpenAPI, with the ``ErrorBody`` schema, per route.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from agentic import errors
 from agentic.observability import logger
@@ -23,6 +33,65 @@ STATUS_OF: dict[type[errors.AgenticError], int] = {
     errors.StoreUnavailable: 503,
 }
 
+#: Errors of the HTTP layer (routing, body parsing, content negotiation): status -> code.
+HTTP_CODES: dict[int, str] = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "input_too_large",
+    415: "unsupported_media_type",
+}
+
+#: Statuses that tell the client to come back later; their responses carry ``Retry-After``.
+RETRYABLE = frozenset({429, 503})
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(description="A stable machine-readable code, e.g. `task_not_found`, `validation_error`.")
+    message: str = Field(description="What went wrong, in words.")
+    task_id: str | None = Field(
+        default=None, description="Only on a 429 from `POST /tasks` with `execute: true`: the created (pending) task."
+    )
+    detail: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Only on a 422 `validation_error`: one entry per invalid field (`type`, `loc`, `msg`).",
+    )
+
+
+#: What each error status means on this API (OpenAPI descriptions; routes may say more).
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    401: "`API_TOKEN`/`API_TOKENS` is set and the bearer token is missing or wrong (`unauthorized`)",
+    404: "Unknown task, or another owner's task (`task_not_found`)",
+    409: "A state change the task's state does not allow, or an `Idempotency-Key` reused with another description",
+    413: "The request body is over `MAX_REQUEST_BYTES` (`input_too_large`)",
+    415: "The body is not `application/json` (`unsupported_media_type`)",
+    422: "Invalid input (`validation_error`): a missing, blank or wrong-typed field, a body that is not a UTF-8 JSON "
+    "object, a bad query parameter or header (`invalid_input`)",
+    429: "Too many executions (`too_many_executions`); the task stays pending: retry after `Retry-After` seconds",
+    503: "The store is unavailable or a write kept conflicting; retry after `Retry-After` seconds",
+}
+
+
+def error_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for ``statuses``, each with the ``ErrorBody`` schema.
+
+    ``descriptions`` overrides a status's text, keyed ``s409="..."``.
+    """
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {
+            "model": ErrorBody,
+            "description": descriptions.get(f"s{status}", ERROR_DESCRIPTIONS[status]),
+        }
+        if status in RETRYABLE:
+            entry["headers"] = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
+        out[status] = entry
+    return out
+
 
 def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
     return {"error": code, "message": message, **extra}
@@ -38,9 +107,32 @@ def status_for(exc: errors.AgenticError) -> int:
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            reason = (err.get("ctx") or {}).get("error", "JSON decode error")
+            position = err.get("loc", ("body", "?"))[-1]
+            parts.append(f"body: not valid JSON ({reason} at position {position})")
+            continue
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
+
+
+#: The methods probed by ``allowed_methods``.
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the app serves at this request's path, plus OPTIONS (answered here).
+
+    Asks the router itself, one method at a time (a route matches FULL only for a method it serves),
+    so the answer is exact for routes of every kind, however they were included.
+    """
+    allowed = {"OPTIONS"}
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.add(method)
+    return sorted(allowed)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -48,14 +140,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _domain(_: Request, exc: errors.AgenticError) -> JSONResponse:
         status = status_for(exc)
         headers = {}
-        if isinstance(exc, errors.Backpressure):
-            headers["Retry-After"] = str(exc.retry_after_seconds)
-        if isinstance(exc, errors.WriteConflict | errors.StoreUnavailable):
-            headers["Retry-After"] = "1"
+        if status in RETRYABLE:
+            headers["Retry-After"] = str(getattr(exc, "retry_after_seconds", 1))
         if isinstance(exc, errors.Unauthorized):
             headers["WWW-Authenticate"] = "Bearer"
-        if isinstance(exc, errors.StoreUnavailable):
-            logger.warning("store unavailable", extra={"reason": str(exc)})
+        if status in RETRYABLE and status >= 500:
+            logger.warning("service unavailable", extra={"error": exc.code, "reason": str(exc)})
         elif status >= 500:
             logger.exception("unexpected domain error")
         return JSONResponse(error_body(exc.code, str(exc)), status_code=status, headers=headers)
@@ -68,13 +158,27 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "input_too_large"}.get(exc.status_code, "http_error")
-        return JSONResponse(
-            error_body(code, str(exc.detail)),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        status, message = exc.status_code, str(exc.detail)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if status == 405:
+            allow = ", ".join(allowed_methods(request))
+            if request.method == "OPTIONS":  # what this path accepts, for any route
+                return Response(status_code=204, headers={"Allow": allow})
+            headers["Allow"] = allow
+            message = f"{request.method} is not allowed here; allowed: {allow}"
+        if status == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers a body it cannot decode with a bare 400; it is invalid JSON like any other.
+            return JSONResponse(
+                error_body(
+                    "validation_error",
+                    "body: not valid JSON (it is not UTF-8 encoded)",
+                    detail=[{"type": "json_invalid", "loc": ["body"], "msg": "not UTF-8"}],
+                ),
+                status_code=422,
+            )
+        code = HTTP_CODES.get(status, "http_error")
+        return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Reject request bodies over a size limit with 413 before they are read into memory.
+"""Request bodies: over a size limit, 413 before they are read into memory; not JSON, 415.
 
 FastAPI's ``max_body_size`` (Starlette's RequestBodyLimitMiddleware) answers an oversized
 Content-Length with a plain-text body, and every error of this API is JSON
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -55,3 +56,23 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+async def require_json(request: Request) -> None:
+    """A body must be JSON (``application/json`` or ``application/*+json``): else 415.
+
+    Without a Content-Type a body is refused too (FastAPI would not parse it as JSON and the client
+    would get a puzzling 422); a request without a body goes on to the usual 422 "field required".
+    """
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    main, _, sub = media_type.partition("/")
+    if main == "application" and (sub == "json" or sub.endswith("+json")):
+        return
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    if not media_type and not has_body:
+        return
+    raise HTTPException(
+        status_code=415,
+        detail=f"the body must be application/json (Content-Type: application/json), not {media_type or 'unlabelled'}",
+    )

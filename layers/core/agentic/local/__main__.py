@@ -1,33 +1,83 @@
-"""``python -m agentic.local``: serve the whole system on the embedded store."""
+"""``python -m agentic.local``: serve the whole system on the embedded store.
+
+A bad setting stops it before it serves anything, with one line on stderr naming the setting and
+exit code 2 (as for a bad command-line argument), never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import socket
+import sqlite3
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 import uvicorn
+from pydantic import ValidationError
 
+from agentic.agents.faults import FaultPlan
+from agentic.errors import AgenticError, StoreUnavailable
 from agentic.local.wiring import create_local_app
+from agentic.pipeline import load_pipeline
 from agentic.settings import Settings
+
+PROG = "python -m agentic.local"
+#: The exit code of a bad setting or argument (argparse's, too).
+EXIT_BAD_SETTING = 2
+
+
+def fail(message: str) -> NoReturn:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_SETTING)
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per invalid field, named as its environment variable."""
+    parts = []
+    for err in exc.errors():
+        name = "_".join(str(p) for p in err.get("loc", ())).upper() or "SETTINGS"
+        parts.append(f"{name}={err.get('input')!r}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def load_settings() -> Settings:
+    """The settings, each checked the way the server will use it; a bad one ends the process."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        fail(f"invalid setting {describe(exc)}")
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("FAULTS", lambda: FaultPlan.parse(settings.faults)),
+        ("API_TOKEN/API_TOKENS", settings.owner_tokens),
+        ("PIPELINE_DEFINITION", lambda: load_pipeline(settings.pipeline_definition)),
+    ]
+    for name, check in checks:
+        try:
+            check()
+        except (AgenticError, ValueError, OSError) as exc:
+            fail(f"invalid setting {name}: {exc}")
+    return settings
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = Settings()
-    parser = argparse.ArgumentParser(prog="python -m agentic.local", description=__doc__)
+    settings = load_settings()
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     parser.add_argument("--host", default=settings.host)
     parser.add_argument("--port", type=int, default=settings.port)
     args = parser.parse_args(argv)
     # Bind first: a server that cannot take its port stops here, before it opens the store or
     # resumes anyone's tasks.
     try:
-        sock = socket.create_server((args.host, args.port), reuse_port=False)
+        sock = socket.create_server((args.host, args.port))
     except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    app = create_local_app(settings)
-    # Access logs off: the app logs each task as structured JSON with its task_id.
-    config = uvicorn.Config(app, access_log=False, log_level=settings.log_level.lower())
+        fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    try:
+        app = create_local_app(settings)
+    except (OSError, sqlite3.Error, StoreUnavailable) as exc:
+        fail(f"cannot open DATABASE_PATH={str(settings.database_path)!r}: {exc}")
+    # The app logs each task as structured JSON with its task_id; ACCESS_LOG=true adds a line per request.
+    config = uvicorn.Config(app, access_log=settings.access_log, log_level=settings.log_level.lower())
     uvicorn.Server(config).run(sockets=[sock])
 
 

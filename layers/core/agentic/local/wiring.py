@@ -14,7 +14,9 @@ from agentic.agents.faults import FaultPlan
 from agentic.agents.registry import default_registry
 from agentic.api.app import create_app
 from agentic.api.identity import bearer_identity
-from agentic.observability import logger
+from agentic.api.ui import router as ui_router
+from agentic.local import metrics as local_metrics
+from agentic.observability import add_metric_sink, logger, remove_metric_sink
 from agentic.pipeline import load_pipeline
 from agentic.service.pipeline_ops import PipelineOps
 from agentic.service.runner import LocalRunner
@@ -30,6 +32,7 @@ class LocalSystem:
     runner: LocalRunner
     executor: LocalExecutor
     service: TaskService
+    metrics: local_metrics.PrometheusSink
 
 
 def build_local_system(settings: Settings) -> LocalSystem:
@@ -41,8 +44,9 @@ def build_local_system(settings: Settings) -> LocalSystem:
     registry = default_registry(settings.agent_latency_scale)
     ops = PipelineOps(store, registry, load_pipeline(settings.pipeline_definition), FaultPlan.parse(settings.faults))
     runner = LocalRunner(ops, time_scale=settings.retry_time_scale, jitter=settings.local_retry_jitter)
+    metrics = local_metrics.PrometheusSink()
     executor = LocalExecutor(
-        runner.run,
+        metrics.timed(runner.run, store),
         store,
         max_concurrent=settings.max_concurrent_executions,
         max_queue=settings.max_queue_size,
@@ -51,8 +55,9 @@ def build_local_system(settings: Settings) -> LocalSystem:
         renew_seconds=settings.lease_renew_seconds,
         retention_seconds=settings.retention_days * 86400 if settings.retention_days else None,
     )
+    metrics.watch_executor(lambda: executor.waiting, lambda: executor.running)
     service = TaskService(store, executor, store.bus, settings, ops=ops)
-    return LocalSystem(settings, store, ops, runner, executor, service)
+    return LocalSystem(settings, store, ops, runner, executor, service, metrics)
 
 
 def create_local_app(settings: Settings | None = None) -> FastAPI:
@@ -61,6 +66,7 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        add_metric_sink(system.metrics)
         # Resume tasks whose runner died (and renew our leases) from now on. The server binds its
         # port before the app starts (see __main__), so a process that cannot serve takes nothing.
         system.executor.start_maintenance()
@@ -85,12 +91,17 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
                 await watcher.stop()
             await system.executor.shutdown()
             system.store.close()
+            remove_metric_sink(system.metrics)
 
     app = create_app(
         system.service,
         bearer_identity(settings),
         max_request_bytes=settings.max_request_bytes,
         lifespan=lifespan,
+        bearer_auth=True,
     )
     app.state.system = system
+    app.state.metrics = system.metrics
+    app.include_router(local_metrics.router)
+    app.include_router(ui_router)  # the web view at /ui; / redirects to it
     return app

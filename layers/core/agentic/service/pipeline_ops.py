@@ -291,7 +291,7 @@ class PipelineOps:
             output = await asyncio.wait_for(agent.execute(step, context), timeout)
         except Exception as exc:  # every failure is recorded; the retry policy decides what is next
             return self._record_failure(task_id, step, index, attempt, exc, retry_delay, lease)
-        record_metric("StepLatency", (time.perf_counter() - clock) * 1000, "Milliseconds")
+        record_metric("StepLatency", (time.perf_counter() - clock) * 1000, "Milliseconds", agent_type=step.agent_type)
         finished = step.model_copy(
             update={"status": StepStatus.COMPLETED, "output": output[:MAX_OUTPUT_CHARS], "attempts": attempt + 1}
         )
@@ -377,7 +377,7 @@ class PipelineOps:
         delay = retry_delay(name, attempt)
         events = []
         if delay is not None:
-            record_metric("StepRetries", 1)
+            record_metric("StepRetries", 1, agent_type=step.agent_type)
             events.append(
                 self._event(
                     task_id,
@@ -395,6 +395,7 @@ class PipelineOps:
                 extra={"task_id": task_id, "step_id": step.step_id, "error": message, "delay": delay},
             )
         else:
+            record_metric("StepFailures", 1, agent_type=step.agent_type)
             logger.error("step failed", extra={"task_id": task_id, "step_id": step.step_id, "error": message})
         status = StepStatus.RETRYING if delay is not None else StepStatus.FAILED
         failed = step.model_copy(update={"status": status, "error": message, "attempts": attempt + 1})

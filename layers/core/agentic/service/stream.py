@@ -37,7 +37,10 @@ MIN_IDLE_SECONDS = 0.05
 
 def control_line(event_type: str, task_id: str, **data: object) -> str:
     return (
-        json.dumps({"event_type": event_type, "task_id": task_id, "timestamp": utcnow().isoformat(), "data": data})
+        json.dumps(  # the events' encoding: compact, and the timestamp in UTC with "Z"
+            {"event_type": event_type, "task_id": task_id, "timestamp": utcnow().isoformat()[:-6] + "Z", "data": data},
+            separators=(",", ":"),
+        )
         + "\n"
     )
 

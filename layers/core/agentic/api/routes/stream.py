@@ -8,29 +8,30 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
 from agentic.api.deps import Owner, Service, TaskId
+from agentic.api.errors import error_responses
 from agentic.errors import InvalidInput
 from agentic.models import MAX_CURSOR
 
 router = APIRouter(prefix="/tasks", tags=["stream"])
 
 NDJSON = "application/x-ndjson"
-_STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
+_STREAM_OK: dict[int | str, dict[str, object]] = {
     200: {
         "content": {NDJSON: {}},
         "description": "One JSON event per line until task_completed or task_failed",
     },
-    404: {"description": "Unknown task"},
-    429: {"description": "Too many executions; the task stays pending (see Retry-After)"},
 }
 # Proxies (nginx, some API gateways) buffer unless told not to.
 _NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def resume_cursor(
-    after: Annotated[int | None, Query(ge=0, le=MAX_CURSOR, description="Resume after this cursor")] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_CURSOR, description="Resume after this cursor (wins over Last-Event-ID)")
+    ] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", description="Resume after this cursor")] = None,
 ) -> int:
-    """Where a stream resumes: ``?after=<cursor>``, else ``Last-Event-ID``, else the start."""
+    """Where a stream resumes: ``?after=<cursor>``, else ``Last-Event-ID``, else the start (?after wins)."""
     if after is not None:
         return after
     if last_event_id:
@@ -44,7 +45,11 @@ async def resume_cursor(
 ResumeCursor = Annotated[int, Depends(resume_cursor)]
 
 
-@router.post("/{task_id}/execute", response_class=StreamingResponse, responses=_STREAM_RESPONSES)
+@router.post(
+    "/{task_id}/execute",
+    response_class=StreamingResponse,
+    responses={**_STREAM_OK, **error_responses(404, 422, 429, 503)},
+)
 async def execute_task(
     task_id: TaskId,
     service: Service,
@@ -56,7 +61,9 @@ async def execute_task(
     return StreamingResponse(lines, media_type=NDJSON, headers=_NO_BUFFERING)
 
 
-@router.get("/{task_id}/events", response_class=StreamingResponse, responses=_STREAM_RESPONSES)
+@router.get(
+    "/{task_id}/events", response_class=StreamingResponse, responses={**_STREAM_OK, **error_responses(404, 422, 503)}
+)
 async def task_events(
     task_id: TaskId,
     service: Service,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from agentic.api.deps import Owner, Service, TaskId
-from agentic.api.errors import error_body
+from agentic.api.errors import error_body, error_responses
+from agentic.api.limits import require_json
 from agentic.errors import Backpressure
 from agentic.models import TaskCreate, TaskList, TaskPublic, TaskStatus
 
@@ -21,12 +22,20 @@ read_router = APIRouter(prefix="/tasks", tags=["tasks"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=TaskPublic,
+    dependencies=[Depends(require_json)],
     responses={
         200: {"description": "An Idempotency-Key replay: the task created the first time"},
-        409: {"description": "Idempotency-Key reused with another description"},
-        413: {"description": "Body too large"},
-        422: {"description": "Invalid input"},
-        429: {"description": "execute=true but too many executions (the task was created)"},
+        **error_responses(
+            409,
+            413,
+            415,
+            422,
+            429,
+            503,
+            s409="`Idempotency-Key` reused with another description (`idempotency_conflict`)",
+            s429="`execute: true` but too many executions: the task was created and stays pending; the body's "
+            "`task_id` and the `Location` header name it",
+        ),
     },
 )
 async def create_task(
@@ -56,7 +65,7 @@ async def create_task(
     return TaskPublic.of(task)
 
 
-@read_router.get("", response_model=TaskList)
+@read_router.get("", response_model=TaskList, responses=error_responses(422, 503))
 async def list_tasks(
     service: Service,
     owner: Owner,
@@ -64,11 +73,15 @@ async def list_tasks(
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
     task_status: Annotated[TaskStatus | None, Query(alias="status")] = None,
 ) -> TaskList:
-    """The caller's tasks, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    """The caller's tasks, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
+
+    ``limit`` is 20 by default, at most 100.
+    """
     page = await service.list(owner, limit=limit, cursor=cursor, status=task_status)
     return TaskList(items=[TaskPublic.of(t) for t in page.items], next_cursor=page.next_cursor)
 
 
-@read_router.get("/{task_id}/status", response_model=TaskPublic)
+@read_router.get("/{task_id}/status", response_model=TaskPublic, responses=error_responses(404, 422, 503))
 async def task_status(task_id: TaskId, service: Service, owner: Owner) -> TaskPublic:
+    """The task: its status, steps (status, attempts, error), final output and error message."""
     return TaskPublic.of(await service.get(owner, task_id))

@@ -1,0 +1,1 @@
+"""``agentic``: the command-line client (submit, watch, list, status, task controls)."""

@@ -1,0 +1,259 @@
+"""``agentic watch``: follow a task's stream to its end, re-attaching after a dropped connection.
+
+The stream is read line by line; each event is shown once (events at or below the last cursor seen
+are skipped), and when the connection drops, times out or the server ends the stream early
+(``stream_timeout``), the watcher re-attaches with ``Last-Event-ID`` = the last cursor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from agentic.cli.client import AgenticClient, ApiError
+
+TERMINAL = {"task_completed": "completed", "task_failed": "failed", "task_cancelled": "cancelled"}
+_LIST_ITEM = re.compile(r"^\s*([-*+]|\d{1,9}[.)])\s")
+#: Consecutive attempts without a new event before giving up.
+MAX_REATTACH = 8
+MAX_DELAY_SECONDS = 5.0
+
+
+class StreamLost(Exception):
+    """The stream could not be re-attached."""
+
+
+@dataclass
+class StepView:
+    step_id: str
+    agent_type: str
+    description: str = ""
+    state: str = "pending"
+    note: str = ""
+
+
+@dataclass
+class TaskView:
+    """What the terminal shows: the task's status and its steps, redrawn as events arrive."""
+
+    task_id: str
+    status: str = "connecting"
+    steps: dict[str, StepView] = field(default_factory=dict)
+    banner: str = ""
+
+    def step(self, data: dict[str, Any]) -> StepView:
+        step_id = str(data.get("step_id", "?"))
+        if step_id not in self.steps:
+            self.steps[step_id] = StepView(step_id, str(data.get("agent_type", "")), str(data.get("description", "")))
+        return self.steps[step_id]
+
+    def __rich__(self) -> RenderableType:
+        table = Table.grid(padding=(0, 1))
+        for step in self.steps.values():
+            icon: RenderableType
+            if step.state == "running":
+                icon = Spinner("dots", style="cyan")
+            else:
+                icon = Text(
+                    {"completed": "✓", "failed": "✗", "retrying": "↻"}.get(step.state, "·"),
+                    style={"completed": "green", "failed": "red", "retrying": "yellow"}.get(step.state, "dim"),
+                )
+            table.add_row(
+                icon,
+                Text(step.step_id, style="dim"),
+                Text(step.agent_type, style="bold"),
+                Text(step.note or step.state, style="yellow" if step.state == "retrying" else ""),
+            )
+        header = Text.assemble(("task ", "dim"), (self.task_id, "bold"), ("  ", ""), (self.status, "cyan"))
+        parts: list[RenderableType] = [header, table]
+        if self.banner:
+            parts.append(Text(self.banner, style="yellow"))
+        return Group(*parts)
+
+
+class Watcher:
+    """Shows one task's events; ``run`` returns the task's final status (completed, failed, ...)."""
+
+    def __init__(
+        self,
+        client: AgenticClient,
+        console: Console,
+        task_id: str,
+        *,
+        raw: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.console = console
+        self.task_id = task_id
+        self.raw = raw
+        self.sleep = sleep
+        self.view = TaskView(task_id)
+        self.after = 0
+        self.reattached = 0
+        self.final: dict[str, Any] | None = None
+
+    def run(self, *, execute: bool = False) -> str:
+        if self.raw:
+            self._follow(execute)
+        else:
+            with Live(self.view, console=self.console, refresh_per_second=12, transient=False):
+                self._follow(execute)
+            self.console.print()
+            self._show_result()
+        assert self.final is not None
+        return TERMINAL[self.final["event_type"]]
+
+    def _follow(self, execute: bool) -> None:
+        failures = 0
+        delay = 0.5
+        while self.final is None:
+            try:
+                with self.client.events(self.task_id, execute=execute, after=self.after) as lines:
+                    for line in lines:
+                        if self._handle(line):
+                            failures, delay = 0, 0.5
+                        if self.final is not None:
+                            return
+                reason = "the stream ended early"
+            except httpx.TransportError as exc:  # dropped, reset, timed out
+                reason = f"connection lost ({type(exc).__name__})"
+            except ApiError as exc:
+                if not exc.retryable:
+                    raise
+                reason = exc.message
+                delay = max(delay, exc.retry_after or 1.0)
+            failures += 1
+            if failures > MAX_REATTACH:
+                raise StreamLost(f"{reason}; gave up after {MAX_REATTACH} attempts (last cursor {self.after})")
+            self.reattached += 1
+            # execute is idempotent, but once the task has events, re-attaching only reads them.
+            execute = execute and self.after == 0
+            self._notice(f"{reason}; re-attaching after cursor {self.after} (Last-Event-ID)…")
+            self.sleep(delay)
+            delay = min(delay * 2, MAX_DELAY_SECONDS)
+
+    def _handle(self, event: dict[str, Any]) -> bool:
+        """Show one line of the stream; True if it was a new event."""
+        cursor = event.get("cursor")
+        if not isinstance(cursor, int):
+            return False  # keepalive, stream_timeout: control lines without a cursor
+        if cursor <= self.after:
+            return False  # already shown before a re-attach
+        self.after = cursor
+        if event.get("event_type") in TERMINAL:
+            self.final = event
+        if self.raw:
+            print(json.dumps(event), flush=True)  # one raw event per line, for scripts
+            return True
+        self._show(event)
+        return True
+
+    def _notice(self, message: str) -> None:
+        if self.raw:
+            return
+        self.view.banner = message
+        self.console.print(Text(message, style="yellow"))
+
+    def _show(self, event: dict[str, Any]) -> None:
+        kind = str(event.get("event_type"))
+        data: dict[str, Any] = event.get("data") or {}
+        view = self.view
+        view.banner = ""
+        if kind == "task_queued":
+            view.status = "queued"
+            view.banner = f"waiting for a free execution slot (position {data.get('position')})"
+        elif kind == "task_started":
+            view.status = "analyzing"
+        elif kind == "plan_created":
+            view.status = "executing"
+            for step in data.get("steps", []):
+                view.step(step)
+        elif kind == "step_started":
+            view.step(data).state = "running"
+        elif kind == "step_retrying":
+            step = view.step(data)
+            step.state = "retrying"
+            step.note = f"attempt {data.get('attempt')} in {data.get('delay_seconds')} s after {data.get('error')}"
+            wait = data.get("delay_seconds")
+            self.console.print(Text(f"↻ {step.step_id} {step.agent_type}: {data.get('error')}; retrying in {wait} s"))
+        elif kind == "partial_output":
+            step = view.step(data)
+            if step.agent_type != "writer":  # the writer's output is the report, shown at the end
+                self._print_output(step, str(data.get("output", "")))
+        elif kind == "step_completed":
+            step = view.step(data)
+            step.state = "completed"
+            attempts = data.get("attempts", 1)
+            step.note = f"done in {attempts} attempt{'s' if attempts != 1 else ''}"
+        elif kind == "error":
+            if data.get("step_id"):
+                step = view.step(data)
+                step.state = "failed"
+                step.note = f"{data.get('error')}: {data.get('message')}"
+        elif kind == "approval_requested":
+            view.status = "awaiting approval"
+            view.banner = (
+                f"this task waits for your approval: agentic approve {self.task_id}"
+                f"  (or: agentic reject {self.task_id})"
+            )
+            self.console.print(Text(view.banner, style="bold yellow"))
+        elif kind in ("approval_granted", "task_retried"):
+            view.status = "executing"
+        elif kind in TERMINAL:
+            view.status = TERMINAL[kind]
+
+    def _print_output(self, step: StepView, output: str, max_lines: int = 8) -> None:
+        lines = output.splitlines()
+        shown = "\n".join(lines[:max_lines]) + (
+            f"\n… ({len(lines) - max_lines} more lines)" if len(lines) > max_lines else ""
+        )
+        self.console.print(Text(f"{step.step_id} {step.agent_type} output:", style="bold"))
+        self.console.print(Text(shown, style="dim"))
+
+    def _show_result(self) -> None:
+        assert self.final is not None
+        data = self.final.get("data") or {}
+        if self.final["event_type"] == "task_completed":
+            self.console.rule("Report")
+            # A newline in the report is a line break (as in the web view), not a space.
+            self.console.print(Markdown(hard_breaks(str(data.get("final_output") or ""))))
+            self.console.print(Text(f"✓ task {self.task_id} completed", style="bold green"))
+        elif self.final["event_type"] == "task_failed":
+            self.console.print(Text(f"✗ task {self.task_id} failed: {data.get('error_message')}", style="bold red"))
+        else:
+            self.console.print(Text(f"task {self.task_id} {TERMINAL[self.final['event_type']]}", style="bold"))
+
+
+def hard_breaks(markdown: str) -> str:
+    """The report as the web view shows it: a newline inside a paragraph is a line break, and a list
+    ends at the first line that is not indented (Markdown would otherwise fold both into one)."""
+    out: list[str] = []
+    previous = ""
+    for line in markdown.splitlines():
+        stripped = line.lstrip()
+        in_list = previous[:1].isspace() or _LIST_ITEM.match(previous) is not None
+        is_item = _LIST_ITEM.match(line) is not None
+        if (
+            previous.strip()
+            and stripped
+            and ((in_list and not line[:1].isspace() and not is_item) or (is_item and not in_list))
+        ):
+            out.append("")  # close the list (or the paragraph before a list)
+        elif previous.strip() and stripped and not previous.startswith("#") and not is_item:
+            out[-1] += "  "  # a hard line break
+        out.append(line)
+        previous = line
+    return "\n".join(out)

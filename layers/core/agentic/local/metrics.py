@@ -1,0 +1,159 @@
+"""Prometheus metrics of the local server, served at ``GET /metrics``.
+
+The core records metrics with ``observability.record_metric`` under the names the Lambdas publish
+as EMF (``TasksCreated``, ``StepLatency``, ...); ``PrometheusSink`` turns each into its Prometheus
+series. Two figures only the local wiring knows are measured here: a task's run time (wrapped
+around the runner) and the executor's load (read when scraped). Only the local wiring imports this
+module, so ``prometheus_client`` never loads in a Lambda.
+
+| Prometheus series | Type | From |
+|---|---|---|
+| ``agentic_tasks_created_total`` | counter | ``TasksCreated`` |
+| ``agentic_tasks_finished_total{outcome}`` | counter | ``TasksCompleted``, ``TasksFailed`` (``Tasks<Outcome>``) |
+| ``agentic_task_duration_seconds{outcome}`` | histogram | the runner: start of a run to its end |
+| ``agentic_step_duration_seconds{agent_type}`` | histogram | ``StepLatency`` (successful attempts) |
+| ``agentic_steps_total{agent_type,outcome}`` | counter | ``StepLatency`` (succeeded), ``StepRetries``      |
+|                                             |         | (retried), ``StepFailures`` (failed)                |
+| ``agentic_queue_size`` | gauge | tasks waiting for an execution slot |
+| ``agentic_running_executions`` | gauge | tasks running |
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from agentic.models import Lease
+from agentic.observability import logger
+from agentic.ports import TaskStore
+
+PREFIX = "agentic"
+#: Seconds. Steps take ~0.1-0.2 s at the seed's latencies, a task ~0.4 s; retries add up to seconds.
+STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+Run = Callable[[str, Lease], Awaitable[None]]
+
+# No `*_created` timestamp series next to each counter and histogram: noise for a scraper.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class PrometheusSink:
+    """A ``MetricSink``: the core's metrics, and the local server's own, in one registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.tasks_created = Counter(
+            f"{PREFIX}_tasks_created",
+            "Tasks created (a replayed Idempotency-Key is not counted)",
+            registry=self.registry,
+        )
+        self.tasks_finished = Counter(
+            f"{PREFIX}_tasks_finished", "Tasks that ended, by outcome", ["outcome"], registry=self.registry
+        )
+        self.task_duration = Histogram(
+            f"{PREFIX}_task_duration_seconds",
+            "Run time of a task, from the start of its run to its end, by outcome",
+            ["outcome"],
+            buckets=TASK_BUCKETS,
+            registry=self.registry,
+        )
+        self.step_duration = Histogram(
+            f"{PREFIX}_step_duration_seconds",
+            "Duration of a successful step attempt, by agent",
+            ["agent_type"],
+            buckets=STEP_BUCKETS,
+            registry=self.registry,
+        )
+        self.steps = Counter(
+            f"{PREFIX}_steps",
+            "Step attempts by agent and outcome: succeeded, retried (a transient failure) or failed (for good)",
+            ["agent_type", "outcome"],
+            registry=self.registry,
+        )
+        self.queue_size = Gauge(
+            f"{PREFIX}_queue_size", "Tasks waiting for an execution slot (backpressure)", registry=self.registry
+        )
+        self.running = Gauge(f"{PREFIX}_running_executions", "Tasks running now", registry=self.registry)
+        self._other: dict[str, Counter] = {}
+
+    def watch_executor(self, waiting: Callable[[], int], running: Callable[[], int]) -> None:
+        """Read the executor's load when scraped."""
+        self.queue_size.set_function(lambda: float(waiting()))
+        self.running.set_function(lambda: float(running()))
+
+    def record(self, name: str, value: float, unit: str, dimensions: dict[str, str]) -> None:
+        agent = dimensions.get("agent_type", "unknown")
+        if name == "TasksCreated":
+            self.tasks_created.inc(value)
+        elif name == "StepLatency":
+            seconds = value / 1000 if unit == "Milliseconds" else value
+            self.step_duration.labels(agent).observe(seconds)
+            self.steps.labels(agent, "succeeded").inc()
+        elif name == "StepRetries":
+            self.steps.labels(agent, "retried").inc(value)
+        elif name == "StepFailures":
+            self.steps.labels(agent, "failed").inc(value)
+        elif name.startswith("Tasks") and unit == "Count":  # TasksCompleted, TasksFailed, TasksCancelled, ...
+            self.tasks_finished.labels(_snake(name.removeprefix("Tasks"))).inc(value)
+        elif unit == "Count":  # any other count, e.g. TriggerInputRejected: agentic_trigger_input_rejected_total
+            labels = sorted(dimensions)
+            key = f"{name}:{','.join(labels)}"
+            if key not in self._other:
+                self._other[key] = Counter(f"{PREFIX}_{_snake(name)}", name, labels, registry=self.registry)
+            counter = self._other[key]
+            (counter.labels(*(dimensions[k] for k in labels)) if labels else counter).inc(value)
+
+    def timed(self, run: Run, store: TaskStore) -> Run:
+        """``run`` that also observes the task's run time, labelled with how it ended."""
+
+        async def timed_run(task_id: str, lease: Lease) -> None:
+            started = time.perf_counter()
+            try:
+                await run(task_id, lease)
+            finally:
+                try:
+                    task = store.get(task_id)
+                    if task is not None and task.status.is_terminal:  # not when the server stopped mid-run
+                        self.task_duration.labels(task.status.value).observe(time.perf_counter() - started)
+                except Exception:  # a metric must never break the run it measures
+                    logger.exception("could not observe the task's duration", extra={"task_id": task_id})
+
+        return timed_run
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: tasks by outcome, task and step latencies, step outcomes, queue and running."""
+    sink: PrometheusSink = request.app.state.metrics
+    return Response(sink.exposition(), media_type=CONTENT_TYPE_LATEST)
