@@ -12,19 +12,27 @@ def test_lifecycle_allows_only_forward_moves():
     assert TaskStatus.ANALYZING in ALLOWED_TRANSITIONS[TaskStatus.PENDING]
     assert TaskStatus.EXECUTING in ALLOWED_TRANSITIONS[TaskStatus.ANALYZING]
     assert TaskStatus.COMPLETED in ALLOWED_TRANSITIONS[TaskStatus.EXECUTING]
-    # And nothing leaves a terminal state, nothing skips or goes back
+    # And nothing leaves a completed task; a failed or cancelled one only through a retry
     assert not ALLOWED_TRANSITIONS[TaskStatus.COMPLETED]
-    assert not ALLOWED_TRANSITIONS[TaskStatus.FAILED]
+    for ended in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        assert ALLOWED_TRANSITIONS[ended] == {TaskStatus.PENDING, TaskStatus.EXECUTING}
     assert TaskStatus.COMPLETED not in ALLOWED_TRANSITIONS[TaskStatus.PENDING]
     assert TaskStatus.PENDING not in ALLOWED_TRANSITIONS[TaskStatus.EXECUTING]
 
 
-def test_failed_is_reachable_from_every_live_state():
-    assert sources_of(TaskStatus.FAILED) == {TaskStatus.PENDING, TaskStatus.ANALYZING, TaskStatus.EXECUTING}
+def test_failed_and_cancelled_are_reachable_from_every_live_state():
+    live = {TaskStatus.PENDING, TaskStatus.ANALYZING, TaskStatus.EXECUTING, TaskStatus.AWAITING_APPROVAL}
+    assert sources_of(TaskStatus.FAILED) == live
+    assert sources_of(TaskStatus.CANCELLED) == live
+    assert sources_of(TaskStatus.AWAITING_APPROVAL) == {TaskStatus.EXECUTING}
 
 
-def test_only_completion_and_failure_end_a_stream():
-    assert {e for e in EventType if e.is_terminal} == {EventType.TASK_COMPLETED, EventType.TASK_FAILED}
+def test_only_completion_failure_and_cancellation_end_a_stream():
+    assert {e for e in EventType if e.is_terminal} == {
+        EventType.TASK_COMPLETED,
+        EventType.TASK_FAILED,
+        EventType.TASK_CANCELLED,
+    }
 
 
 @pytest.mark.parametrize("bad", ["", "   \n\t", "x" * 4001])

@@ -17,23 +17,36 @@ class TaskStatus(StrEnum):
     PENDING = "pending"
     ANALYZING = "analyzing"
     EXECUTING = "executing"
+    AWAITING_APPROVAL = "awaiting_approval"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def is_terminal(self) -> bool:
-        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED)
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
 # The only legal moves. The stores enforce "from" with a conditional write; this table is what the
 # service consults to decide which "from" states to demand.
 ALLOWED_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.PENDING: frozenset({TaskStatus.ANALYZING, TaskStatus.FAILED}),
-    TaskStatus.ANALYZING: frozenset({TaskStatus.EXECUTING, TaskStatus.FAILED}),
-    TaskStatus.EXECUTING: frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED}),
+    TaskStatus.PENDING: frozenset({TaskStatus.ANALYZING, TaskStatus.FAILED, TaskStatus.CANCELLED}),
+    TaskStatus.ANALYZING: frozenset({TaskStatus.EXECUTING, TaskStatus.FAILED, TaskStatus.CANCELLED}),
+    TaskStatus.EXECUTING: frozenset(
+        {TaskStatus.AWAITING_APPROVAL, TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
+    ),
+    TaskStatus.AWAITING_APPROVAL: frozenset({TaskStatus.EXECUTING, TaskStatus.FAILED, TaskStatus.CANCELLED}),
     TaskStatus.COMPLETED: frozenset(),
-    TaskStatus.FAILED: frozenset(),
+    # A retry: back to the step that did not complete (or to the start, if nothing was planned).
+    TaskStatus.FAILED: frozenset({TaskStatus.PENDING, TaskStatus.EXECUTING}),
+    TaskStatus.CANCELLED: frozenset({TaskStatus.PENDING, TaskStatus.EXECUTING}),
 }
+
+#: The states a task can be cancelled from, and those it can be retried from.
+LIVE_STATUSES = frozenset(
+    {TaskStatus.PENDING, TaskStatus.ANALYZING, TaskStatus.EXECUTING, TaskStatus.AWAITING_APPROVAL}
+)
+RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 
 def sources_of(target: TaskStatus) -> frozenset[TaskStatus]:
@@ -60,10 +73,15 @@ class EventType(StrEnum):
     TASK_COMPLETED = "task_completed"
     ERROR = "error"
     TASK_FAILED = "task_failed"
+    TASK_CANCELLED = "task_cancelled"
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_GRANTED = "approval_granted"
+    APPROVAL_REJECTED = "approval_rejected"
+    TASK_RETRIED = "task_retried"
 
     @property
     def is_terminal(self) -> bool:
-        return self in (EventType.TASK_COMPLETED, EventType.TASK_FAILED)
+        return self in (EventType.TASK_COMPLETED, EventType.TASK_FAILED, EventType.TASK_CANCELLED)
 
 
 class ExecutionStep(BaseModel):
@@ -73,6 +91,9 @@ class ExecutionStep(BaseModel):
     input_data: dict[str, Any] = Field(default_factory=dict)
     status: StepStatus = StepStatus.PENDING
     attempts: int = 0
+    # Attempts made by earlier runs of the task (a retry continues their numbering, and gets its
+    # own retry budget): an attempt index a run passes in is relative to this.
+    attempt_base: int = 0
     error: str | None = None
     output: str | None = None
     started_at: datetime | None = None
@@ -110,6 +131,14 @@ class TaskState(BaseModel):
     source: str = "api"
     request_hash: str | None = None
     lease: Lease | None = None
+    # Human approval before the final step: asked for, granted, and (AWS) the wait's task token.
+    approval: bool = False
+    approval_granted: bool = False
+    approval_token: str | None = None
+    # Wall-clock time (epoch seconds) after which an approval no longer counts (local runs).
+    approval_deadline: float | None = None
+    #: How many times the task was retried (POST /tasks/{id}/retry).
+    retries: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -158,6 +187,12 @@ class TaskCreate(BaseModel):
         strict=True,  # JSON true/false only: "yes", "1" or 1 is a 422, not a silent true
         description="Start the task at once (then stream it with GET /tasks/{id}/events).",
     )
+    approval: bool | None = Field(
+        default=None,
+        strict=True,
+        description="Wait for a person's approval (POST /tasks/{id}/approve) before the final step. "
+        "Default: the deployment's REQUIRE_APPROVAL.",
+    )
 
     @field_validator("description")
     @classmethod
@@ -186,6 +221,8 @@ class TaskPublic(BaseModel):
     final_output: str | None
     error_message: str | None
     source: str
+    approval: bool = False
+    retries: int = 0
     created_at: datetime
     updated_at: datetime
 
@@ -201,6 +238,8 @@ class TaskPublic(BaseModel):
             final_output=task.final_output,
             error_message=task.error_message,
             source=task.source,
+            approval=task.approval,
+            retries=task.retries,
             created_at=task.created_at,
             updated_at=task.updated_at,
         )
@@ -216,3 +255,32 @@ class TaskPage(BaseModel):
 class TaskList(BaseModel):
     items: list[TaskPublic]
     next_cursor: str | None = None
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=1000, description="Why (shown in task_cancelled).")
+
+
+class ApproveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str | None = Field(default=None, max_length=1000, description="Shown in approval_granted.")
+
+
+class RejectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=1000, description="Shown in approval_rejected.")
+
+
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    from_step: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Re-run from this step (e.g. step_002); default: the step that did not complete.",
+        examples=["step_002"],
+    )

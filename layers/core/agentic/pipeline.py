@@ -84,10 +84,20 @@ class StepSpec:
 
 
 @dataclass(frozen=True)
+class ApprovalGate:
+    """A Choice that sends tasks created with ``approval`` to a wait for a person, before a step."""
+
+    state_name: str
+    before_step: str
+    timeout_seconds: float | None = None
+
+
+@dataclass(frozen=True)
 class PipelineDefinition:
     steps: tuple[StepSpec, ...]
     plan_state: str
     source: str = field(default="", compare=False)
+    approval: ApprovalGate | None = None
 
     def step(self, step_id: str) -> StepSpec:
         for spec in self.steps:
@@ -117,6 +127,8 @@ def parse_pipeline(definition: dict[str, Any], source: str = "") -> PipelineDefi
     name: str | None = definition.get("StartAt")
     steps: list[StepSpec] = []
     plan_state: str | None = None
+    approval: ApprovalGate | None = None
+    gate_state: str | None = None
     seen: set[str] = set()
     while name is not None:
         if name in seen or name not in states:
@@ -137,10 +149,39 @@ def parse_pipeline(definition: dict[str, Any], source: str = "") -> PipelineDefi
                     timeout_seconds=(float(state["TimeoutSeconds"]) if "TimeoutSeconds" in state else None),
                 )
             )
+        if state.get("Type") == "Choice":
+            # Routing (where a retry enters) and the approval gate: the local runner follows the
+            # default path and remembers the gate; it decides both from the task, not the input.
+            waiting = _approval_wait(states, state)
+            if waiting is not None:
+                gate_state = waiting
+            name = state.get("Default")
+            continue
+        if gate_state is not None and state.get("Type") == "Task" and action == "step":
+            approval = ApprovalGate(
+                state_name=gate_state,
+                before_step=params["step_id"],
+                timeout_seconds=_timeout(states[gate_state]),
+            )
+            gate_state = None
         name = None if state.get("End") else state.get("Next")
     if plan_state is None or not steps:
         raise PipelineDefinitionError(f"{source}: the pipeline needs a plan state and agent steps")
-    return PipelineDefinition(steps=tuple(steps), plan_state=plan_state, source=source)
+    return PipelineDefinition(steps=tuple(steps), plan_state=plan_state, source=source, approval=approval)
+
+
+def _timeout(state: dict[str, Any]) -> float | None:
+    return float(state["TimeoutSeconds"]) if "TimeoutSeconds" in state else None
+
+
+def _approval_wait(states: dict[str, Any], choice: dict[str, Any]) -> str | None:
+    """The name of the ``await_approval`` wait a Choice can branch to, if any."""
+    for rule in choice.get("Choices", []):
+        target = states.get(rule.get("Next", ""), {})
+        payload = target.get("Parameters", {}).get("Payload", {})
+        if str(target.get("Resource", "")).endswith(".waitForTaskToken") and payload.get("action") == "await_approval":
+            return str(rule["Next"])
+    return None
 
 
 def default_definition_text() -> tuple[str, str]:

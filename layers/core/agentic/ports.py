@@ -112,8 +112,28 @@ class EventWaiter(Protocol):
 
 
 class Executor(Protocol):
-    """Starts a task's pipeline. Starting a task that is already started is a no-op."""
+    """Runs tasks' pipelines. Starting a task that is already started is a no-op.
+
+    The control calls come after the store has recorded the change (``service.control``); they do
+    the wiring's part and must be safe to repeat.
+    """
 
     async def start(self, task_id: str) -> None:
         """Raise ``Backpressure`` when the task cannot be accepted now (it stays pending)."""
+        ...
+
+    async def cancel(self, task: TaskState) -> None:
+        """Stop the task's run now (the task is already ``cancelled`` in the store)."""
+        ...
+
+    async def resume(self, task: TaskState) -> None:
+        """Continue a run that waited for approval (the task is ``executing`` again)."""
+        ...
+
+    async def reject(self, task: TaskState, reason: str | None) -> None:
+        """End the wait of a rejected task's run (the task is already ``failed``)."""
+        ...
+
+    async def retry(self, task: TaskState, start_at: str) -> None:
+        """Run a retried task again from ``start_at`` (a step id, or ``plan``)."""
         ...

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     # (and, on Linux, no process still holds it open for writing). 0 takes files as soon as seen.
     inbox_settle_seconds: float = Field(default=1.0, ge=0)
 
+    # --- task control (issue 9) ----------------------------------------------------------------
+    # Ask for approval before the final step when POST /tasks does not say (its "approval" field).
+    require_approval: bool = False
+    # How many times one task may be retried (POST /tasks/{id}/retry).
+    max_task_retries: int = Field(default=3, ge=0, le=100)
+
     # --- AWS deployment (issue 8) ------------------------------------------------------------
     # Who owns a task on AWS (agentic.aws.identity): "role" = the caller's IAM principal (an assumed
     # role's sessions share the role's tasks); "session" = the full caller ARN, session name included.

@@ -128,7 +128,7 @@ def check_health(response: dict[str, Any], moto: Any) -> None:
 
 
 def check_plan(response: dict[str, Any], moto: Any) -> None:
-    assert response == {"task_id": TASK_ID, "status": "executing"}
+    assert response == {"task_id": TASK_ID, "status": "executing", "approval": False}
     task = system().store.get(TASK_ID)
     assert task is not None
     assert task.execution_plan is not None

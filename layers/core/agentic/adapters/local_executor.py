@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from agentic.errors import Backpressure, StoreUnavailable
-from agentic.models import EventType, Lease, NewEvent
+from agentic.models import EventType, Lease, NewEvent, TaskState
 from agentic.observability import logger
 from agentic.ports import LeaseStore
 from agentic.service.io import call_store
@@ -121,6 +121,34 @@ class LocalExecutor:
                 self._launch(self._waiting.popleft())
             if not self._running:
                 self._idle.set()
+
+    # --- task control (the store has recorded the change already) -------------------------------
+
+    async def cancel(self, task: TaskState) -> None:
+        """Interrupt the run here now (a step in flight is cancelled, not left to finish); its slot
+        is free at once. A run in another process stops when its lease renewal finds the task over."""
+        run = self._running.get(task.task_id)
+        if run is not None:
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+        elif task.task_id in self._waiting:
+            self._waiting.remove(task.task_id)
+            self._held.pop(task.task_id, None)
+
+    async def resume(self, task: TaskState) -> None:
+        await self._start_soon(task.task_id)
+
+    async def reject(self, task: TaskState, reason: str | None) -> None:
+        """Nothing runs while a task waits for approval: the store change is all there is."""
+
+    async def retry(self, task: TaskState, start_at: str) -> None:
+        await self._start_soon(task.task_id)
+
+    async def _start_soon(self, task_id: str) -> None:
+        try:
+            await self.start(task_id)
+        except Backpressure:  # its lease is free: whichever process has a slot first runs it
+            logger.info("no free slot now; the task starts when one is free", extra={"task_id": task_id})
 
     # --- leases --------------------------------------------------------------------------------
 

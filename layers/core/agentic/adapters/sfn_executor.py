@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agentic.errors import AgenticError, Backpressure
+from agentic.errors import AgenticError, Backpressure, InvalidTransition
+from agentic.models import TaskState
 from agentic.observability import logger
+
+#: SendTask* errors of a wait that is already over (answered, timed out, or its execution stopped).
+_TOKEN_GONE = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
 
 #: StartExecution errors that mean "not now": the task stays pending and can be executed later.
 _BUSY_CODES = frozenset({"ExecutionLimitExceeded", "ThrottlingException", "TooManyRequestsException"})
@@ -92,6 +97,87 @@ class StepFunctionsExecutor:
     async def start(self, task_id: str) -> None:
         await asyncio.to_thread(self.start_sync, task_id)
 
+    # --- task control ---------------------------------------------------------------------------
+
+    @staticmethod
+    def execution_name(task: TaskState) -> str:
+        """The execution of the task's current run: its id, then ``<id>-retry-<n>`` per retry.
+
+        Named, so that a repeated retry request starts nothing twice (the name is taken).
+        """
+        return task.task_id if task.retries == 0 else f"{task.task_id}-retry-{task.retries}"
+
+    def _call_ignoring(self, ignore: frozenset[str], call: Callable[[], object], what: str, task_id: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            call()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code not in ignore:
+                raise
+            logger.info(f"{what}: nothing to do ({code})", extra={"task_id": task_id})
+
+    async def cancel(self, task: TaskState) -> None:
+        """StopExecution; late writes of agent Lambdas still running are refused by the store."""
+        arn = self.execution_arn(self.execution_name(task))
+        await asyncio.to_thread(
+            self._call_ignoring,
+            frozenset({"ExecutionDoesNotExist"}),
+            lambda: self.client.stop_execution(executionArn=arn, error="TaskCancelled", cause="cancelled by a user"),
+            "stop execution",
+            task.task_id,
+        )
+
+    async def resume(self, task: TaskState) -> None:
+        """SendTaskSuccess with the wait's token: the execution goes on to the final step."""
+        token = task.approval_token
+        if not token:
+            raise InvalidTransition(f"task {task.task_id} has no approval wait to resume")
+        await asyncio.to_thread(
+            self._call_ignoring,
+            _TOKEN_GONE,
+            lambda: self.client.send_task_success(taskToken=token, output=json.dumps({"approved": True})),
+            "send task success",
+            task.task_id,
+        )
+
+    async def reject(self, task: TaskState, reason: str | None) -> None:
+        """SendTaskFailure: the wait fails and the execution's Catch records the (already failed) task."""
+        token = task.approval_token
+        if not token:
+            return
+        await asyncio.to_thread(
+            self._call_ignoring,
+            _TOKEN_GONE,
+            lambda: self.client.send_task_failure(
+                taskToken=token, error="ApprovalRejected", cause=(reason or "rejected")[:32768]
+            ),
+            "send task failure",
+            task.task_id,
+        )
+
+    async def retry(self, task: TaskState, start_at: str) -> None:
+        """A new execution for the retry, entering the pipeline at ``start_at`` (the ASL's Route).
+
+        Not RedriveExecution: every failure of this pipeline is caught into MarkFailed and ends in
+        a Fail state, which is where a redrive would restart, and cancelled runs are aborted ones.
+        """
+        body = {"task_id": task.task_id, "start_at": start_at, "planned": {"approval": task.approval}}
+        if task.approval_granted:
+            body["planned"] = {"approval": False}
+
+        def start() -> None:
+            self.client.start_execution(
+                stateMachineArn=self.state_machine_arn,
+                name=self.execution_name(task),
+                input=json.dumps(body, separators=(",", ":")),
+            )
+
+        await asyncio.to_thread(
+            self._call_ignoring, frozenset({"ExecutionAlreadyExists"}), start, "start retry execution", task.task_id
+        )
+
     def execution_arn(self, task_id: str) -> str:
         return self.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{task_id}"
 
@@ -121,3 +207,15 @@ class UnconfiguredExecutor:
 
     async def start(self, task_id: str) -> None:
         raise ExecutorNotConfigured("this function cannot start tasks: STATE_MACHINE_ARN is not set")
+
+    async def cancel(self, task: TaskState) -> None:
+        raise ExecutorNotConfigured("this function cannot stop tasks: STATE_MACHINE_ARN is not set")
+
+    async def resume(self, task: TaskState) -> None:
+        raise ExecutorNotConfigured("this function cannot resume tasks: STATE_MACHINE_ARN is not set")
+
+    async def reject(self, task: TaskState, reason: str | None) -> None:
+        raise ExecutorNotConfigured("this function cannot end approvals: STATE_MACHINE_ARN is not set")
+
+    async def retry(self, task: TaskState, start_at: str) -> None:
+        raise ExecutorNotConfigured("this function cannot retry tasks: STATE_MACHINE_ARN is not set")

@@ -415,13 +415,11 @@ class SQLiteTaskStore:
             doc = self._dump(updated)
             check_payload_size(f"task {task_id}", doc)
             finished = updated.status.is_terminal
-            # A finished task holds no lease and starts its retention period.
             db.execute(
-                "UPDATE tasks SET status = ?, doc = ?, "
-                "lease_expires = CASE WHEN ? THEN NULL ELSE lease_expires END, "
-                "finished_at = CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE finished_at END "
+                "UPDATE tasks SET status = ?, doc = ?, lease_expires = ?, "
+                "finished_at = CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE NULL END "
                 "WHERE task_id = ?",
-                (updated.status.value, doc, finished, finished, self._clock(), task_id),
+                (updated.status.value, doc, self._wake_at(task, updated, db), finished, self._clock(), task_id),
             )
             written = [
                 e for e in (self._insert_event(db, event, final_output=updated.final_output) for event in events) if e
@@ -431,6 +429,24 @@ class SQLiteTaskStore:
         return updated
 
     # --- leases --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _wake_at(before: TaskState, after: TaskState, db: sqlite3.Connection) -> float | None:
+        """The task's lease expiry after a change: when a live process should pick it up next.
+
+        A finished task holds no lease (and starts its retention period). A task waiting for
+        approval is picked up at its deadline (to fail it then); one that leaves the wait or comes
+        back from a terminal state (a retry) can be picked up at once, so that if whoever changed
+        it dies before starting it, any live process does. Otherwise the lease stands.
+        """
+        if after.status.is_terminal:
+            return None
+        if after.status is TaskStatus.AWAITING_APPROVAL:
+            return after.approval_deadline if after.approval_deadline is not None else float("inf")
+        if before.status is TaskStatus.AWAITING_APPROVAL or before.status.is_terminal:
+            return 0.0
+        row = db.execute("SELECT lease_expires FROM tasks WHERE task_id = ?", (after.task_id,)).fetchone()
+        return None if row is None else row[0]
 
     def claim(self, task_id: str, runner: str, ttl_seconds: float) -> Lease | None:
         now = self._clock()
@@ -443,8 +459,14 @@ class SQLiteTaskStore:
             doc, status, epoch, expires = row
             if TaskStatus(status).is_terminal or (expires is not None and expires >= now):
                 return None
+            task = TaskState.model_validate_json(doc)
+            if task.status is TaskStatus.AWAITING_APPROVAL and (task.approval_deadline or float("inf")) >= now:
+                # Nothing to run before its deadline (a lease renewed or handed back during the wait).
+                wake = task.approval_deadline if task.approval_deadline is not None else float("inf")
+                db.execute("UPDATE tasks SET lease_expires = ? WHERE task_id = ?", (wake, task_id))
+                return None
             lease = Lease(runner=runner, epoch=epoch + 1)
-            task = TaskState.model_validate_json(doc).model_copy(update={"lease": lease})
+            task = task.model_copy(update={"lease": lease})
             db.execute(
                 "UPDATE tasks SET doc = ?, lease_owner = ?, lease_epoch = ?, lease_expires = ? WHERE task_id = ?",
                 (self._dump(task), runner, lease.epoch, now + ttl_seconds, task_id),
@@ -458,7 +480,7 @@ class SQLiteTaskStore:
             for task_id, lease in leases.items():
                 cur = db.execute(
                     "UPDATE tasks SET lease_expires = ? WHERE task_id = ? AND lease_owner = ? AND lease_epoch = ? "
-                    "AND lease_expires IS NOT NULL",
+                    "AND lease_expires IS NOT NULL AND status != 'awaiting_approval'",
                     (expires, task_id, runner, lease.epoch),
                 )
                 if cur.rowcount == 0:
@@ -469,7 +491,7 @@ class SQLiteTaskStore:
         with self._write() as db:
             db.executemany(
                 "UPDATE tasks SET lease_expires = 0 "
-                "WHERE task_id = ? AND lease_owner = ? AND lease_expires IS NOT NULL",
+                "WHERE task_id = ? AND lease_owner = ? AND lease_expires IS NOT NULL AND status != 'awaiting_approval'",
                 [(task_id, runner) for task_id in task_ids],
             )
 

@@ -13,10 +13,16 @@ from agentic import __version__
 from agentic.api.errors import error_responses, install_error_handlers
 from agentic.api.identity import IdentityResolver
 from agentic.api.limits import BodySizeLimit
-from agentic.api.routes import health, stream, tasks
+from agentic.api.routes import control, health, stream, tasks
 from agentic.service.tasks import TaskService
 
-ALL_ROUTERS: tuple[APIRouter, ...] = (tasks.write_router, tasks.read_router, stream.router, health.router)
+ALL_ROUTERS: tuple[APIRouter, ...] = (
+    tasks.write_router,
+    control.router,
+    tasks.read_router,
+    stream.router,
+    health.router,
+)
 
 DESCRIPTION = """
 Create a task, execute it, and watch three agents (retriever -> analyzer -> writer) work on it as a

@@ -5,6 +5,7 @@ Their inputs are the Task states' ``Parameters`` in ``statemachine/pipeline.asl.
 - ``{"action": "plan", "task_id", "attempt"}``                          (the analyzer function)
 - ``{"action": "step", "task_id", "step_id", "agent_type", "attempt"}`` (each agent's function)
 - ``{"action": "complete", "task_id"}`` / ``{"action": "fail", "task_id", "error": {Error, Cause}}``
+- ``{"action": "await_approval", "task_id", "token"}`` (finalize, through ``lambda:invoke.waitForTaskToken``)
 
 Payloads carry ids only; the task, its plan and the step outputs live in the store. A failed step
 attempt is recorded in the store (``step_retrying`` when the state's Retry will try again) and its
@@ -58,7 +59,8 @@ def handle_agent_event(agent_type: str, event: LambdaEvent, ops: PipelineOps | N
         if agent_type != "analyzer":
             raise PermanentAgentError(f"the {agent_type} function does not plan; the analyzer does")
         task = ops.plan(task_id)
-        return {"task_id": task_id, "status": task.status.value}
+        # The state machine's NeedsApproval Choice reads this (ResultSelector -> $.planned.approval).
+        return {"task_id": task_id, "status": task.status.value, "approval": ops.needs_approval(task)}
     if action != "step":
         raise PermanentAgentError(f"unknown action {action!r} for the {agent_type} function")
     step_id = _field(event, "step_id")
@@ -104,13 +106,18 @@ def describe_caught_error(error: Any) -> tuple[str, str]:
 
 
 def handle_finalize_event(event: LambdaEvent, ops: PipelineOps | None = None) -> dict[str, Any]:
-    """``complete``: executing -> completed. ``fail``: record the caught error, the task fails."""
+    """``complete``: executing -> completed. ``fail``: record the caught error, the task fails.
+    ``await_approval``: executing -> awaiting_approval, keeping the wait's task token."""
     ops = ops or get_system().ops
     task_id = _field(event, "task_id")
     annotate("task_id", task_id)
     action = event.get("action")
     if action == "complete":
         task = ops.complete(task_id)
+    elif action == "await_approval":
+        # Invoked with .waitForTaskToken: record the token and return; the execution waits until
+        # the approve or reject handler answers with that token (or the state's TimeoutSeconds).
+        task = ops.request_approval(task_id, _field(event, "token"))
     elif action == "fail":
         name, message = describe_caught_error(event.get("error"))
         task = ops.fail(task_id, name, message)

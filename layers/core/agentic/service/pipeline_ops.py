@@ -104,6 +104,11 @@ class PipelineOps:
     def _event(task_id: str, event_type: EventType, key: str, **data: Any) -> NewEvent:
         return NewEvent(task_id=task_id, event_type=event_type, data=data, key=key)
 
+    @staticmethod
+    def _key(task: TaskState, key: str) -> str:
+        """An event key unique to the task's current run: a retried task writes its events anew."""
+        return key if task.retries == 0 else f"r{task.retries}:{key}"
+
     def _emit(self, event: NewEvent) -> None:
         """Append one event on its own (a key written before is skipped)."""
         self.store.append_event(event)
@@ -145,7 +150,9 @@ class PipelineOps:
         task = self._load(task_id)
         if task.status.is_terminal:
             return task
-        started = self._event(task_id, EventType.TASK_STARTED, "task:task_started", status=TaskStatus.ANALYZING.value)
+        started = self._event(
+            task_id, EventType.TASK_STARTED, self._key(task, "task:task_started"), status=TaskStatus.ANALYZING.value
+        )
         if task.status is TaskStatus.PENDING:
             try:
                 task = self.store.update(
@@ -199,20 +206,20 @@ class PipelineOps:
         steps = [{"step_id": s.step_id, "agent_type": s.agent_type, "description": s.description} for s in plan.steps]
         return self._event(task_id, EventType.PLAN_CREATED, "task:plan_created", steps=steps)
 
-    def _step_done_events(self, task_id: str, step: ExecutionStep) -> list[NewEvent]:
+    def _step_done_events(self, task: TaskState, step: ExecutionStep) -> list[NewEvent]:
         base = {"step_id": step.step_id, "agent_type": step.agent_type}
         return [
             self._event(
-                task_id,
+                task.task_id,
                 EventType.PARTIAL_OUTPUT,
-                f"{step.step_id}:partial_output",
+                self._key(task, f"{step.step_id}:partial_output"),
                 **base,
                 output=step.output,
             ),
             self._event(
-                task_id,
+                task.task_id,
                 EventType.STEP_COMPLETED,
-                f"{step.step_id}:step_completed",
+                self._key(task, f"{step.step_id}:step_completed"),
                 **base,
                 attempts=step.attempts,
             ),
@@ -228,7 +235,11 @@ class PipelineOps:
         *,
         lease: Lease | None = None,
     ) -> StepOutcome:
-        """Run one attempt of one step. Failures are returned, not raised, with the retry decision."""
+        """Run one attempt of one step. Failures are returned, not raised, with the retry decision.
+
+        ``attempt`` counts within this run of the task (0 = the step's first attempt in it; on AWS
+        ``$$.State.RetryCount``); a retried task's steps continue the numbering of earlier runs.
+        """
         task = self._load(task_id)
         if task.status is not TaskStatus.EXECUTING or task.execution_plan is None:
             raise InvalidTransition(f"task {task_id} is {task.status.value}; its steps cannot run")
@@ -238,17 +249,19 @@ class PipelineOps:
             raise PermanentAgentError(f"task {task_id} has no step {step_id}")
         step = plan.steps[index]
         if step.status is StepStatus.COMPLETED:  # a repeat after success: make sure its events exist
-            for event in self._step_done_events(task_id, step):
+            for event in self._step_done_events(task, step):
                 self._emit(event)
             return StepOutcome(step)
         base = {"step_id": step_id, "agent_type": step.agent_type}
+        absolute = step.attempt_base + attempt
         if attempt == 0:
             first = self._event(
                 task_id,
                 EventType.STEP_STARTED,
-                f"{step_id}:0:step_started",
+                f"{step_id}:{absolute}:step_started",
                 **base,
                 description=step.description,
+                attempt=absolute + 1,
             )
         else:
             # Usually written by the failed attempt already (with its delay); this covers an attempt
@@ -256,9 +269,9 @@ class PipelineOps:
             first = self._event(
                 task_id,
                 EventType.STEP_RETRYING,
-                f"{step_id}:{attempt}:step_retrying",
+                f"{step_id}:{absolute}:step_retrying",
                 **base,
-                attempt=attempt + 1,
+                attempt=absolute + 1,
                 error=step.error,
                 delay_seconds=None,
             )
@@ -268,7 +281,9 @@ class PipelineOps:
                 {TaskStatus.EXECUTING},
                 current_step_index=index,
                 events=[first],
-                mutate=self._fenced(lease, self._step_change(index, attempt, starting=True, status=StepStatus.RUNNING)),
+                mutate=self._fenced(
+                    lease, self._step_change(index, absolute, starting=True, status=StepStatus.RUNNING)
+                ),
             )
         except _AttemptOvertaken:
             return StepOutcome(step)  # a stale start: a newer attempt owns the step already
@@ -276,7 +291,7 @@ class PipelineOps:
         context = StepContext(
             task_id=task_id,
             task=task.user_input,
-            attempt=attempt,
+            attempt=absolute,
             outputs={s.agent_type: s.output for s in task.execution_plan.steps if s.output is not None},
         )
         clock = time.perf_counter()
@@ -284,7 +299,7 @@ class PipelineOps:
             # One line per agent invocation: what an operator counts to see that a step ran once.
             logger.info(
                 "agent invoked",
-                extra={"task_id": task_id, "step_id": step_id, "agent_type": step.agent_type, "attempt": attempt + 1},
+                extra={"task_id": task_id, "step_id": step_id, "agent_type": step.agent_type, "attempt": absolute + 1},
             )
             self.faults.check(step.agent_type, attempt)
             agent = self.registry.get(step.agent_type)
@@ -293,18 +308,18 @@ class PipelineOps:
             return self._record_failure(task_id, step, index, attempt, exc, retry_delay, lease)
         record_metric("StepLatency", (time.perf_counter() - clock) * 1000, "Milliseconds", agent_type=step.agent_type)
         finished = step.model_copy(
-            update={"status": StepStatus.COMPLETED, "output": output[:MAX_OUTPUT_CHARS], "attempts": attempt + 1}
+            update={"status": StepStatus.COMPLETED, "output": output[:MAX_OUTPUT_CHARS], "attempts": absolute + 1}
         )
         try:
             self.store.update(
                 task_id,
                 {TaskStatus.EXECUTING},
-                events=self._step_done_events(task_id, finished),
+                events=self._step_done_events(task, finished),
                 mutate=self._fenced(
                     lease,
                     self._step_change(
                         index,
-                        attempt,
+                        absolute,
                         status=StepStatus.COMPLETED,
                         output=finished.output,
                         error=None,
@@ -314,7 +329,7 @@ class PipelineOps:
             )
         except _AttemptOvertaken:
             return StepOutcome(step)
-        logger.debug("step completed", extra={"task_id": task_id, "step_id": step_id, "attempts": attempt + 1})
+        logger.debug("step completed", extra={"task_id": task_id, "step_id": step_id, "attempts": absolute + 1})
         return StepOutcome(finished)
 
     def record_interruption(
@@ -335,7 +350,8 @@ class PipelineOps:
         exc = RunInterrupted(
             f"the run was interrupted during attempt {step.attempts} (its server stopped or lost the task's lease)"
         )
-        return self._record_failure(task_id, step, index, step.attempts - 1, exc, retry_delay, lease)
+        attempt = step.attempts - 1 - step.attempt_base
+        return self._record_failure(task_id, step, index, attempt, exc, retry_delay, lease)
 
     def _step_change(self, index: int, attempt: int, *, starting: bool = False, **step_changes: Any) -> Mutation:
         """A store mutation of one step, applied only while this attempt owns the step.
@@ -374,7 +390,8 @@ class PipelineOps:
     ) -> StepOutcome:
         name = error_name(exc)
         message = f"{name}: {exc}" if str(exc) else name
-        delay = retry_delay(name, attempt)
+        delay = retry_delay(name, attempt)  # the budget is this run's; the numbering continues
+        absolute = step.attempt_base + attempt
         events = []
         if delay is not None:
             record_metric("StepRetries", 1, agent_type=step.agent_type)
@@ -382,10 +399,10 @@ class PipelineOps:
                 self._event(
                     task_id,
                     EventType.STEP_RETRYING,
-                    f"{step.step_id}:{attempt + 1}:step_retrying",
+                    f"{step.step_id}:{absolute + 1}:step_retrying",
                     step_id=step.step_id,
                     agent_type=step.agent_type,
-                    attempt=attempt + 2,
+                    attempt=absolute + 2,
                     error=message,
                     delay_seconds=round(delay, 3),
                 )
@@ -398,17 +415,60 @@ class PipelineOps:
             record_metric("StepFailures", 1, agent_type=step.agent_type)
             logger.error("step failed", extra={"task_id": task_id, "step_id": step.step_id, "error": message})
         status = StepStatus.RETRYING if delay is not None else StepStatus.FAILED
-        failed = step.model_copy(update={"status": status, "error": message, "attempts": attempt + 1})
+        failed = step.model_copy(update={"status": status, "error": message, "attempts": absolute + 1})
         try:
             self.store.update(
                 task_id,
                 {TaskStatus.EXECUTING},
                 events=events,
-                mutate=self._fenced(lease, self._step_change(index, attempt, status=status, error=message)),
+                mutate=self._fenced(lease, self._step_change(index, absolute, status=status, error=message)),
             )
         except _AttemptOvertaken:
             return StepOutcome(step, error=exc, error_name=name)
         return StepOutcome(failed, error=exc, error_name=name, retry_in=delay)
+
+    def needs_approval(self, task: TaskState) -> bool:
+        """The task waits for a person before the gate's step (it asked, and nobody approved yet)."""
+        return task.approval and not task.approval_granted and self.definition.approval is not None
+
+    def request_approval(
+        self, task_id: str, token: str | None = None, *, lease: Lease | None = None, now: float | None = None
+    ) -> TaskState:
+        """executing -> awaiting_approval, with what a person needs to decide (``approval_requested``).
+
+        ``token`` is the Step Functions task token of the wait (AWS); locally the wait is the
+        task's status, and the deadline comes from the gate's ``TimeoutSeconds``.
+        """
+        gate = self.definition.approval
+        task = self._load(task_id)
+        if task.status is TaskStatus.AWAITING_APPROVAL:  # a repeat (a retried Lambda): keep the newest token
+            token = token or task.approval_token
+            return self.store.update(task_id, {TaskStatus.AWAITING_APPROVAL}, approval_token=token)
+        outputs = {s.agent_type: s.output or "" for s in (task.execution_plan.steps if task.execution_plan else [])}
+        timeout = gate.timeout_seconds if gate is not None else None
+        deadline = (now if now is not None else time.time()) + timeout if timeout else None
+        requested = self._event(
+            task_id,
+            EventType.APPROVAL_REQUESTED,
+            self._key(task, "task:approval_requested"),
+            step_id=gate.before_step if gate else None,
+            summary=outputs.get("analyzer", "")[:2000],
+            sources=[line.strip() for line in outputs.get("retriever", "").splitlines() if line[:1].isdigit()][:10],
+            timeout_seconds=timeout,
+            approve=f"/tasks/{task_id}/approve",
+            reject=f"/tasks/{task_id}/reject",
+        )
+        task = self.store.update(
+            task_id,
+            {TaskStatus.EXECUTING},
+            status=TaskStatus.AWAITING_APPROVAL,
+            approval_token=token,
+            approval_deadline=deadline,
+            events=[requested],
+            mutate=self._fenced(lease),
+        )
+        logger.info("task awaits approval", extra={"task_id": task_id})
+        return task
 
     def complete(self, task_id: str, *, lease: Lease | None = None) -> TaskState:
         """executing -> completed, with the last step's output as the final output."""
@@ -422,7 +482,7 @@ class PipelineOps:
         done = self._event(
             task_id,
             EventType.TASK_COMPLETED,
-            "task:task_completed",
+            self._key(task, "task:task_completed"),
             status=TaskStatus.COMPLETED.value,
             final_output=final,
         )
@@ -444,13 +504,15 @@ class PipelineOps:
     def fail(self, task_id: str, error: str, message: str, *, lease: Lease | None = None) -> TaskState:
         """Any live state -> failed: the running step failed, ``error`` then ``task_failed`` events."""
         task = self._load(task_id)
-        if task.status is TaskStatus.COMPLETED:
-            return task  # a late failure report cannot undo a completed task
+        if task.status in (TaskStatus.COMPLETED, TaskStatus.CANCELLED):
+            return task  # a late failure report cannot undo a completed or cancelled task
         step = None
         if task.execution_plan is not None and task.status is not TaskStatus.FAILED:
             step = task.execution_plan.steps[task.current_step_index]
         where = {"step_id": step.step_id, "agent_type": step.agent_type} if step else {}
-        error_event = self._event(task_id, EventType.ERROR, "task:error", error=error, message=message, **where)
+        error_event = self._event(
+            task_id, EventType.ERROR, self._key(task, "task:error"), error=error, message=message, **where
+        )
         if task.status is TaskStatus.FAILED:  # a repeat: make sure both events exist
             self._emit(error_event)
             self._emit(self._failed_event(task))
@@ -476,7 +538,7 @@ class PipelineOps:
         return self._event(
             task.task_id,
             EventType.TASK_FAILED,
-            "task:task_failed",
+            self._key(task, "task:task_failed"),
             status=TaskStatus.FAILED.value,
             error_message=message or task.error_message,
         )

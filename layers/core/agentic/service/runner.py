@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 
 from agentic.errors import InvalidTransition, StoreUnavailable
-from agentic.models import ExecutionStep, Lease, StepStatus, TaskStatus
+from agentic.models import ExecutionStep, Lease, StepStatus, TaskState, TaskStatus
 from agentic.observability import logger
+from agentic.pipeline import STATES_TIMEOUT
 from agentic.service.pipeline_ops import PipelineOps, RetryDelay, error_name
 
 
@@ -30,10 +32,18 @@ class LocalRunner:
     async def run(self, task_id: str, lease: Lease | None = None) -> None:
         try:
             task = self.ops.plan(task_id, lease=lease)
+            if task.status is TaskStatus.AWAITING_APPROVAL:
+                self._approval_expired(task, lease)
+                return
             if task.status is not TaskStatus.EXECUTING or task.execution_plan is None:
                 return
             found = {s.step_id: s for s in task.execution_plan.steps}
+            gate = self.ops.definition.approval
             for spec in self.ops.definition.steps:
+                if gate is not None and spec.step_id == gate.before_step and self.ops.needs_approval(task):
+                    # The run ends here and frees its slot; POST /approve starts the rest.
+                    self.ops.request_approval(task_id, lease=lease)
+                    return
                 retry_delay = functools.partial(spec.retry_delay, time_scale=self.time_scale, jitter=self.jitter)
                 attempt = await self._resume_at(task_id, found.get(spec.step_id), retry_delay, lease)
                 if attempt is None:
@@ -68,6 +78,15 @@ class LocalRunner:
             except Exception:
                 logger.exception("could not mark the task failed", extra={"task_id": task_id})
 
+    def _approval_expired(self, task: TaskState, lease: Lease | None) -> None:
+        """Picked up while waiting for approval: its deadline passed (the store wakes it then)."""
+        deadline = task.approval_deadline
+        if deadline is None or time.time() < deadline:
+            return
+        gate = self.ops.definition.approval
+        waited = f" within {gate.timeout_seconds:g} s" if gate is not None and gate.timeout_seconds else ""
+        self.ops.fail(task.task_id, STATES_TIMEOUT, f"{STATES_TIMEOUT}: nobody approved the task{waited}", lease=lease)
+
     async def _resume_at(
         self, task_id: str, step: ExecutionStep | None, retry_delay: RetryDelay, lease: Lease | None
     ) -> int | None:
@@ -75,14 +94,14 @@ class LocalRunner:
         if step is None or step.status in (StepStatus.PENDING, StepStatus.COMPLETED):
             return 0
         if step.status is StepStatus.RETRYING:  # the failed attempt already scheduled its retry
-            return step.attempts
+            return step.attempts - step.attempt_base
         if step.status is StepStatus.RUNNING:  # its runner died during the attempt
             outcome = self.ops.record_interruption(task_id, step.step_id, retry_delay, lease=lease)
             if outcome.retry_in is None:
                 self.ops.fail(task_id, outcome.error_name or "Error", outcome.step.error or "step failed", lease=lease)
                 return None
             await asyncio.sleep(outcome.retry_in)
-            return step.attempts
+            return step.attempts - step.attempt_base
         # FAILED: the step's failure was recorded but the task was not marked failed yet.
         error = (step.error or "step failed").partition(":")[0]
         self.ops.fail(task_id, error, step.error or "step failed", lease=lease)

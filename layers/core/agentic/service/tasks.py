@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from agentic.errors import IdempotencyConflict, InvalidInput, TaskAlreadyExists, TaskNotFound
 from agentic.models import TaskPage, TaskState, TaskStatus
 from agentic.observability import logger, record_metric
+from agentic.pipeline import load_pipeline
 from agentic.ports import EventWaiter, Executor, TaskStore
+from agentic.service.control import TaskControl
 from agentic.service.io import call_store
 from agentic.service.pipeline_ops import PipelineOps
 from agentic.service.stream import tail_events
@@ -43,9 +45,17 @@ class TaskService:
         self.waiter = waiter
         self.settings = settings
         self.ops = ops
+        definition = ops.definition if ops is not None else load_pipeline(settings.pipeline_definition)
+        self.control = TaskControl(store, definition, max_retries=settings.max_task_retries)
 
     async def create(
-        self, owner: str, description: str, *, idempotency_key: str | None = None, source: str = "api"
+        self,
+        owner: str,
+        description: str,
+        *,
+        idempotency_key: str | None = None,
+        source: str = "api",
+        approval: bool | None = None,
     ) -> tuple[TaskState, bool]:
         """Create a pending task; with a key, a repeat returns the first task (``created`` False)."""
         if idempotency_key is not None:
@@ -60,6 +70,7 @@ class TaskService:
             user_input=description,
             source=source,
             request_hash=request_hash(description),
+            approval=self.settings.require_approval if approval is None else approval,
         )
         try:
             await call_store(self.store, self.store.create, task)
@@ -121,3 +132,37 @@ class TaskService:
             finished=task.status.is_terminal,
             not_started=not_started,
         )
+
+    # --- task control --------------------------------------------------------------------------
+
+    async def cancel(self, owner: str, task_id: str, reason: str | None = None) -> TaskState:
+        """Cancel a live task and stop its run; a cancelled task answers the same again."""
+        task = await self.get(owner, task_id)
+        updated, changed = await call_store(self.store, self.control.cancel, task, reason, owner)
+        if changed:
+            await self.executor.cancel(updated)
+        return updated
+
+    async def approve(self, owner: str, task_id: str, comment: str | None = None) -> TaskState:
+        """Let a task awaiting approval go on to its final step."""
+        task = await self.get(owner, task_id)
+        updated, changed = await call_store(self.store, self.control.approve, task, comment, owner)
+        if changed:
+            # The token of the wait (AWS) is the one stored while it waited.
+            await self.executor.resume(updated.model_copy(update={"approval_token": task.approval_token}))
+        return updated
+
+    async def reject(self, owner: str, task_id: str, reason: str | None = None) -> TaskState:
+        """End a task awaiting approval as failed (``ApprovalRejected``)."""
+        task = await self.get(owner, task_id)
+        updated, changed = await call_store(self.store, self.control.reject, task, reason, owner)
+        if changed:
+            await self.executor.reject(updated.model_copy(update={"approval_token": task.approval_token}), reason)
+        return updated
+
+    async def retry(self, owner: str, task_id: str, from_step: str | None = None) -> TaskState:
+        """Run a failed or cancelled task again from the step that did not complete (or ``from_step``)."""
+        task = await self.get(owner, task_id)
+        updated, start_at = await call_store(self.store, self.control.retry, task, from_step, owner)
+        await self.executor.retry(updated, start_at)
+        return updated

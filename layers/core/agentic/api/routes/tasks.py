@@ -46,7 +46,9 @@ async def create_task(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> TaskPublic | JSONResponse:
     """Create a pending task. With ``execute: true`` it also starts (stream it from ``/events``)."""
-    task, created = await service.create(owner, body.description, idempotency_key=idempotency_key)
+    task, created = await service.create(
+        owner, body.description, idempotency_key=idempotency_key, approval=body.approval
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
