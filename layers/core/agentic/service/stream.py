@@ -19,7 +19,7 @@ import json
 from collections.abc import AsyncIterator
 
 from agentic.errors import StoreUnavailable
-from agentic.models import utcnow
+from agentic.models import EventType, utcnow
 from agentic.ports import EventWaiter, TaskStore
 from agentic.service.io import call_store
 
@@ -97,10 +97,12 @@ async def tail_events(
         if events:
             # Events read together go out in one write: each is still sent the moment it is seen.
             chunk = []
-            for event in events:
+            for i, event in enumerate(events):
                 chunk.append(event.to_line())
                 after = event.cursor
-                if event.event_type.is_terminal:
+                # The end, unless a retry follows it (a retried task's log holds earlier endings).
+                retried = i + 1 < len(events) and events[i + 1].event_type is EventType.TASK_RETRIED
+                if event.event_type.is_terminal and not retried:
                     yield "".join(chunk)
                     return
             yield "".join(chunk)
