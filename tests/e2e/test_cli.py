@@ -186,3 +186,37 @@ def test_ctrl_c_stops_watching_and_the_task_goes_on(tmp_path):
         with client.stream("GET", f"/tasks/{task_id}/events", params={"after": first["cursor"]}) as response:
             last = [json.loads(line) for line in response.iter_lines() if line][-1]
         assert last["event_type"] == "task_completed"
+
+
+def test_approve_cancel_and_retry_from_the_command_line(tmp_path):
+    with (
+        LocalServer(tmp_path / "db.sqlite", AGENT_LATENCY_SCALE="0") as server,
+        httpx.Client(base_url=server.url) as api,
+    ):
+        # Given a task submitted with --approval: it stops before the report
+        submitted = agentic("submit", "--approval", "--json", DESCRIPTION, url=server.url)
+        task_id = json.loads(submitted.stdout)["task_id"]
+        with api.stream("GET", f"/tasks/{task_id}/events") as response:
+            for line in response.iter_lines():
+                if json.loads(line)["event_type"] == "approval_requested":
+                    break
+        # When it is approved from the command line, it finishes with the report
+        approved = agentic("approve", task_id, "-m", "fine", url=server.url)
+        assert approved.returncode == 0, approved.stderr
+        watched = agentic("watch", task_id, "--json", url=server.url)
+        assert watched.returncode == 0
+        assert json.loads(watched.stdout.splitlines()[-1])["event_type"] == "task_completed"
+        # And a pending task cancelled from the command line ends cancelled (exit code 3 to watch it)
+        pending = api.post("/tasks", json={"description": DESCRIPTION}).json()["task_id"]
+        cancelled = agentic("cancel", pending, "-m", "not needed", url=server.url)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert f"task {pending} cancelled" in cancelled.stdout
+        assert agentic("watch", pending, url=server.url).returncode == 3
+        # And retried, it runs to the end
+        retried = agentic("retry", pending, url=server.url)
+        assert retried.returncode == 0, retried.stderr
+        assert agentic("watch", pending, url=server.url).returncode == 0
+        # And a request the task's state does not allow is one clear line, exit code 4
+        refused = agentic("approve", pending, url=server.url)
+        assert refused.returncode == 4
+        assert "not awaiting approval" in refused.stderr

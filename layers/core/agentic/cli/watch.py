@@ -125,8 +125,10 @@ class Watcher:
                     for line in lines:
                         if self._handle(line):
                             failures, delay = 0, 0.5
-                        if self.final is not None:
-                            return
+                # The server ends the stream after the task's end; a retried task's log holds an
+                # earlier end followed by task_retried, so the last terminal event is what counts.
+                if self.final is not None:
+                    return
                 reason = "the stream ended early"
             except httpx.TransportError as exc:  # dropped, reset, timed out
                 reason = f"connection lost ({type(exc).__name__})"
@@ -155,6 +157,8 @@ class Watcher:
         self.after = cursor
         if event.get("event_type") in TERMINAL:
             self.final = event
+        elif event.get("event_type") == "task_retried":
+            self.final = None
         if self.raw:
             print(json.dumps(event), flush=True)  # one raw event per line, for scripts
             return True

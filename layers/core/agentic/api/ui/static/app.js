@@ -385,7 +385,9 @@ async function follow(taskId, execute) {
             after = event.cursor;
             delay = 250;
             applyEvent(event);
+            // A retried task's log holds an earlier end followed by task_retried: the last end counts.
             if (TERMINAL_EVENTS.has(event.event_type)) ended = true;
+            else if (event.event_type === "task_retried") ended = false;
           }
         }
       }
