@@ -1,4 +1,4 @@
-"""The pipeline's operations on one task: plan, run one step attempt, complete, fail.
+"""The pipeline's operations on one task: plan, run one step attempt, ask for approval, complete, fail.
 
 Both wirings call exactly these: the local runner in a loop, and on AWS one Lambda per Step
 Functions state. Every operation may be repeated (a retried Lambda, a resumed run): state changes
@@ -7,79 +7,39 @@ are conditional and every event has a deterministic key, so a repeat never dupli
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from agentic.agents.analyzer import AnalyzerAgent
-from agentic.agents.base import StepContext
 from agentic.agents.faults import FaultPlan
 from agentic.agents.registry import AgentRegistry
-from agentic.errors import InvalidTransition, LeaseLost, PermanentAgentError, TaskNotFound
+from agentic.errors import InvalidTransition, LeaseLost
 from agentic.models import (
     EventType,
     ExecutionPlan,
-    ExecutionStep,
     Lease,
     NewEvent,
     StepStatus,
     TaskState,
     TaskStatus,
     sources_of,
-    utcnow,
 )
 from agentic.observability import logger, record_metric
-from agentic.pipeline import STATES_TIMEOUT, PipelineDefinition
-from agentic.ports import Mutation, TaskStore
+from agentic.pipeline import PipelineDefinition
+from agentic.ports import TaskStore
+from agentic.service.step_attempts import (
+    MAX_OUTPUT_CHARS,
+    RetryDelay,
+    RunInterrupted,
+    StepAttempts,
+    StepOutcome,
+    error_name,
+)
 
-#: Bound on one step's output, so a task item stays far below DynamoDB's 400 KB.
-MAX_OUTPUT_CHARS = 60_000
-
-#: Given the error name and the failed attempt (0-based): seconds until the retry, or None.
-RetryDelay = Callable[[str, int], float | None]
-
-
-def error_name(exc: BaseException) -> str:
-    """The name Step Functions gives an error: the exception's bare class name."""
-    if isinstance(exc, TimeoutError):
-        return STATES_TIMEOUT
-    return type(exc).__name__
+__all__ = ["MAX_OUTPUT_CHARS", "PipelineOps", "RetryDelay", "RunInterrupted", "StepOutcome", "error_name"]
 
 
-class _AttemptOvertaken(InvalidTransition):
-    """A newer attempt owns the step; this attempt's write is refused (and logged)."""
-
-    def __init__(self, task_id: str, step_id: str, attempt: int) -> None:
-        super().__init__(f"attempt {attempt} of {step_id} of task {task_id} was overtaken by a newer attempt")
-        logger.warning(
-            "late write of an overtaken attempt discarded",
-            extra={"task_id": task_id, "step_id": step_id, "attempt": attempt},
-        )
-
-
-class RunInterrupted(TimeoutError):
-    """The process running a step stopped (a crash, a restart, a lost store) before the step ended.
-
-    A ``TimeoutError``, so its error name is ``States.Timeout``: on AWS a Lambda that never answers
-    surfaces the same way, and the same Retry entry of the state-machine file decides what follows.
-    """
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    step: ExecutionStep
-    error: BaseException | None = None
-    error_name: str | None = None
-    retry_in: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-class PipelineOps:
+class PipelineOps(StepAttempts):
     def __init__(
         self,
         store: TaskStore,
@@ -92,52 +52,7 @@ class PipelineOps:
         self.definition = definition
         self.faults = faults or FaultPlan()
 
-    # --- helpers -------------------------------------------------------------------------------
-
-    def _load(self, task_id: str) -> TaskState:
-        task = self.store.get(task_id)
-        if task is None:
-            raise TaskNotFound(task_id)
-        return task
-
-    @staticmethod
-    def _event(task_id: str, event_type: EventType, key: str, **data: Any) -> NewEvent:
-        return NewEvent(task_id=task_id, event_type=event_type, data=data, key=key)
-
-    @staticmethod
-    def _key(task: TaskState, key: str) -> str:
-        """An event key unique to the task's current run: a retried task writes its events anew."""
-        return key if task.retries == 0 else f"r{task.retries}:{key}"
-
-    def _emit(self, event: NewEvent) -> None:
-        """Append one event on its own (a key written before is skipped)."""
-        self.store.append_event(event)
-
-    @staticmethod
-    def _fenced(lease: Lease | None, mutate: Mutation | None = None) -> Mutation | None:
-        """``mutate``, applied only while the task still holds ``lease`` (checked in the write).
-
-        Local runs hold a lease; a runner whose lease was taken over (it stalled past the expiry and
-        another process resumed the task) gets ``LeaseLost`` and nothing of its write lands. Without
-        a lease (AWS, where Step Functions owns the run) there is nothing to check.
-        """
-        if lease is None:
-            return mutate
-
-        def check(task: TaskState) -> dict[str, Any]:
-            if task.lease != lease:
-                raise LeaseLost(f"task {task.task_id} is run by another runner now; this run stops")
-            return mutate(task) if mutate is not None else {}
-
-        return check
-
-    @staticmethod
-    def _replace_step(plan: ExecutionPlan, index: int, **changes: Any) -> ExecutionPlan:
-        steps = list(plan.steps)
-        steps[index] = steps[index].model_copy(update=changes)
-        return plan.model_copy(update={"steps": steps})
-
-    # --- operations ----------------------------------------------------------------------------
+    # --- task-level operations (step attempts: StepAttempts) ------------------------------------
 
     def plan(self, task_id: str, *, lease: Lease | None = None) -> TaskState:
         """pending -> analyzing -> executing, with the execution plan made by the analyzer.
@@ -205,227 +120,6 @@ class PipelineOps:
     def _plan_created(self, task_id: str, plan: ExecutionPlan) -> NewEvent:
         steps = [{"step_id": s.step_id, "agent_type": s.agent_type, "description": s.description} for s in plan.steps]
         return self._event(task_id, EventType.PLAN_CREATED, "task:plan_created", steps=steps)
-
-    def _step_done_events(self, task: TaskState, step: ExecutionStep) -> list[NewEvent]:
-        base = {"step_id": step.step_id, "agent_type": step.agent_type}
-        return [
-            self._event(
-                task.task_id,
-                EventType.PARTIAL_OUTPUT,
-                self._key(task, f"{step.step_id}:partial_output"),
-                **base,
-                output=step.output,
-            ),
-            self._event(
-                task.task_id,
-                EventType.STEP_COMPLETED,
-                self._key(task, f"{step.step_id}:step_completed"),
-                **base,
-                attempts=step.attempts,
-            ),
-        ]
-
-    async def run_step(
-        self,
-        task_id: str,
-        step_id: str,
-        attempt: int,
-        retry_delay: RetryDelay,
-        timeout: float | None = None,
-        *,
-        lease: Lease | None = None,
-    ) -> StepOutcome:
-        """Run one attempt of one step. Failures are returned, not raised, with the retry decision.
-
-        ``attempt`` counts within this run of the task (0 = the step's first attempt in it; on AWS
-        ``$$.State.RetryCount``); a retried task's steps continue the numbering of earlier runs.
-        """
-        task = self._load(task_id)
-        if task.status is not TaskStatus.EXECUTING or task.execution_plan is None:
-            raise InvalidTransition(f"task {task_id} is {task.status.value}; its steps cannot run")
-        plan = task.execution_plan
-        index = next((i for i, s in enumerate(plan.steps) if s.step_id == step_id), None)
-        if index is None:
-            raise PermanentAgentError(f"task {task_id} has no step {step_id}")
-        step = plan.steps[index]
-        if step.status is StepStatus.COMPLETED:  # a repeat after success: make sure its events exist
-            for event in self._step_done_events(task, step):
-                self._emit(event)
-            return StepOutcome(step)
-        base = {"step_id": step_id, "agent_type": step.agent_type}
-        absolute = step.attempt_base + attempt
-        if attempt == 0:
-            first = self._event(
-                task_id,
-                EventType.STEP_STARTED,
-                f"{step_id}:{absolute}:step_started",
-                **base,
-                description=step.description,
-                attempt=absolute + 1,
-            )
-        else:
-            # Usually written by the failed attempt already (with its delay); this covers an attempt
-            # that died without a word (a Lambda timeout).
-            first = self._event(
-                task_id,
-                EventType.STEP_RETRYING,
-                f"{step_id}:{absolute}:step_retrying",
-                **base,
-                attempt=absolute + 1,
-                error=step.error,
-                delay_seconds=None,
-            )
-        try:
-            task = self.store.update(
-                task_id,
-                {TaskStatus.EXECUTING},
-                current_step_index=index,
-                events=[first],
-                mutate=self._fenced(
-                    lease, self._step_change(index, absolute, starting=True, status=StepStatus.RUNNING)
-                ),
-            )
-        except _AttemptOvertaken:
-            return StepOutcome(step)  # a stale start: a newer attempt owns the step already
-        assert task.execution_plan is not None
-        context = StepContext(
-            task_id=task_id,
-            task=task.user_input,
-            attempt=absolute,
-            outputs={s.agent_type: s.output for s in task.execution_plan.steps if s.output is not None},
-        )
-        clock = time.perf_counter()
-        try:
-            # One line per agent invocation: what an operator counts to see that a step ran once.
-            logger.info(
-                "agent invoked",
-                extra={"task_id": task_id, "step_id": step_id, "agent_type": step.agent_type, "attempt": absolute + 1},
-            )
-            self.faults.check(step.agent_type, attempt)
-            agent = self.registry.get(step.agent_type)
-            output = await asyncio.wait_for(agent.execute(step, context), timeout)
-        except Exception as exc:  # every failure is recorded; the retry policy decides what is next
-            return self._record_failure(task_id, step, index, attempt, exc, retry_delay, lease)
-        record_metric("StepLatency", (time.perf_counter() - clock) * 1000, "Milliseconds", agent_type=step.agent_type)
-        finished = step.model_copy(
-            update={"status": StepStatus.COMPLETED, "output": output[:MAX_OUTPUT_CHARS], "attempts": absolute + 1}
-        )
-        try:
-            self.store.update(
-                task_id,
-                {TaskStatus.EXECUTING},
-                events=self._step_done_events(task, finished),
-                mutate=self._fenced(
-                    lease,
-                    self._step_change(
-                        index,
-                        absolute,
-                        status=StepStatus.COMPLETED,
-                        output=finished.output,
-                        error=None,
-                        completed_at=utcnow(),
-                    ),
-                ),
-            )
-        except _AttemptOvertaken:
-            return StepOutcome(step)
-        logger.debug("step completed", extra={"task_id": task_id, "step_id": step_id, "attempts": absolute + 1})
-        return StepOutcome(finished)
-
-    def record_interruption(
-        self, task_id: str, step_id: str, retry_delay: RetryDelay, *, lease: Lease | None = None
-    ) -> StepOutcome:
-        """A step found running by a resumed run: its attempt died with its runner.
-
-        That attempt is recorded as failed with ``States.Timeout`` (a ``step_retrying`` event that
-        says the run was interrupted, or the step's failure once the retry budget is spent), exactly
-        as a Lambda that never answered would be on AWS.
-        """
-        task = self._load(task_id)
-        plan = task.execution_plan
-        if task.status is not TaskStatus.EXECUTING or plan is None:
-            raise InvalidTransition(f"task {task_id} is {task.status.value}; its steps cannot run")
-        index = next(i for i, s in enumerate(plan.steps) if s.step_id == step_id)
-        step = plan.steps[index]
-        exc = RunInterrupted(
-            f"the run was interrupted during attempt {step.attempts} (its server stopped or lost the task's lease)"
-        )
-        attempt = step.attempts - 1 - step.attempt_base
-        return self._record_failure(task_id, step, index, attempt, exc, retry_delay, lease)
-
-    def _step_change(self, index: int, attempt: int, *, starting: bool = False, **step_changes: Any) -> Mutation:
-        """A store mutation of one step, applied only while this attempt owns the step.
-
-        An attempt that Step Functions timed out keeps running until Lambda stops it, while the
-        retry (or the next step) moves on. Checked inside the store's conditional write, the late
-        attempt's start or result is refused (``_AttemptOvertaken``) instead of overwriting theirs.
-        """
-        owner = attempt + 1
-
-        def mutate(task: TaskState) -> dict[str, Any]:
-            plan = task.execution_plan
-            assert plan is not None
-            step = plan.steps[index]
-            if starting:
-                if step.attempts > owner or step.status is StepStatus.COMPLETED:
-                    raise _AttemptOvertaken(task.task_id, step.step_id, owner)
-                changes = {"attempts": owner, "started_at": step.started_at or utcnow(), **step_changes}
-            elif step.attempts != owner or step.status is not StepStatus.RUNNING:
-                raise _AttemptOvertaken(task.task_id, step.step_id, owner)
-            else:
-                changes = step_changes
-            return {"execution_plan": self._replace_step(plan, index, **changes)}
-
-        return mutate
-
-    def _record_failure(
-        self,
-        task_id: str,
-        step: ExecutionStep,
-        index: int,
-        attempt: int,
-        exc: Exception,
-        retry_delay: RetryDelay,
-        lease: Lease | None = None,
-    ) -> StepOutcome:
-        name = error_name(exc)
-        message = f"{name}: {exc}" if str(exc) else name
-        delay = retry_delay(name, attempt)  # the budget is this run's; the numbering continues
-        absolute = step.attempt_base + attempt
-        events = []
-        if delay is not None:
-            record_metric("StepRetries", 1, agent_type=step.agent_type)
-            events.append(
-                self._event(
-                    task_id,
-                    EventType.STEP_RETRYING,
-                    f"{step.step_id}:{absolute + 1}:step_retrying",
-                    step_id=step.step_id,
-                    agent_type=step.agent_type,
-                    attempt=absolute + 2,
-                    error=message,
-                    delay_seconds=round(delay, 3),
-                )
-            )
-            logger.warning(
-                "step will be retried",
-                extra={"task_id": task_id, "step_id": step.step_id, "error": message, "delay": delay},
-            )
-        else:
-            record_metric("StepFailures", 1, agent_type=step.agent_type)
-            logger.error("step failed", extra={"task_id": task_id, "step_id": step.step_id, "error": message})
-        status = StepStatus.RETRYING if delay is not None else StepStatus.FAILED
-        failed = step.model_copy(update={"status": status, "error": message, "attempts": absolute + 1})
-        try:
-            self.store.update(
-                task_id,
-                {TaskStatus.EXECUTING},
-                events=events,
-                mutate=self._fenced(lease, self._step_change(index, absolute, status=status, error=message)),
-            )
-        except _AttemptOvertaken:
-            return StepOutcome(step, error=exc, error_name=name)
-        return StepOutcome(failed, error=exc, error_name=name, retry_in=delay)
 
     def needs_approval(self, task: TaskState) -> bool:
         """The task waits for a person before the gate's step (it asked, and nobody approved yet)."""
