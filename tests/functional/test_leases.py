@@ -11,7 +11,7 @@ import pytest
 from agentic.adapters.local_executor import LocalExecutor
 from agentic.adapters.sqlite_store import SQLiteTaskStore
 from agentic.agents.base import Agent
-from agentic.agents.registry import default_registry
+from agentic.agents.catalog import default_registry
 from agentic.errors import LeaseLost
 from agentic.models import EventType, StepStatus, TaskState, TaskStatus
 from agentic.pipeline import load_pipeline

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from agentic.agents.base import Agent
-from agentic.agents.registry import default_registry
+from agentic.agents.catalog import default_registry
 from agentic.models import EventType, StepStatus, TaskState, TaskStatus
 from agentic.pipeline import load_pipeline
 from agentic.service.pipeline_ops import PipelineOps

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from agentic.adapters.local_executor import LocalExecutor
 from agentic.adapters.sqlite_store import SQLiteTaskStore
-from agentic.agents.registry import default_registry
+from agentic.agents.catalog import default_registry
 from agentic.errors import StoreUnavailable
 from agentic.local.wiring import create_local_app
 from agentic.models import EventType, NewEvent, TaskState, TaskStatus

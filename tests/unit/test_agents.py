@@ -6,7 +6,8 @@ import pytest
 
 from agentic.agents.analyzer import AnalyzerAgent, analyze_task, parse_sources
 from agentic.agents.base import StepContext
-from agentic.agents.registry import AgentRegistry, default_registry
+from agentic.agents.catalog import default_registry
+from agentic.agents.registry import AgentRegistry
 from agentic.agents.retriever import knowledge_index, load_documents, query_terms
 from agentic.errors import PermanentAgentError
 from agentic.models import ExecutionStep

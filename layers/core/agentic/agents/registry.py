@@ -30,17 +30,3 @@ class AgentRegistry:
     @property
     def types(self) -> list[str]:
         return sorted(self._agents)
-
-
-def default_registry(latency_scale: float = 1.0) -> AgentRegistry:
-    from agentic.agents.analyzer import AnalyzerAgent
-    from agentic.agents.retriever import RetrieverAgent
-    from agentic.agents.writer import WriterAgent
-
-    return AgentRegistry(
-        [
-            RetrieverAgent(latency_scale=latency_scale),
-            AnalyzerAgent(latency_scale=latency_scale),
-            WriterAgent(latency_scale=latency_scale),
-        ]
-    )

@@ -12,8 +12,8 @@ from typing import Any
 
 from agentic.adapters.s3_reader import S3DocumentReader
 from agentic.adapters.sfn_executor import StepFunctionsExecutor, UnconfiguredExecutor
+from agentic.agents.catalog import default_registry
 from agentic.agents.faults import FaultPlan
-from agentic.agents.registry import default_registry
 from agentic.errors import AgenticError
 from agentic.pipeline import load_pipeline
 from agentic.ports import Executor, TaskStore

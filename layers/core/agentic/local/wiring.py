@@ -10,8 +10,8 @@ from fastapi import FastAPI
 
 from agentic.adapters.local_executor import LocalExecutor
 from agentic.adapters.sqlite_store import SQLiteTaskStore
+from agentic.agents.catalog import default_registry
 from agentic.agents.faults import FaultPlan
-from agentic.agents.registry import default_registry
 from agentic.api.app import create_app
 from agentic.api.identity import bearer_identity
 from agentic.api.ui import router as ui_router
