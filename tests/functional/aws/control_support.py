@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from agentic.aws.wiring import get_system
 from agentic.models import TaskState, TaskStatus
 from tests.functional.aws.support import FakeLambdaContext, Pipeline, function_handler, http_event, invoke
@@ -121,3 +123,28 @@ def control_beside(action: str, task_id: str, body: dict[str, Any] | None = None
         event["body"] = json.dumps(body)
     response: dict[str, Any] = invoke_beside("CreateTaskFunction", event)
     return response
+
+
+class StepFunctionsCalls:
+    """The Step Functions requests any boto3 client makes (operation, parameters), in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def of(self, operation: str) -> list[dict[str, Any]]:
+        return [params for name, params in self.calls if name == operation]
+
+
+def record_step_functions_calls(monkeypatch: pytest.MonkeyPatch) -> StepFunctionsCalls:
+    from botocore.client import BaseClient
+
+    recorded = StepFunctionsCalls()
+    real_call = BaseClient._make_api_call
+
+    def recording_call(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        if client.meta.service_model.service_name == "stepfunctions":
+            recorded.calls.append((operation, dict(params)))
+        return real_call(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording_call)
+    return recorded
