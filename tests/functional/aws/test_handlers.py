@@ -329,6 +329,18 @@ def test_the_read_only_function_serves_no_write_route(moto):
     assert system().store.get(TASK_ID) is None
 
 
+@pytest.mark.parametrize("action", ["cancel", "approve", "reject", "retry"])
+def test_the_read_only_function_serves_no_control_route(moto, action):
+    created()
+    response = invoke("QueryTasksFunction", http_event(f"create_task_{action}.json"))
+    assert response["statusCode"] in (404, 405)
+    assert body(response)["error"] != "task_not_found"  # no such route, not a missing task
+    task = system().store.get(TASK_ID)
+    assert task is not None
+    assert task.status is TaskStatus.PENDING
+    assert event_types() == []
+
+
 def test_the_create_function_serves_no_read_route(moto):
     response = invoke("CreateTaskFunction", http_event("query_tasks_list.json"))
     assert response["statusCode"] == 405
