@@ -72,6 +72,17 @@ def load_module(relative: str) -> Any:
     return module
 
 
+def cold_start(function: str) -> None:
+    """The next invocation of ``function`` runs in a new Lambda container: its module is imported
+    again, so its app and system are built afresh from the environment of that moment.
+
+    The API functions build their app on the first request and keep it (as a warm container
+    does), so a test that changes their settings (e.g. MAX_TASK_RETRIES) starts them cold.
+    """
+    relative, _ = FUNCTIONS[function]
+    sys.modules.pop("lambda_fn_" + re.sub(r"\W", "_", relative.removesuffix(".py")), None)
+
+
 def function_handler(function: str) -> Callable[[dict[str, Any], Any], Any]:
     relative, attribute = FUNCTIONS[function]
     handler: Callable[[dict[str, Any], Any], Any] = getattr(load_module(relative), attribute)

@@ -169,6 +169,74 @@ def check_fail(response: dict[str, Any], moto: Any) -> None:
     assert events[-2].data["error"] == "PermanentAgentError"
 
 
+def awaiting_approval() -> str:
+    """After the analyzer, the finalize function recorded the wait (the token of the event file)."""
+    task_id = after_steps(2)()
+    system().ops.request_approval(task_id, load_event("finalize_await_approval.json")["token"])
+    return task_id
+
+
+def failed_at_the_writer() -> str:
+    task_id = after_steps(2)()
+    system().ops.fail(task_id, "PermanentAgentError", "PermanentAgentError: injected permanent fault in writer")
+    return task_id
+
+
+def check_await_approval(response: dict[str, Any], moto: Any) -> None:
+    assert response == {"task_id": TASK_ID, "status": "awaiting_approval"}
+    task = system().store.get(TASK_ID)
+    assert task is not None
+    assert task.approval_token == load_event("finalize_await_approval.json")["token"]
+    assert event_types()[-1] == "approval_requested"
+    # a repeat (a retried invocation of the wait's Lambda) keeps one event and the newest token
+    again = invoke("FinalizeFunction", {**load_event("finalize_await_approval.json"), "token": "newer"})
+    assert again == response
+    assert event_types().count("approval_requested") == 1
+    task = system().store.get(TASK_ID)
+    assert task is not None
+    assert task.approval_token == "newer"
+
+
+def check_cancel(response: dict[str, Any], moto: Any) -> None:
+    # a pending task that never ran: cancelled at once (StopExecution finds no execution: nothing to stop)
+    assert response["statusCode"] == 200, response["body"]
+    assert body(response)["status"] == "cancelled"
+    assert event_types() == ["task_cancelled"]
+    cancelled = system().store.read_events(TASK_ID)[-1].data
+    assert (cancelled["reason"], cancelled["by"]) == ("no longer needed", OWNER)
+    # another IAM caller's cancel is a 404, like a missing task
+    other = invoke("CreateTaskFunction", http_event("create_task_cancel.json", owner=OTHER_OWNER))
+    assert other["statusCode"] == 404
+
+
+def check_approve(response: dict[str, Any], moto: Any) -> None:
+    # SendTaskSuccess with the file's token: moto knows no such wait (InvalidToken), which is a no-op
+    assert response["statusCode"] == 200, response["body"]
+    assert body(response)["status"] == "executing"
+    assert event_types()[-2:] == ["approval_requested", "approval_granted"]
+    assert system().store.read_events(TASK_ID)[-1].data["comment"] == "the analysis looks right; write the report"
+
+
+def check_reject(response: dict[str, Any], moto: Any) -> None:
+    assert response["statusCode"] == 200, response["body"]
+    assert body(response)["status"] == "failed"
+    assert body(response)["error_message"].startswith("ApprovalRejected: rejected by")
+    assert event_types()[-4:] == ["approval_requested", "approval_rejected", "error", "task_failed"]
+
+
+def check_retry(response: dict[str, Any], moto: Any) -> None:
+    assert response["statusCode"] == 200, response["body"]
+    assert body(response)["status"] == "executing"
+    assert body(response)["retries"] == 1
+    assert event_types()[-1] == "task_retried"
+    # a new execution, named by the task and the retry, entering the pipeline at the failed step
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    executions = sfn.list_executions(stateMachineArn=moto["state_machine_arn"])["executions"]
+    assert [e["name"] for e in executions] == [f"{TASK_ID}-retry-1"]
+    started = sfn.describe_execution(executionArn=executions[0]["executionArn"])
+    assert json.loads(started["input"]) == {"task_id": TASK_ID, "start_at": "step_003", "planned": {"approval": False}}
+
+
 CASES: dict[str, tuple[str, Callable[[], str], Callable[[dict[str, Any], Any], None]]] = {
     "create_task_post.json": ("CreateTaskFunction", nothing, check_create),
     "query_tasks_list.json": ("QueryTasksFunction", created, check_list),
@@ -180,6 +248,11 @@ CASES: dict[str, tuple[str, Callable[[], str], Callable[[dict[str, Any], Any], N
     "writer_step.json": ("WriterFunction", after_steps(2), check_step(2)),
     "finalize_complete.json": ("FinalizeFunction", after_steps(3), check_complete),
     "finalize_fail.json": ("FinalizeFunction", planned, check_fail),
+    "finalize_await_approval.json": ("FinalizeFunction", after_steps(2), check_await_approval),
+    "create_task_cancel.json": ("CreateTaskFunction", created, check_cancel),
+    "create_task_approve.json": ("CreateTaskFunction", awaiting_approval, check_approve),
+    "create_task_reject.json": ("CreateTaskFunction", awaiting_approval, check_reject),
+    "create_task_retry.json": ("CreateTaskFunction", failed_at_the_writer, check_retry),
 }
 
 
@@ -254,6 +327,18 @@ def test_the_read_only_function_serves_no_write_route(moto):
     response = invoke("QueryTasksFunction", event)
     assert response["statusCode"] == 405
     assert system().store.get(TASK_ID) is None
+
+
+@pytest.mark.parametrize("action", ["cancel", "approve", "reject", "retry"])
+def test_the_read_only_function_serves_no_control_route(moto, action):
+    created()
+    response = invoke("QueryTasksFunction", http_event(f"create_task_{action}.json"))
+    assert response["statusCode"] in (404, 405)
+    assert body(response)["error"] != "task_not_found"  # no such route, not a missing task
+    task = system().store.get(TASK_ID)
+    assert task is not None
+    assert task.status is TaskStatus.PENDING
+    assert event_types() == []
 
 
 def test_the_create_function_serves_no_read_route(moto):

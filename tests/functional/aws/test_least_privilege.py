@@ -5,7 +5,8 @@ generates), and compared with two things:
 
 - ``GRANTS``, the table below: what each function's code calls, reviewed by hand;
 - the calls the real handlers make while they run every path this suite drives (create, execute,
-  list, status, the pipeline with a retry and a failure, the triggers, the stream), recorded from
+  list, status, the pipeline with a retry and a failure, the task controls, the triggers, the
+  stream), recorded from
   the boto3 clients and attributed to the function that made them: each must be granted.
 """
 
@@ -22,7 +23,9 @@ import pytest
 from botocore.client import BaseClient
 
 from agentic.aws.wiring import get_system
+from agentic.models import TaskStatus
 from tests.functional.aws import support
+from tests.functional.aws.control_support import wait_for_status
 from tests.functional.aws.support import OWNER, REGION, Pipeline, http_event, load_event
 from tests.functional.aws.template_support import function_roles, transformed_template
 
@@ -33,10 +36,13 @@ pytestmark = [
 
 _WRITE = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
 _EXECUTE = {"states:StartExecution", "states:DescribeExecution"}
+#: The task controls (issue 9): cancel stops the task's execution, approve / reject answer the
+#: approval wait's task token, retry starts a new execution (StartExecution, in _EXECUTE).
+_CONTROL = {"states:StopExecution", "states:SendTaskSuccess", "states:SendTaskFailure"}
 #: What each function's code calls (DynamoDB transactions need the action of each item: PutItem and
 #: UpdateItem; a task that died is failed by whoever executes it, hence the writes of the stream).
 GRANTS: dict[str, set[str]] = {
-    "CreateTaskFunction": _WRITE | _EXECUTE,
+    "CreateTaskFunction": _WRITE | _EXECUTE | _CONTROL,
     "QueryTasksFunction": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"},
     "RetrieverFunction": _WRITE,
     "AnalyzerFunction": _WRITE,
@@ -75,8 +81,57 @@ def test_each_function_is_granted_exactly_the_calls_its_code_makes(roles):
 
 
 def test_the_read_only_function_cannot_write(roles):
-    writes = {"dynamodb:PutItem", "dynamodb:UpdateItem", "states:StartExecution"}
+    writes = {"dynamodb:PutItem", "dynamodb:UpdateItem", "states:StartExecution"} | _CONTROL
     assert not inline_actions(roles["QueryTasksFunction"]) & writes
+
+
+def statements_granting(role: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [
+        statement
+        for policy in role["Properties"].get("Policies", [])
+        for statement in policy["PolicyDocument"]["Statement"]
+        if action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+    ]
+
+
+def test_the_controls_are_granted_on_this_state_machine_only_where_iam_allows_it(roles):
+    role = roles["CreateTaskFunction"]
+    executions = (
+        "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${PipelineStateMachine.Name}:*"
+    )
+    # StopExecution and DescribeExecution: this state machine's executions (the task's and its retries')
+    for action in ("states:StopExecution", "states:DescribeExecution"):
+        [statement] = statements_granting(role, action)
+        assert statement["Resource"] == {"Fn::Sub": executions}, action
+    # StartExecution (create, and each retry's new execution): the state machine itself
+    [start] = statements_granting(role, "states:StartExecution")
+    assert start["Resource"] == {"Ref": "PipelineStateMachine"}
+    # SendTaskSuccess / SendTaskFailure act on a task token: IAM supports only "*" for them
+    for action in ("states:SendTaskSuccess", "states:SendTaskFailure"):
+        [statement] = statements_granting(role, action)
+        assert statement["Resource"] == "*", action
+        assert set(statement["Action"]) == {"states:SendTaskSuccess", "states:SendTaskFailure"}  # nothing else on "*"
+    # no other function may stop executions or answer tokens
+    for function, other in roles.items():
+        if function != "CreateTaskFunction":
+            assert not inline_actions(other) & _CONTROL, function
+
+
+def test_the_state_machine_may_invoke_the_finalize_function_for_the_approval_wait():
+    # AwaitApproval is arn:aws:states:::lambda:invoke.waitForTaskToken on the finalize function: the
+    # state machine's role needs lambda:InvokeFunction on it (SAM's LambdaInvokePolicy grants it on
+    # the function's ARN and its qualifiers).
+    template = transformed_template()
+    role = template["Resources"]["PipelineStateMachineRole"]
+    invokes = [
+        statement
+        for policy in role["Properties"]["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+        if "lambda:InvokeFunction" in statement["Action"]
+    ]
+    resources = json.dumps([s["Resource"] for s in invokes])
+    assert "${functionName}*" in resources
+    assert '"functionName": {"Ref": "FinalizeFunction"}' in resources
 
 
 def test_no_function_gets_a_broad_policy_template(roles):
@@ -159,6 +214,26 @@ def test_every_call_the_handlers_make_is_granted(recorded, pipeline, roles):
         del event["headers"]["idempotency-key"]
         pipeline.wait(json.loads(invoke("CreateTaskFunction", event)["body"])["task_id"])
     pipeline.configure(FAULTS="")
+    # the task controls: approve (SendTaskSuccess), reject (SendTaskFailure), cancel (StopExecution),
+    # retry (StartExecution of <task>-retry-1)
+    for decision in ("approve", "reject"):
+        body = json.dumps({"description": f"Explain {decision}", "execute": True, "approval": True})
+        event = http_event("create_task_post.json", body=body)
+        del event["headers"]["idempotency-key"]
+        waiting = json.loads(invoke("CreateTaskFunction", event)["body"])["task_id"]
+        wait_for_status(waiting, TaskStatus.AWAITING_APPROVAL)
+        assert (
+            invoke("CreateTaskFunction", http_event(f"create_task_{decision}.json", task_id=waiting))["statusCode"]
+            == 200
+        )
+        pipeline.wait(waiting)
+    body = json.dumps({"description": "Explain cancel", "execute": False})
+    event = http_event("create_task_post.json", body=body)
+    del event["headers"]["idempotency-key"]
+    pending = json.loads(invoke("CreateTaskFunction", event)["body"])["task_id"]
+    assert invoke("CreateTaskFunction", http_event("create_task_cancel.json", task_id=pending))["statusCode"] == 200
+    assert invoke("CreateTaskFunction", http_event("create_task_retry.json", task_id=pending))["statusCode"] == 200
+    pipeline.wait(f"{pending}-retry-1")
     # the triggers
     s3_event = load_event("s3_trigger_put.json")
     record = s3_event["Records"][0]["s3"]

@@ -13,10 +13,13 @@ from typing import Any
 
 import pytest
 
+from agentic.agents.faults import FaultPlan
 from agentic.aws.wiring import get_system
 from agentic.local.wiring import build_local_system
+from agentic.models import TaskStatus
+from tests.functional.aws.control_support import control, create, wait_for_status
 from tests.functional.aws.support import OWNER, Pipeline, http_event, invoke
-from tests.support import local_settings
+from tests.support import SEED_SEQUENCE, local_settings
 
 pytestmark = [
     pytest.mark.functional,
@@ -78,3 +81,99 @@ def test_local_and_aws_paths_write_the_same_events(tmp_path, pipeline, faults):
         assert local_types[-1] == "task_failed"
     else:
         assert "step_retrying" in local_types
+
+
+# --- the task controls (issue 9): approval granted or rejected, retry from the failed step ----------
+
+#: Events whose data must match too (beyond their order): what the controls write.
+CONTROL_EVENTS = {"approval_requested", "approval_granted", "approval_rejected", "task_retried", "error", "task_failed"}
+DECISIONS = {"approve": {"comment": "looks right"}, "reject": {"reason": "out of date"}}
+
+
+def local_control_run(tmp_path: Path, scenario: str) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+    faults = "writer:permanent" if scenario == "retry" else ""
+    system = build_local_system(local_settings(tmp_path, faults=faults, retry_time_scale=0.001))
+    service = system.service
+    try:
+
+        async def run() -> str:
+            task, _ = await service.create(OWNER, DESCRIPTION, approval=scenario in DECISIONS)
+            await service.execute(OWNER, task.task_id)
+            await system.executor.drain()
+            if scenario == "approve":
+                await service.approve(OWNER, task.task_id, **DECISIONS["approve"])
+            elif scenario == "reject":
+                await service.reject(OWNER, task.task_id, **DECISIONS["reject"])
+            else:
+                system.ops.faults = FaultPlan()  # the fault is gone: the retry can succeed
+                await service.retry(OWNER, task.task_id)
+            await system.executor.drain()
+            return task.task_id
+
+        task_id = asyncio.run(run())
+        task = system.store.get(task_id)
+        assert task is not None
+        return logged(task_id, system.store.read_events(task_id)), task.model_dump()
+    finally:
+        system.store.close()
+
+
+def aws_control_run(pipeline: Pipeline, scenario: str) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+    pipeline.configure(FAULTS="writer:permanent" if scenario == "retry" else "")
+    task_id = create(approval=scenario in DECISIONS, description=DESCRIPTION)
+    if scenario in DECISIONS:
+        wait_for_status(task_id, TaskStatus.AWAITING_APPROVAL)
+        assert control(scenario, task_id, DECISIONS[scenario])["statusCode"] == 200
+        pipeline.wait(task_id)
+    else:
+        pipeline.wait(task_id)
+        pipeline.configure(FAULTS="")
+        assert control("retry", task_id)["statusCode"] == 200
+        pipeline.wait(f"{task_id}-retry-1")
+    store = get_system().store
+    task = store.get(task_id)
+    assert task is not None
+    return logged(task_id, store.read_events(task_id)), task.model_dump()
+
+
+def logged(task_id: str, events: list[Any]) -> list[tuple[str, Any]]:
+    """Each event's type, with its data for the events the controls write (the task id, which
+    differs between the two runs, replaced by a placeholder)."""
+    return [
+        (
+            e.event_type.value,
+            json.loads(json.dumps(e.data).replace(task_id, "<task>")) if e.event_type.value in CONTROL_EVENTS else None,
+        )
+        for e in events
+    ]
+
+
+#: The local runner re-enters a retried task through plan() and walks its completed steps; both write
+#: their "make sure the event exists" repeats under the retry's key prefix (r1:), so its log gains a
+#: second task_started and a second partial_output/step_completed per kept step. The AWS retry enters
+#: at the failed step (Route) and writes neither. Strict: this fails once the two agree.
+LOCAL_RETRY_REPEATS_KEPT_STEPS = pytest.mark.xfail(
+    strict=True,
+    reason="local retry re-writes task_started and the kept steps' partial_output/step_completed (r1: keys)",
+)
+
+
+@pytest.mark.parametrize("scenario", ["approve", "reject", pytest.param("retry", marks=LOCAL_RETRY_REPEATS_KEPT_STEPS)])
+def test_local_and_aws_paths_write_the_same_events_for_the_task_controls(tmp_path, pipeline, scenario):
+    local_events, local_task = local_control_run(tmp_path, scenario)
+    aws_events, aws_task = aws_control_run(pipeline, scenario)
+
+    assert outcome(aws_task) == outcome(local_task)
+    assert (aws_task["approval_granted"], aws_task["retries"]) == (
+        local_task["approval_granted"],
+        local_task["retries"],
+    )
+    aws_types = [kind for kind, _ in aws_events]
+    if scenario == "retry":  # what the AWS retry writes: the retry, then the failed step's new run
+        assert aws_types[-5:] == ["task_retried", *SEED_SEQUENCE[-4:]]
+    assert aws_events == local_events
+    types = [kind for kind, _ in local_events]
+    if scenario == "approve":
+        assert types[-6:] == ["approval_requested", "approval_granted", *SEED_SEQUENCE[-4:]]
+    elif scenario == "reject":
+        assert types[-4:] == ["approval_requested", "approval_rejected", "error", "task_failed"]

@@ -111,6 +111,11 @@ def test_the_api_uses_iam_auth_and_routes_each_path_to_its_function(template):
             routes[(event["Properties"]["Method"], event["Properties"]["Path"])] = name
     assert routes == {
         ("POST", "/tasks"): "CreateTaskFunction",
+        # the task controls (issue 9) write the task and call Step Functions: the create function
+        ("POST", "/tasks/{task_id}/cancel"): "CreateTaskFunction",
+        ("POST", "/tasks/{task_id}/approve"): "CreateTaskFunction",
+        ("POST", "/tasks/{task_id}/reject"): "CreateTaskFunction",
+        ("POST", "/tasks/{task_id}/retry"): "CreateTaskFunction",
         ("GET", "/tasks"): "QueryTasksFunction",
         ("GET", "/tasks/{task_id}/status"): "QueryTasksFunction",
         ("GET", "/health"): "QueryTasksFunction",

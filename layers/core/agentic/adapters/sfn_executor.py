@@ -181,12 +181,13 @@ class StepFunctionsExecutor:
     def execution_arn(self, task_id: str) -> str:
         return self.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{task_id}"
 
-    def ended_execution(self, task_id: str) -> ExecutionEnd | None:
-        """How the task's execution ended, or None while it runs (or may be redriven)."""
+    def ended_execution(self, name: str) -> ExecutionEnd | None:
+        """How the execution ``name`` ended (``execution_name(task)``: a task's current run), or None
+        while it runs (or may be redriven)."""
         from botocore.exceptions import ClientError
 
         try:
-            response = self.client.describe_execution(executionArn=self.execution_arn(task_id))
+            response = self.client.describe_execution(executionArn=self.execution_arn(name))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code", "") != "ExecutionDoesNotExist":
                 raise

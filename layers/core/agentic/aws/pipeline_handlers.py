@@ -21,6 +21,8 @@ import json
 from typing import Any
 
 from agentic.errors import InvalidInput, PermanentAgentError, RetryableStoreError, WriteConflict
+from agentic.models import TaskStatus
+from agentic.pipeline import STATES_TIMEOUT
 from agentic.service.pipeline_ops import PipelineOps
 
 from .powertools import LambdaEvent, LambdaHandler, annotate, instrumented
@@ -105,6 +107,17 @@ def describe_caught_error(error: Any) -> tuple[str, str]:
     return name, message[:MAX_ERROR_MESSAGE_CHARS]
 
 
+def approval_timeout_message(ops: PipelineOps, task_id: str) -> str | None:
+    """The message of a task whose approval wait (AwaitApproval's TimeoutSeconds) ran out, or None
+    when the timeout was another state's. The local runner words it the same way."""
+    gate = ops.definition.approval
+    task = ops.store.get(task_id)
+    if gate is None or task is None or task.status is not TaskStatus.AWAITING_APPROVAL:
+        return None
+    waited = f" within {gate.timeout_seconds:g} s" if gate.timeout_seconds else ""
+    return f"{STATES_TIMEOUT}: nobody approved the task{waited}"
+
+
 def handle_finalize_event(event: LambdaEvent, ops: PipelineOps | None = None) -> dict[str, Any]:
     """``complete``: executing -> completed. ``fail``: record the caught error, the task fails.
     ``await_approval``: executing -> awaiting_approval, keeping the wait's task token."""
@@ -120,6 +133,8 @@ def handle_finalize_event(event: LambdaEvent, ops: PipelineOps | None = None) ->
         task = ops.request_approval(task_id, _field(event, "token"))
     elif action == "fail":
         name, message = describe_caught_error(event.get("error"))
+        if name == STATES_TIMEOUT:
+            message = approval_timeout_message(ops, task_id) or message
         task = ops.fail(task_id, name, message)
     else:
         raise InvalidInput(f"unknown action {action!r} for the finalize function")

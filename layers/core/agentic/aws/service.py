@@ -36,8 +36,9 @@ class AwsTaskService(TaskService):
             return task
         if task.status is TaskStatus.PENDING and await asyncio.to_thread(executor.start_sync, task_id) is not None:
             return task  # started now
-        # Started before: attach, unless the execution is over while the task is not.
-        end = await asyncio.to_thread(executor.ended_execution, task_id)
+        # Started before: attach, unless the execution is over while the task is not. A retried
+        # task runs in its newest execution (<task>-retry-<n>), not in the one named by its id.
+        end = await asyncio.to_thread(executor.ended_execution, executor.execution_name(task))
         if end is None:
             return task
         logger.error(
