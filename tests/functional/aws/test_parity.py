@@ -148,17 +148,7 @@ def logged(task_id: str, events: list[Any]) -> list[tuple[str, Any]]:
     ]
 
 
-#: The local runner re-enters a retried task through plan() and walks its completed steps; both write
-#: their "make sure the event exists" repeats under the retry's key prefix (r1:), so its log gains a
-#: second task_started and a second partial_output/step_completed per kept step. The AWS retry enters
-#: at the failed step (Route) and writes neither. Strict: this fails once the two agree.
-LOCAL_RETRY_REPEATS_KEPT_STEPS = pytest.mark.xfail(
-    strict=True,
-    reason="local retry re-writes task_started and the kept steps' partial_output/step_completed (r1: keys)",
-)
-
-
-@pytest.mark.parametrize("scenario", ["approve", "reject", pytest.param("retry", marks=LOCAL_RETRY_REPEATS_KEPT_STEPS)])
+@pytest.mark.parametrize("scenario", ["approve", "reject", "retry"])
 def test_local_and_aws_paths_write_the_same_events_for_the_task_controls(tmp_path, pipeline, scenario):
     local_events, local_task = local_control_run(tmp_path, scenario)
     aws_events, aws_task = aws_control_run(pipeline, scenario)

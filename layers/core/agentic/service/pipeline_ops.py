@@ -66,7 +66,12 @@ class PipelineOps(StepAttempts):
         if task.status.is_terminal:
             return task
         started = self._event(
-            task_id, EventType.TASK_STARTED, self._key(task, "task:task_started"), status=TaskStatus.ANALYZING.value
+            # One key for every run: a retried run is announced by task_retried, and a repeat of the
+            # plan (a retried Lambda, a resumed or retried local run) must not start the task again.
+            task_id,
+            EventType.TASK_STARTED,
+            "task:task_started",
+            status=TaskStatus.ANALYZING.value,
         )
         if task.status is TaskStatus.PENDING:
             try:

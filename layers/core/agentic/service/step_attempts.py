@@ -129,20 +129,32 @@ class StepAttempts:
         steps[index] = steps[index].model_copy(update=changes)
         return plan.model_copy(update={"steps": steps})
 
+    @staticmethod
+    def _done_key(step: ExecutionStep, kind: str) -> str:
+        """The key of a step's completion events, fixed by the run that completed it.
+
+        A step a retry ran again starts from ``attempt_base`` > 0 and its completion is keyed by its
+        attempt; a step kept from an earlier run keeps that run's key, so a retried run that passes
+        it (locally the runner walks every step) writes nothing twice.
+        """
+        if step.attempt_base == 0:
+            return f"{step.step_id}:{kind}"
+        return f"{step.step_id}:{step.attempts}:{kind}"
+
     def _step_done_events(self, task: TaskState, step: ExecutionStep) -> list[NewEvent]:
         base = {"step_id": step.step_id, "agent_type": step.agent_type}
         return [
             self._event(
                 task.task_id,
                 EventType.PARTIAL_OUTPUT,
-                self._key(task, f"{step.step_id}:partial_output"),
+                self._done_key(step, "partial_output"),
                 **base,
                 output=step.output,
             ),
             self._event(
                 task.task_id,
                 EventType.STEP_COMPLETED,
-                self._key(task, f"{step.step_id}:step_completed"),
+                self._done_key(step, "step_completed"),
                 **base,
                 attempts=step.attempts,
             ),
