@@ -94,8 +94,9 @@ class LeaseStore(TaskStore, Protocol):
         """Unfinished tasks whose lease has expired (their runner stopped), oldest expiry first."""
         ...
 
-    def purge_finished(self, older_than_seconds: float, batch: int = 500) -> int:
-        """Delete tasks that finished more than ``older_than_seconds`` ago, with their events."""
+    def purge_finished(self, older_than_seconds: float, batch: int = 500, max_batches: int | None = None) -> int:
+        """Delete tasks that finished more than ``older_than_seconds`` ago, with their events
+        (``batch`` tasks a transaction, at most ``max_batches`` transactions)."""
         ...
 
     def check_writable(self) -> str | None:

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=30.0, ge=0)
     # How long a write waits for another process's transaction before the store reports 503.
     store_busy_timeout_seconds: float = Field(default=10.0, gt=0)
+    # NORMAL: a committed write survives a crash of the process; FULL: also of the machine (an
+    # fsync per commit, slower).
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     # /health probes whether the store can be written at most this often.
     health_probe_seconds: float = Field(default=5.0, gt=0)
 

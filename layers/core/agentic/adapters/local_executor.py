@@ -197,8 +197,9 @@ class LocalExecutor:
         now = asyncio.get_running_loop().time()
         if now < self._next_purge:
             return
-        self._next_purge = now + self.purge_every_seconds
-        purged = await call_store(self._store, self._store.purge_finished, self.retention_seconds)
+        # One batch per maintenance pass, so a large backlog never stalls the loop that renews leases.
+        purged = await call_store(self._store, self._store.purge_finished, self.retention_seconds, 500, 1)
+        self._next_purge = now if purged >= 500 else now + self.purge_every_seconds
         if purged:
             logger.info("purged finished tasks past the retention", extra={"tasks": purged})
 

@@ -2,7 +2,8 @@
 
 Any number of processes may share the file. Every write is one transaction (``BEGIN IMMEDIATE``)
 that has committed before the method returns, so a caller is never told a write succeeded that a
-crash or a failed commit could take back, and streams are woken only for committed events. WAL mode
+crash of the process or a failed commit could take back (with ``synchronous="FULL"`` also a crash of
+the machine), and streams are woken only for committed events. WAL mode
 lets streams read while agents write.
 
 What is stored once: a step's output lives in its ``partial_output`` event only (the task row holds
@@ -144,7 +145,11 @@ class SQLiteTaskStore:
         busy_timeout_seconds: float = 10.0,
         probe_seconds: float = 5.0,
         clock: Callable[[], float] = time.time,
+        synchronous: str = "NORMAL",
     ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError("synchronous must be NORMAL or FULL")
+        self.synchronous = synchronous
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +197,9 @@ class SQLiteTaskStore:
             # A new file: pages freed by the retention purge are given back to the file system.
             db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        # NORMAL: a commit survives the process (kill -9, a crash); FULL also the machine (power loss),
+        # at the cost of an fsync per commit.
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
         # Checkpoints (which fsync) mostly run on a thread of their own, not in the commits of the
         # event loop (see _checkpoint_in_background). Under a steady stream of writes that thread can
         # lose the race to restart the log, so a commit that finds the log past 1 MB checkpoints too
@@ -415,11 +422,22 @@ class SQLiteTaskStore:
             doc = self._dump(updated)
             check_payload_size(f"task {task_id}", doc)
             finished = updated.status.is_terminal
+            # A change that takes the task's lease away (cancel, approve, retry) also takes the
+            # runner's name off it, so that runner's next renewal finds the lease lost.
             db.execute(
                 "UPDATE tasks SET status = ?, doc = ?, lease_expires = ?, "
+                "lease_owner = CASE WHEN ? THEN lease_owner ELSE NULL END, "
                 "finished_at = CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE NULL END "
                 "WHERE task_id = ?",
-                (updated.status.value, doc, self._wake_at(task, updated, db), finished, self._clock(), task_id),
+                (
+                    updated.status.value,
+                    doc,
+                    self._wake_at(task, updated, db),
+                    updated.lease is not None,
+                    finished,
+                    self._clock(),
+                    task_id,
+                ),
             )
             written = [
                 e for e in (self._insert_event(db, event, final_output=updated.final_output) for event in events) if e
@@ -480,7 +498,7 @@ class SQLiteTaskStore:
             for task_id, lease in leases.items():
                 cur = db.execute(
                     "UPDATE tasks SET lease_expires = ? WHERE task_id = ? AND lease_owner = ? AND lease_epoch = ? "
-                    "AND lease_expires IS NOT NULL AND status != 'awaiting_approval'",
+                    "AND lease_expires IS NOT NULL",
                     (expires, task_id, runner, lease.epoch),
                 )
                 if cur.rowcount == 0:
@@ -506,10 +524,12 @@ class SQLiteTaskStore:
             ).fetchall()
         return [r[0] for r in rows]
 
-    def purge_finished(self, older_than_seconds: float, batch: int = 500) -> int:
+    def purge_finished(self, older_than_seconds: float, batch: int = 500, max_batches: int | None = None) -> int:
         cutoff = self._clock() - older_than_seconds
         purged = 0
-        while True:
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            batches += 1
             with self._write() as db:
                 ids = [
                     r[0]

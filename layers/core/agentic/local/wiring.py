@@ -40,6 +40,7 @@ def build_local_system(settings: Settings) -> LocalSystem:
         settings.database_path,
         busy_timeout_seconds=settings.store_busy_timeout_seconds,
         probe_seconds=settings.health_probe_seconds,
+        synchronous=settings.sqlite_synchronous,
     )
     registry = default_registry(settings.agent_latency_scale)
     ops = PipelineOps(store, registry, load_pipeline(settings.pipeline_definition), FaultPlan.parse(settings.faults))

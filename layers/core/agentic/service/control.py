@@ -45,6 +45,19 @@ def _where(task: TaskState) -> dict[str, Any]:
     return {"step_id": step.step_id, "agent_type": step.agent_type}
 
 
+def _stop_running_step(task: TaskState) -> dict[str, Any]:
+    """The step in flight, as the store holds it at the cancel's write, marked failed (cancelled)."""
+    plan = task.execution_plan
+    if plan is None or task.status is TaskStatus.PENDING:
+        return {}
+    step = plan.steps[task.current_step_index]
+    if step.status not in (StepStatus.RUNNING, StepStatus.RETRYING):
+        return {}
+    steps = list(plan.steps)
+    steps[task.current_step_index] = step.model_copy(update={"status": StepStatus.FAILED, "error": "cancelled"})
+    return {"execution_plan": plan.model_copy(update={"steps": steps})}
+
+
 class TaskControl:
     def __init__(self, store: TaskStore, definition: PipelineDefinition, *, max_retries: int = 3) -> None:
         self.store = store
@@ -70,16 +83,8 @@ class TaskControl:
                 "status": TaskStatus.CANCELLED,
                 "error_message": f"cancelled by {by}" + (f": {reason}" if reason else ""),
                 "approval_token": None,
+                "lease": None,  # the run's writes are fenced out from now on
             }
-            plan = task.execution_plan
-            if plan is not None and task.status is not TaskStatus.PENDING:
-                step = plan.steps[task.current_step_index]
-                if step.status in (StepStatus.RUNNING, StepStatus.RETRYING):
-                    steps = list(plan.steps)
-                    steps[task.current_step_index] = step.model_copy(
-                        update={"status": StepStatus.FAILED, "error": "cancelled"}
-                    )
-                    changes["execution_plan"] = plan.model_copy(update={"steps": steps})
             event = _event(
                 task,
                 EventType.TASK_CANCELLED,
@@ -90,7 +95,9 @@ class TaskControl:
                 **_where(task),
             )
             try:
-                updated = self.store.update(task.task_id, {task.status}, events=[event], **changes)
+                updated = self.store.update(
+                    task.task_id, {task.status}, events=[event], mutate=_stop_running_step, **changes
+                )
             except InvalidTransition:
                 task = self._reread(task)
                 continue
@@ -121,6 +128,7 @@ class TaskControl:
                 status=TaskStatus.EXECUTING,
                 approval_granted=True,
                 approval_deadline=None,
+                lease=None,
                 events=[event],
             )
         except InvalidTransition:  # it moved on meanwhile (approved, rejected, cancelled): decide again
@@ -183,6 +191,7 @@ class TaskControl:
                 status=TaskStatus.PENDING,
                 retries=retried.retries,
                 error_message=None,
+                lease=None,
                 events=[event],
             )
             return updated, START_AT_PLAN
@@ -236,6 +245,7 @@ class TaskControl:
             approval_granted=keep_approval,
             approval_token=None,
             approval_deadline=None,
+            lease=None,
             events=[event],
         )
         logger.info("task retried", extra={"task_id": task.task_id, "from_step": ids[index], "retry": retried.retries})

@@ -8,6 +8,7 @@ are conditional and every event has a deterministic key, so a repeat never dupli
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 from agentic.agents.analyzer import AnalyzerAgent
@@ -200,7 +201,15 @@ class PipelineOps(StepAttempts):
         logger.info("task completed", extra={"task_id": task_id})
         return task
 
-    def fail(self, task_id: str, error: str, message: str, *, lease: Lease | None = None) -> TaskState:
+    def fail(
+        self,
+        task_id: str,
+        error: str,
+        message: str,
+        *,
+        lease: Lease | None = None,
+        expect: Collection[TaskStatus] | None = None,
+    ) -> TaskState:
         """Any live state -> failed: the running step failed, ``error`` then ``task_failed`` events."""
         task = self._load(task_id)
         if task.status in (TaskStatus.COMPLETED, TaskStatus.CANCELLED):
@@ -224,7 +233,7 @@ class PipelineOps(StepAttempts):
         # The error and task_failed events are written with the transition, or not at all.
         task = self.store.update(
             task_id,
-            sources_of(TaskStatus.FAILED),
+            expect if expect is not None else sources_of(TaskStatus.FAILED),
             events=[error_event, self._failed_event(task, message)],
             mutate=self._fenced(lease),
             **changes,

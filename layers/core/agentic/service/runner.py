@@ -53,6 +53,10 @@ class LocalRunner:
                         task_id, spec.step_id, attempt, retry_delay, spec.timeout_seconds, lease=lease
                     )
                     if outcome.ok:
+                        if outcome.step.status is not StepStatus.COMPLETED:
+                            # Overtaken: another run owns the step now (a retry, a resumed run).
+                            logger.info("runner stops: its attempt was overtaken", extra={"task_id": task_id})
+                            return
                         break
                     if outcome.retry_in is None:
                         self.ops.fail(
@@ -85,7 +89,14 @@ class LocalRunner:
             return
         gate = self.ops.definition.approval
         waited = f" within {gate.timeout_seconds:g} s" if gate is not None and gate.timeout_seconds else ""
-        self.ops.fail(task.task_id, STATES_TIMEOUT, f"{STATES_TIMEOUT}: nobody approved the task{waited}", lease=lease)
+        # Only if it is still waiting when the failure is written: an approval may land meanwhile.
+        self.ops.fail(
+            task.task_id,
+            STATES_TIMEOUT,
+            f"{STATES_TIMEOUT}: nobody approved the task{waited}",
+            lease=lease,
+            expect={TaskStatus.AWAITING_APPROVAL},
+        )
 
     async def _resume_at(
         self, task_id: str, step: ExecutionStep | None, retry_delay: RetryDelay, lease: Lease | None

@@ -100,6 +100,8 @@ async def tail_events(
             for i, event in enumerate(events):
                 chunk.append(event.to_line())
                 after = event.cursor
+                if event.event_type is EventType.TASK_RETRIED:
+                    finished = False  # the task runs again: follow it to its new end
                 # The end, unless a retry follows it (a retried task's log holds earlier endings).
                 retried = i + 1 < len(events) and events[i + 1].event_type is EventType.TASK_RETRIED
                 if event.event_type.is_terminal and not retried:
