@@ -6,19 +6,17 @@ behind the Web Adapter layer with the settings below, or the Function URL silent
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import stat
 import subprocess
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.functional.aws.support import EVENTS, ROOT
+from tests.functional.aws.template_support import transformed_template
 
 pytestmark = pytest.mark.functional
 
@@ -136,62 +134,22 @@ def test_run_sh_is_an_executable_lf_script_that_execs_uvicorn():
         assert listed[0] == "100755", "git update-index --chmod=+x functions/stream/run.sh"
 
 
-def test_sam_puts_both_layers_on_the_stream_function(tmp_path):
+def test_sam_puts_both_layers_on_the_stream_function():
     """The merged template (SAM's own translator, from the SAM CLI's venv) has the core and adapter layers."""
-    python = ROOT / ".venv-sam" / "bin" / "python"
-    if not python.exists():
+    if not (ROOT / ".venv-sam" / "bin" / "python").exists():
         pytest.skip("SAM CLI is not installed (.venv-sam)")
-    script = textwrap.dedent(
-        """
-        import json, sys
-        from samtranslator.translator.transform import transform
-        from samtranslator.yaml_helper import yaml_parse
-
-        template = yaml_parse(open(sys.argv[1]).read())
-        for resource in template["Resources"].values():
-            for key in ("CodeUri", "ContentUri", "DefinitionUri"):
-                if key in resource.get("Properties", {}):
-                    resource["Properties"][key] = "s3://bucket/key"
-
-        class NoManagedPolicies:
-            def load(self):
-                return {}
-
-        resources = transform(template, {}, NoManagedPolicies())["Resources"]
-        print(json.dumps({
-            "layers": resources["StreamFunction"]["Properties"]["Layers"],
-            "url": resources["StreamFunctionUrl"]["Properties"],
-            "core": [name for name, r in resources.items() if r["Type"] == "AWS::Lambda::LayerVersion"],
-        }))
-        """
-    )
-    result = subprocess.run(
-        [str(python), "-c", script, str(TEMPLATE)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_DEFAULT_REGION": "us-east-1", **_no_aws()},
-    )
-    assert result.returncode == 0, result.stderr
-    merged = json.loads(result.stdout)
+    resources = transformed_template()["Resources"]
+    merged = {
+        "layers": resources["StreamFunction"]["Properties"]["Layers"],
+        "url": resources["StreamFunctionUrl"]["Properties"],
+        "core": [name for name, r in resources.items() if r["Type"] == "AWS::Lambda::LayerVersion"],
+    }
     [core] = merged["core"]
     assert merged["layers"][0] == {"Ref": core}
     assert len(merged["layers"]) == 2
     assert is_adapter_layer(merged["layers"][1])
     assert merged["url"]["AuthType"] == "AWS_IAM"
     assert merged["url"]["InvokeMode"] == "RESPONSE_STREAM"
-
-
-def _no_aws() -> dict[str, str]:
-    """Fake credentials: the translator never calls AWS, and must not find real ones."""
-    return {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    }
 
 
 def test_the_stream_app_module_path_matches_the_handler_script():

@@ -424,15 +424,18 @@ class SQLiteTaskStore:
             finished = updated.status.is_terminal
             # A change that takes the task's lease away (cancel, approve, retry) also takes the
             # runner's name off it, so that runner's next renewal finds the lease lost.
+            keep_expiry, wake_at = self._wake_at(task, updated)
             db.execute(
-                "UPDATE tasks SET status = ?, doc = ?, lease_expires = ?, "
+                "UPDATE tasks SET status = ?, doc = ?, "
+                "lease_expires = CASE WHEN ? THEN lease_expires ELSE ? END, "
                 "lease_owner = CASE WHEN ? THEN lease_owner ELSE NULL END, "
                 "finished_at = CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE NULL END "
                 "WHERE task_id = ?",
                 (
                     updated.status.value,
                     doc,
-                    self._wake_at(task, updated, db),
+                    keep_expiry,
+                    wake_at,
                     updated.lease is not None,
                     finished,
                     self._clock(),
@@ -449,22 +452,22 @@ class SQLiteTaskStore:
     # --- leases --------------------------------------------------------------------------------
 
     @staticmethod
-    def _wake_at(before: TaskState, after: TaskState, db: sqlite3.Connection) -> float | None:
-        """The task's lease expiry after a change: when a live process should pick it up next.
+    def _wake_at(before: TaskState, after: TaskState) -> tuple[bool, float | None]:
+        """Whether a change keeps the task's lease expiry, and if not, the new one.
 
-        A finished task holds no lease (and starts its retention period). A task waiting for
-        approval is picked up at its deadline (to fail it then); one that leaves the wait or comes
-        back from a terminal state (a retry) can be picked up at once, so that if whoever changed
-        it dies before starting it, any live process does. Otherwise the lease stands.
+        The expiry says when a live process should pick the task up next. A finished task holds no
+        lease (and starts its retention period). A task waiting for approval is picked up at its
+        deadline (to fail it then); one that leaves the wait or comes back from a terminal state (a
+        retry) can be picked up at once, so that if whoever changed it dies before starting it, any
+        live process does. Otherwise the lease stands.
         """
         if after.status.is_terminal:
-            return None
+            return False, None
         if after.status is TaskStatus.AWAITING_APPROVAL:
-            return after.approval_deadline if after.approval_deadline is not None else float("inf")
+            return False, after.approval_deadline if after.approval_deadline is not None else float("inf")
         if before.status is TaskStatus.AWAITING_APPROVAL or before.status.is_terminal:
-            return 0.0
-        row = db.execute("SELECT lease_expires FROM tasks WHERE task_id = ?", (after.task_id,)).fetchone()
-        return None if row is None else row[0]
+            return False, 0.0
+        return True, None
 
     def claim(self, task_id: str, runner: str, ttl_seconds: float) -> Lease | None:
         now = self._clock()

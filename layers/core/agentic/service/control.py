@@ -23,18 +23,15 @@ from agentic.models import (
 from agentic.observability import logger
 from agentic.pipeline import PipelineDefinition
 from agentic.ports import TaskStore
+from agentic.service.step_attempts import run_key
 
 REJECTED = "ApprovalRejected"
 #: ``start_at`` of a run that begins with planning (a retry of a task that was never planned).
 START_AT_PLAN = "plan"
 
 
-def _key(task: TaskState, key: str) -> str:
-    return key if task.retries == 0 else f"r{task.retries}:{key}"
-
-
 def _event(task: TaskState, event_type: EventType, key: str, **data: Any) -> NewEvent:
-    return NewEvent(task_id=task.task_id, event_type=event_type, key=_key(task, key), data=data)
+    return NewEvent(task_id=task.task_id, event_type=event_type, key=run_key(task, key), data=data)
 
 
 def _where(task: TaskState) -> dict[str, Any]:

@@ -78,6 +78,15 @@ class StepOutcome:
         return self.error is None
 
 
+def run_key(task: TaskState, key: str) -> str:
+    """An event key unique to the task's current run: a retried task writes its events anew.
+
+    One rule for every writer (the pipeline and task control), so that the same event written by
+    two of them (a rejection's ``task_failed`` and the state machine's MarkFailed) is one event.
+    """
+    return key if task.retries == 0 else f"r{task.retries}:{key}"
+
+
 class StepAttempts:
     """Runs and records step attempts against a store; ``PipelineOps`` adds the task-level moves."""
 
@@ -96,10 +105,7 @@ class StepAttempts:
     def _event(task_id: str, event_type: EventType, key: str, **data: Any) -> NewEvent:
         return NewEvent(task_id=task_id, event_type=event_type, data=data, key=key)
 
-    @staticmethod
-    def _key(task: TaskState, key: str) -> str:
-        """An event key unique to the task's current run: a retried task writes its events anew."""
-        return key if task.retries == 0 else f"r{task.retries}:{key}"
+    _key = staticmethod(run_key)
 
     def _emit(self, event: NewEvent) -> None:
         """Append one event on its own (a key written before is skipped)."""
