@@ -98,6 +98,11 @@ class ExecutionStep(BaseModel):
     output: str | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    # A model-backed step: the model, the tokens of its completed attempt, and their price (when
+    # MODEL_PRICES lists the model).
+    model_id: str | None = None
+    usage: dict[str, int] | None = None
+    cost_usd: float | None = None
 
 
 class ExecutionPlan(BaseModel):
@@ -210,6 +215,14 @@ class StepPublic(BaseModel):
     status: StepStatus
     attempts: int
     error: str | None = None
+    model_id: str | None = None
+    usage: dict[str, int] | None = Field(default=None, description="input_tokens and output_tokens of a model step")
+    cost_usd: float | None = Field(default=None, description="the step's tokens at MODEL_PRICES (null if unpriced)")
+
+
+class TaskUsage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 class TaskPublic(BaseModel):
@@ -223,13 +236,24 @@ class TaskPublic(BaseModel):
     source: str
     approval: bool = False
     retries: int = 0
+    usage: TaskUsage | None = Field(default=None, description="tokens of the task's model steps, summed")
+    cost_usd: float | None = Field(default=None, description="the task's model cost at MODEL_PRICES")
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, task: TaskState) -> TaskPublic:
         steps = task.execution_plan.steps if task.execution_plan else []
+        used = [s.usage for s in steps if s.usage]
+        costs = [s.cost_usd for s in steps if s.cost_usd is not None]
         return cls(
+            usage=TaskUsage(
+                input_tokens=sum(u.get("input_tokens", 0) for u in used),
+                output_tokens=sum(u.get("output_tokens", 0) for u in used),
+            )
+            if used
+            else None,
+            cost_usd=round(sum(costs), 6) if costs else None,
             task_id=task.task_id,
             user_input=task.user_input,
             status=task.status,

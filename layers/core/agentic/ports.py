@@ -6,6 +6,7 @@ import builtins
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
+from agentic.chat import ChatReply, ChatRequest, DeltaSink, StructuredSchema
 from agentic.models import Lease, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus
 
 #: Given the task as currently stored, the changes to apply to it (see ``TaskStore.update``).
@@ -137,4 +138,29 @@ class Executor(Protocol):
 
     async def retry(self, task: TaskState, start_at: str) -> None:
         """Run a retried task again from ``start_at`` (a step id, or ``plan``)."""
+        ...
+
+
+class ModelClient(Protocol):
+    """A chat model behind one provider (an OpenAI-compatible server, Bedrock).
+
+    Errors leave as ``TransientAgentError`` (throttled, 5xx, timeout, connection lost: the pipeline's
+    Retry policy decides) or ``PermanentAgentError`` (bad key, unknown model, context too long: the
+    message names the setting to fix). The client makes no retries of its own. Cancelling the
+    calling task closes the model's connection.
+    """
+
+    provider: str
+    model_id: str
+
+    async def structured(self, request: ChatRequest, schema: StructuredSchema) -> ChatReply:
+        """One answer that should follow ``schema``; ``text`` is its JSON (validated by the caller)."""
+        ...
+
+    async def stream(self, request: ChatRequest, on_delta: DeltaSink) -> ChatReply:
+        """Stream the answer: ``on_delta`` gets each piece as it arrives; the reply has it all."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (a process stopping)."""
         ...

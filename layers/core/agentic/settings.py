@@ -6,8 +6,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelPrice(BaseModel):
+    """Dollars per 1M tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
 
 
 class Settings(BaseSettings):
@@ -101,6 +108,38 @@ class Settings(BaseSettings):
     # --- clients and observability (issue 10) ---------------------------------------------------
     # Log one line per HTTP request (uvicorn's access log) from `python -m agentic.local`.
     access_log: bool = False
+
+    # --- models (issue 13) ------------------------------------------------------------------------
+    # template: the built-in deterministic agents (offline). openai: any OpenAI-compatible Chat
+    # Completions server (OpenAI, Ollama, vLLM, llama.cpp, LM Studio). bedrock: Bedrock ConverseStream.
+    model_provider: Literal["template", "openai", "bedrock"] = "template"
+    model_id: str = ""
+    model_base_url: str = "https://api.openai.com/v1"
+    model_api_key: SecretStr | None = None
+    # On AWS the key of an OpenAI-compatible server comes from Secrets Manager or SSM Parameter Store
+    # (a SecureString), read once per container: "secretsmanager:<name or ARN>" or "ssm:<parameter name>".
+    model_api_key_parameter: str = ""
+    # One model request (connect, answer, stream) must end within this; below the steps' TimeoutSeconds.
+    model_timeout_seconds: float = Field(default=60.0, gt=0)
+    model_max_output_tokens: int = Field(default=2048, ge=16, le=200_000)
+    model_temperature: float = Field(default=0.2, ge=0, le=2)
+    # Dollars per 1M tokens, by model id: {"gpt-4o-mini": {"input": 0.15, "output": 0.60}}.
+    model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    # A folder whose analyzer_system.md, analyzer_user.md, writer_system.md, writer_user.md or
+    # repair.md replace the packaged prompts of the same name.
+    prompts_dir: Path | None = None
+    # A streaming step's text reaches the stream in batches: one partial_output event per
+    # STREAM_DELTA_SECONDS or per STREAM_DELTA_CHARS characters, whichever comes first.
+    stream_delta_seconds: float = Field(default=0.1, gt=0, le=10)
+    stream_delta_chars: int = Field(default=1000, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _model_is_named(self) -> Settings:
+        if self.model_provider != "template" and not self.model_id.strip():
+            raise ValueError(f"MODEL_PROVIDER={self.model_provider} needs MODEL_ID (the model to call)")
+        if self.model_provider == "openai" and not self.model_base_url.startswith(("http://", "https://")):
+            raise ValueError("MODEL_BASE_URL must start with http:// or https:// (e.g. http://localhost:11434/v1)")
+        return self
 
     @model_validator(mode="after")
     def _renew_before_expiry(self) -> Settings:

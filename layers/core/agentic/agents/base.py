@@ -1,4 +1,4 @@
-"""The agent interface: ``async execute(step, context) -> str``."""
+"""The agent interface: ``async execute(step, context) -> str``; ``invoke`` adds usage for model agents."""
 
 from __future__ import annotations
 
@@ -7,17 +7,35 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentic.chat import DeltaSink, Usage
 from agentic.models import ExecutionStep
 
 
 @dataclass
 class StepContext:
-    """What an agent may read: the task and the outputs of the steps before it, by agent type."""
+    """What an agent may read: the task and the outputs of the steps before it, by agent type.
+
+    ``on_delta`` is set by the runner for a step whose text streams to the client as it is made
+    (batched into ``partial_output`` events with ``data.delta``); an agent that streams calls it with
+    each new piece, in order, and returns the whole text as its output.
+    """
 
     task_id: str
     task: str
     attempt: int = 0
     outputs: dict[str, str] = field(default_factory=dict)
+    on_delta: DeltaSink | None = None
+
+
+@dataclass(frozen=True)
+class AgentOutput:
+    """A step's result: its text and, for a model call, the tokens it used and the model's id."""
+
+    text: str
+    usage: Usage | None = None
+    model_id: str | None = None
+    #: True when the text reached the stream as deltas while it was made.
+    streamed: bool = False
 
 
 class Agent(ABC):
@@ -28,6 +46,10 @@ class Agent(ABC):
 
     def __init__(self, latency_scale: float = 1.0) -> None:
         self.latency_scale = latency_scale
+
+    async def invoke(self, step: ExecutionStep, context: StepContext) -> AgentOutput:
+        """What the runner calls: the step's text, with the model's usage for a model-backed agent."""
+        return AgentOutput(await self.execute(step, context))
 
     async def execute(self, step: ExecutionStep, context: StepContext) -> str:
         delay = self.base_latency * self.latency_scale

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from agentic.adapters.model_clients import build_model_client
 from agentic.adapters.s3_reader import S3DocumentReader
 from agentic.adapters.sfn_executor import StepFunctionsExecutor, UnconfiguredExecutor
-from agentic.agents.catalog import default_registry
-from agentic.agents.faults import FaultPlan
+from agentic.agents.catalog import registry_for
 from agentic.errors import AgenticError
 from agentic.pipeline import load_pipeline
 from agentic.ports import Executor, TaskStore
@@ -48,8 +48,10 @@ def build_aws_system(
     from agentic.adapters.dynamodb_store import DynamoDBPollingWaiter, DynamoDBTaskStore
 
     store = DynamoDBTaskStore(settings.table_name, dynamodb_client)
-    registry = default_registry(settings.agent_latency_scale)
-    ops = PipelineOps(store, registry, load_pipeline(settings.pipeline_definition), FaultPlan.parse(settings.faults))
+    model = build_model_client(settings)
+    ops = PipelineOps.configured(
+        store, registry_for(settings, model), load_pipeline(settings.pipeline_definition), settings
+    )
     executor: Executor
     if settings.state_machine_arn:
         executor = StepFunctionsExecutor(

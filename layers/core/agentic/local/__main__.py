@@ -16,6 +16,7 @@ from typing import NoReturn
 import uvicorn
 from pydantic import ValidationError
 
+from agentic.agents.catalog import check_model_settings
 from agentic.agents.faults import FaultPlan
 from agentic.errors import AgenticError, StoreUnavailable
 from agentic.local.wiring import create_local_app
@@ -51,6 +52,7 @@ def load_settings() -> Settings:
         ("FAULTS", lambda: FaultPlan.parse(settings.faults)),
         ("API_TOKEN/API_TOKENS", settings.owner_tokens),
         ("PIPELINE_DEFINITION", lambda: load_pipeline(settings.pipeline_definition)),
+        ("MODEL_*", lambda: check_model_settings(settings, load_pipeline(settings.pipeline_definition))),
     ]
     for name, check in checks:
         try:

@@ -9,15 +9,16 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from agentic.adapters.local_executor import LocalExecutor
+from agentic.adapters.model_clients import build_model_client
 from agentic.adapters.sqlite_store import SQLiteTaskStore
-from agentic.agents.catalog import default_registry
-from agentic.agents.faults import FaultPlan
+from agentic.agents.catalog import registry_for
 from agentic.api.app import create_app
 from agentic.api.identity import bearer_identity
 from agentic.api.ui import router as ui_router
 from agentic.local import metrics as local_metrics
 from agentic.observability import add_metric_sink, logger, remove_metric_sink
 from agentic.pipeline import load_pipeline
+from agentic.ports import ModelClient
 from agentic.service.pipeline_ops import PipelineOps
 from agentic.service.runner import LocalRunner
 from agentic.service.tasks import TaskService
@@ -33,6 +34,7 @@ class LocalSystem:
     executor: LocalExecutor
     service: TaskService
     metrics: local_metrics.PrometheusSink
+    model: ModelClient | None = None
 
 
 def build_local_system(settings: Settings) -> LocalSystem:
@@ -42,8 +44,10 @@ def build_local_system(settings: Settings) -> LocalSystem:
         probe_seconds=settings.health_probe_seconds,
         synchronous=settings.sqlite_synchronous,
     )
-    registry = default_registry(settings.agent_latency_scale)
-    ops = PipelineOps(store, registry, load_pipeline(settings.pipeline_definition), FaultPlan.parse(settings.faults))
+    model = build_model_client(settings)
+    ops = PipelineOps.configured(
+        store, registry_for(settings, model), load_pipeline(settings.pipeline_definition), settings
+    )
     runner = LocalRunner(ops, time_scale=settings.retry_time_scale, jitter=settings.local_retry_jitter)
     metrics = local_metrics.PrometheusSink()
     executor = LocalExecutor(
@@ -58,7 +62,7 @@ def build_local_system(settings: Settings) -> LocalSystem:
     )
     metrics.watch_executor(lambda: executor.waiting, lambda: executor.running)
     service = TaskService(store, executor, store.bus, settings, ops=ops)
-    return LocalSystem(settings, store, ops, runner, executor, service, metrics)
+    return LocalSystem(settings, store, ops, runner, executor, service, metrics, model)
 
 
 def create_local_app(settings: Settings | None = None) -> FastAPI:
@@ -91,6 +95,8 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
             if watcher is not None:
                 await watcher.stop()
             await system.executor.shutdown()
+            if system.model is not None:
+                await system.model.aclose()
             system.store.close()
             remove_metric_sink(system.metrics)
 

@@ -8,7 +8,7 @@ are conditional and every event has a deterministic key, so a repeat never dupli
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from agentic.agents.analyzer import AnalyzerAgent
@@ -36,6 +36,7 @@ from agentic.service.step_attempts import (
     StepOutcome,
     error_name,
 )
+from agentic.settings import Settings
 
 __all__ = ["MAX_OUTPUT_CHARS", "PipelineOps", "RetryDelay", "RunInterrupted", "StepOutcome", "error_name"]
 
@@ -47,11 +48,33 @@ class PipelineOps(StepAttempts):
         registry: AgentRegistry,
         definition: PipelineDefinition,
         faults: FaultPlan | None = None,
+        *,
+        prices: Mapping[str, tuple[float, float]] | None = None,
+        delta_seconds: float = 0.1,
+        delta_chars: int = 1000,
     ) -> None:
         self.store = store
         self.registry = registry
         self.definition = definition
         self.faults = faults or FaultPlan()
+        self.prices = dict(prices or {})
+        self.delta_seconds = delta_seconds
+        self.delta_chars = delta_chars
+
+    @classmethod
+    def configured(
+        cls, store: TaskStore, registry: AgentRegistry, definition: PipelineDefinition, settings: Settings
+    ) -> PipelineOps:
+        """The ops as the settings ask (faults, model prices, delta batching)."""
+        return cls(
+            store,
+            registry,
+            definition,
+            FaultPlan.parse(settings.faults),
+            prices={m: (p.input, p.output) for m, p in settings.model_prices.items()},
+            delta_seconds=settings.stream_delta_seconds,
+            delta_chars=settings.stream_delta_chars,
+        )
 
     # --- task-level operations (step attempts: StepAttempts) ------------------------------------
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agentic.agents.base import StepContext
+from agentic.agents.base import Agent, AgentOutput, StepContext
 from agentic.agents.faults import FaultPlan
 from agentic.agents.registry import AgentRegistry
+from agentic.chat import Usage
 from agentic.errors import InvalidTransition, LeaseLost, PermanentAgentError, TaskNotFound
 from agentic.models import (
     EventType,
@@ -32,6 +33,7 @@ from agentic.models import (
 from agentic.observability import logger, record_metric
 from agentic.pipeline import STATES_TIMEOUT, PipelineDefinition
 from agentic.ports import Mutation, TaskStore
+from agentic.service.deltas import DeltaBatcher
 
 #: Bound on one step's output, so a task item stays far below DynamoDB's 400 KB.
 MAX_OUTPUT_CHARS = 60_000
@@ -94,6 +96,11 @@ class StepAttempts:
     registry: AgentRegistry
     definition: PipelineDefinition
     faults: FaultPlan
+    #: Dollars per 1M (input, output) tokens by model id (MODEL_PRICES).
+    prices: Mapping[str, tuple[float, float]]
+    #: How a streaming step's text is batched into partial_output events.
+    delta_seconds: float
+    delta_chars: int
 
     def _load(self, task_id: str) -> TaskState:
         task = self.store.get(task_id)
@@ -163,8 +170,16 @@ class StepAttempts:
                 self._done_key(step, "step_completed"),
                 **base,
                 attempts=step.attempts,
+                **self._model_fields(step),
             ),
         ]
+
+    @staticmethod
+    def _model_fields(step: ExecutionStep) -> dict[str, Any]:
+        """What a model-backed step adds to its ``step_completed`` (nothing for the template agents)."""
+        if step.usage is None:
+            return {}
+        return {"model_id": step.model_id, "usage": step.usage, "cost_usd": step.cost_usd}
 
     async def run_step(
         self,
@@ -229,11 +244,17 @@ class StepAttempts:
         except _AttemptOvertaken:
             return StepOutcome(step)  # a stale start: a newer attempt owns the step already
         assert task.execution_plan is not None
+        deltas = DeltaBatcher(
+            self._delta_writer(task, index, absolute, lease),
+            interval=self.delta_seconds,
+            max_chars=self.delta_chars,
+        )
         context = StepContext(
             task_id=task_id,
             task=task.user_input,
             attempt=absolute,
             outputs={s.agent_type: s.output for s in task.execution_plan.steps if s.output is not None},
+            on_delta=deltas.add,
         )
         clock = time.perf_counter()
         try:
@@ -244,12 +265,32 @@ class StepAttempts:
             )
             self.faults.check(step.agent_type, attempt)
             agent = self.registry.get(step.agent_type)
-            output = await asyncio.wait_for(agent.execute(step, context), timeout)
+            result = await asyncio.wait_for(self._execute(agent, step, context, deltas), timeout)
+        except _AttemptOvertaken:
+            return StepOutcome(step)  # a delta write found a newer attempt owning the step
+        except InvalidTransition:
+            # A delta write was refused: the task was cancelled or this run lost its lease. The model
+            # call is over (leaving its stream closed the connection); whoever owns the task goes on.
+            raise
         except Exception as exc:  # every failure is recorded; the retry policy decides what is next
             return self._record_failure(task_id, step, index, attempt, exc, retry_delay, lease)
+        finally:
+            await deltas.abandon()
         record_metric("StepLatency", (time.perf_counter() - clock) * 1000, "Milliseconds", agent_type=step.agent_type)
+        usage = result.usage
+        if usage is not None:
+            model = result.model_id or "unknown"
+            record_metric("ModelInputTokens", usage.input_tokens, "Count", model_id=model, agent_type=step.agent_type)
+            record_metric("ModelOutputTokens", usage.output_tokens, "Count", model_id=model, agent_type=step.agent_type)
         finished = step.model_copy(
-            update={"status": StepStatus.COMPLETED, "output": output[:MAX_OUTPUT_CHARS], "attempts": absolute + 1}
+            update={
+                "status": StepStatus.COMPLETED,
+                "output": result.text[:MAX_OUTPUT_CHARS],
+                "attempts": absolute + 1,
+                "model_id": result.model_id,
+                "usage": usage.as_dict() if usage is not None else None,
+                "cost_usd": self._cost(result.model_id, usage),
+            }
         )
         try:
             self.store.update(
@@ -265,6 +306,9 @@ class StepAttempts:
                         output=finished.output,
                         error=None,
                         completed_at=utcnow(),
+                        model_id=finished.model_id,
+                        usage=finished.usage,
+                        cost_usd=finished.cost_usd,
                     ),
                 ),
             )
@@ -272,6 +316,50 @@ class StepAttempts:
             return StepOutcome(step)
         logger.debug("step completed", extra={"task_id": task_id, "step_id": step_id, "attempts": absolute + 1})
         return StepOutcome(finished)
+
+    @staticmethod
+    async def _execute(agent: Agent, step: ExecutionStep, context: StepContext, deltas: DeltaBatcher) -> AgentOutput:
+        """Run the agent; the text it streamed is written (its last batch) before the step completes."""
+        result = await agent.invoke(step, context)
+        await deltas.close()
+        return result
+
+    def _delta_writer(
+        self, task: TaskState, index: int, attempt: int, lease: Lease | None
+    ) -> Callable[[str, int], Awaitable[None]]:
+        """Writes one batch of a streaming step as a ``partial_output`` event with ``data.delta``.
+
+        Conditional like every write of the attempt (the task still executing, this attempt still
+        owning the step, the run still holding its lease): a refused write raises, which ends the
+        agent's model call at once; that is how a cancel or a lost lease stops a model mid-answer.
+        """
+        step = task.execution_plan.steps[index] if task.execution_plan else None
+        assert step is not None
+        base = {"step_id": step.step_id, "agent_type": step.agent_type, "attempt": attempt + 1}
+
+        async def write(text: str, seq: int) -> None:
+            event = self._event(
+                task.task_id,
+                EventType.PARTIAL_OUTPUT,
+                self._key(task, f"{step.step_id}:{attempt}:delta:{seq}"),
+                **base,
+                seq=seq,
+                delta=text,
+            )
+            self.store.update(
+                task.task_id,
+                {TaskStatus.EXECUTING},
+                events=[event],
+                mutate=self._fenced(lease, self._step_change(index, attempt)),
+            )
+
+        return write
+
+    def _cost(self, model_id: str | None, usage: Usage | None) -> float | None:
+        price = self.prices.get(model_id) if model_id and usage is not None else None
+        if price is None or usage is None:
+            return None
+        return round((usage.input_tokens * price[0] + usage.output_tokens * price[1]) / 1_000_000, 8)
 
     def record_interruption(
         self, task_id: str, step_id: str, retry_delay: RetryDelay, *, lease: Lease | None = None
