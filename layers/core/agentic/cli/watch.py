@@ -42,6 +42,8 @@ class StepView:
     description: str = ""
     state: str = "pending"
     note: str = ""
+    #: The text a model has streamed so far in the current attempt (``partial_output`` deltas).
+    text: str = ""
 
 
 @dataclass
@@ -76,6 +78,10 @@ class TaskView:
                 Text(step.agent_type, style="bold"),
                 Text(step.note or step.state, style="yellow" if step.state == "retrying" else ""),
             )
+            if step.state == "running" and step.text:
+                # The model's answer as it streams: its last line, so the view stays one screen.
+                tail = step.text.rstrip().rsplit("\n", 1)[-1][-100:]
+                table.add_row(Text(""), Text(""), Text(""), Text(f"… {tail}", style="dim"))
         header = Text.assemble(("task ", "dim"), (self.task_id, "bold"), ("  ", ""), (self.status, "cyan"))
         parts: list[RenderableType] = [header, table]
         if self.banner:
@@ -186,15 +192,23 @@ class Watcher:
             for step in data.get("steps", []):
                 view.step(step)
         elif kind == "step_started":
-            view.step(data).state = "running"
+            step = view.step(data)
+            step.state = "running"
+            step.text = ""
         elif kind == "step_retrying":
             step = view.step(data)
             step.state = "retrying"
+            step.text = ""  # the next attempt streams its answer again from the start
             step.note = f"attempt {data.get('attempt')} in {data.get('delay_seconds')} s after {data.get('error')}"
             wait = data.get("delay_seconds")
             self.console.print(Text(f"↻ {step.step_id} {step.agent_type}: {data.get('error')}; retrying in {wait} s"))
+        elif kind == "partial_output" and "delta" in data:
+            step = view.step(data)
+            step.state = "running"
+            step.text += str(data["delta"])
         elif kind == "partial_output":
             step = view.step(data)
+            step.text = ""
             if step.agent_type != "writer":  # the writer's output is the report, shown at the end
                 self._print_output(step, str(data.get("output", "")))
         elif kind == "step_completed":

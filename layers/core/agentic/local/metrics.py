@@ -14,6 +14,7 @@ module, so ``prometheus_client`` never loads in a Lambda.
 | ``agentic_step_duration_seconds{agent_type}`` | histogram | ``StepLatency`` (successful attempts) |
 | ``agentic_steps_total{agent_type,outcome}`` | counter | ``StepLatency`` (succeeded), ``StepRetries``      |
 |                                             |         | (retried), ``StepFailures`` (failed)                |
+| ``agentic_model_tokens_total{model_id,direction}`` | counter | ``ModelInputTokens`` (input), ``ModelOutputTokens`` (output) |
 | ``agentic_queue_size`` | gauge | tasks waiting for an execution slot |
 | ``agentic_running_executions`` | gauge | tasks running |
 """
@@ -91,6 +92,12 @@ class PrometheusSink:
             ["agent_type", "outcome"],
             registry=self.registry,
         )
+        self.model_tokens = Counter(
+            f"{PREFIX}_model_tokens",
+            "Tokens of completed model steps, by model and direction (input: the prompt; output: the answer)",
+            ["model_id", "direction"],
+            registry=self.registry,
+        )
         self.queue_size = Gauge(
             f"{PREFIX}_queue_size", "Tasks waiting for an execution slot (backpressure)", registry=self.registry
         )
@@ -110,6 +117,9 @@ class PrometheusSink:
             seconds = value / 1000 if unit == "Milliseconds" else value
             self.step_duration.labels(agent).observe(seconds)
             self.steps.labels(agent, "succeeded").inc()
+        elif name in ("ModelInputTokens", "ModelOutputTokens"):
+            direction = "input" if name == "ModelInputTokens" else "output"
+            self.model_tokens.labels(dimensions.get("model_id", "unknown"), direction).inc(value)
         elif name == "StepRetries":
             self.steps.labels(agent, "retried").inc(value)
         elif name == "StepFailures":

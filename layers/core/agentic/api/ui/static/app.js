@@ -265,6 +265,7 @@ function summary(event) {
     case "step_retrying":
       return `${d.step_id} ${d.agent_type}: attempt ${d.attempt} in ${d.delay_seconds ?? "?"} s after ${d.error}`;
     case "partial_output":
+      if (d.delta !== undefined) return `${d.step_id} ${d.agent_type}: +${d.delta.length} characters`;
       return `${d.step_id} ${d.agent_type}: ${String(d.output || "").split("\n")[0].slice(0, 120)}`;
     case "step_completed":
       return `${d.step_id} ${d.agent_type} in ${d.attempts} attempt(s)`;
@@ -277,6 +278,11 @@ function summary(event) {
     default:
       return Object.keys(d).length ? JSON.stringify(d).slice(0, 200) : "";
   }
+}
+
+function clearStreamed(d) {
+  const pre = stepRow(d.step_id, d.agent_type).querySelector(".output pre");
+  if (pre) pre.textContent = "";
 }
 
 function applyEvent(event) {
@@ -299,8 +305,10 @@ function applyEvent(event) {
       break;
     case "step_started":
       setStep(d, "running", "running…");
+      clearStreamed(d);
       break;
     case "step_retrying":
+      clearStreamed(d); // the next attempt streams its answer again from the start
       setStep(d, "retrying", `attempt ${d.attempt - 1} failed (${d.error}); attempt ${d.attempt} in ${d.delay_seconds ?? "?"} s`);
       break;
     case "partial_output": {
@@ -310,7 +318,13 @@ function applyEvent(event) {
         output = el("details", { className: "output" }, el("summary", { text: "output" }), el("pre"));
         row.append(output);
       }
-      output.querySelector("pre").textContent = d.output || "";
+      if (d.delta !== undefined) {
+        // A model's answer as it streams: the batches add up to the step's output.
+        output.open = true;
+        output.querySelector("pre").textContent += d.delta;
+      } else {
+        output.querySelector("pre").textContent = d.output || "";
+      }
       break;
     }
     case "step_completed":
