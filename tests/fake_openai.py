@@ -77,6 +77,8 @@ class Seen:
     chunks_sent: int = 0
     #: When each chunk was written (monotonic).
     sent_at: list[float] = field(default_factory=list)
+    #: Set when the client goes away before the answer ends.
+    gone: threading.Event = field(default_factory=threading.Event)
 
 
 class FakeOpenAI:
@@ -156,6 +158,7 @@ class FakeOpenAI:
             await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
             seen.gone_at = time.monotonic()
+            seen.gone.set()
         return response
 
     def start(self) -> FakeOpenAI:

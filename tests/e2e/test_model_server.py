@@ -48,7 +48,8 @@ def test_the_report_streams_to_the_client_while_the_model_writes_it(tmp_path):
                         deltas.append((time.monotonic(), event["data"]["delta"]))
             # Then the first text reached the client while the model was still writing
             writer_call = fake.seen("stream")[0]
-            assert deltas and deltas[0][0] < writer_call.sent_at[-1]
+            assert deltas
+            assert deltas[0][0] < writer_call.sent_at[-1]
             # And the deltas add up to the final report, which the model wrote and the sources close
             final = events[-1]
             assert final["event_type"] == "task_completed"
@@ -62,7 +63,8 @@ def test_the_report_streams_to_the_client_while_the_model_writes_it(tmp_path):
             assert status["usage"] == {"input_tokens": 800, "output_tokens": 60}
             assert status["cost_usd"] == pytest.approx((800 * 1.0 + 60 * 4.0) / 1e6)
             writer = status["steps"][2]
-            assert writer["model_id"] == "fake-1" and writer["usage"] == {"input_tokens": 700, "output_tokens": 40}
+            assert writer["model_id"] == "fake-1"
+            assert writer["usage"] == {"input_tokens": 700, "output_tokens": 40}
             # And the token counters are in /metrics
             metrics = client.get("/metrics").text
             assert 'agentic_model_tokens_total{direction="output",model_id="fake-1"} 60.0' in metrics
@@ -80,7 +82,8 @@ def test_a_bad_key_fails_the_task_with_a_message_not_a_traceback(tmp_path):
                 events = [json.loads(line) for line in response.iter_lines() if line]
             assert events[-1]["event_type"] == "task_failed"
             message = events[-1]["data"]["error_message"]
-            assert "MODEL_API_KEY" in message and "invalid api key" in message
+            assert "MODEL_API_KEY" in message
+            assert "invalid api key" in message
             assert "Traceback" not in json.dumps(events)
 
 
@@ -91,4 +94,5 @@ def test_a_model_setting_that_cannot_work_stops_the_server_with_one_line(tmp_pat
     # Then the server refuses to start, naming the setting, with exit code 2
     assert proc.wait(timeout=30) == 2
     output = server.log.read_text()
-    assert "MODEL_TIMEOUT_SECONDS" in output and "Traceback" not in output
+    assert "MODEL_TIMEOUT_SECONDS" in output
+    assert "Traceback" not in output

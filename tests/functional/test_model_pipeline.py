@@ -11,6 +11,7 @@ connection.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from datetime import datetime
 from typing import Any
@@ -98,7 +99,8 @@ async def test_the_report_streams_as_deltas_that_add_up_to_the_final_output(tmp_
     from agentic.models import TaskPublic
 
     public = TaskPublic.of(task)
-    assert public.usage is not None and public.usage.input_tokens == 400 and public.usage.output_tokens == 60
+    assert public.usage is not None
+    assert (public.usage.input_tokens, public.usage.output_tokens) == (400, 60)
     assert public.cost_usd == pytest.approx((400 * 0.5 + 60 * 1.5) / 1e6)
     # And the template retriever's step records no usage
     (retriever_done,) = of_type(events, "step_completed", step_id="step_001")
@@ -117,7 +119,7 @@ async def test_a_long_answer_is_tens_of_events_not_thousands(tmp_path, fake):
     assert len(batch) <= total // 1000 + 15, len(batch)
     # And between two events either 100 ms passed or the earlier batch filled up
     stamps = [(e.timestamp, e.data) for e in events if e.event_type.value == "partial_output" and "delta" in e.data]
-    for (t0, _), (t1, d1) in zip(stamps, stamps[1:-1], strict=False):
+    for (t0, _), (t1, d1) in itertools.pairwise(stamps[:-1]):
         gap = (t1 - t0).total_seconds() if isinstance(t1, datetime) else 0
         assert gap >= 0.095 or len(d1["delta"]) >= 1000, (gap, len(d1["delta"]))
     # And their sequence numbers count up from 1 with nothing missing
@@ -131,7 +133,8 @@ async def test_a_throttled_model_is_retried_by_the_pipeline_policy(tmp_path, fak
     # Then the writer's step was retried, visibly, and the task completed
     (retry,) = of_type(events, "step_retrying", step_id="step_003")
     assert retry["attempt"] == 2
-    assert "TransientAgentError" in retry["error"] and "429" in retry["error"]
+    assert "TransientAgentError" in retry["error"]
+    assert "429" in retry["error"]
     assert task.status.value == "completed"
     assert task.final_output.startswith("Second time lucky.")
     assert len(fake.seen("stream")) == 2
@@ -168,7 +171,8 @@ async def test_a_refused_key_fails_the_task_at_once_naming_the_setting(tmp_path,
     assert len(fake.seen()) == 1
     (error,) = of_type(events, "error")
     assert error["error"] == "PermanentAgentError"
-    assert "MODEL_API_KEY" in error["message"] and "Incorrect API key provided" in error["message"]
+    assert "MODEL_API_KEY" in error["message"]
+    assert "Incorrect API key provided" in error["message"]
     assert "Traceback" not in error["message"]
     assert "MODEL_API_KEY" in task.error_message
 
@@ -182,7 +186,7 @@ async def test_an_invalid_analysis_gets_one_repair_request(tmp_path, fake):
     )
     events, task = await run_task(model_settings(tmp_path, fake))
     # Then a second request told the model what was wrong, and the task completed with the repair
-    first, second = fake.seen("structured")
+    _, second = fake.seen("structured")
     repair = second.body["messages"][-1]["content"]
     assert "must_cover" in repair
     assert second.body["messages"][-2]["role"] == "assistant"
@@ -220,10 +224,9 @@ async def test_cancelling_a_task_closes_the_model_connection(tmp_path, fake):
     # Then the task is cancelled and the model server saw its client go away within 2 s
     assert task.status.value == "cancelled"
     seen = fake.seen("stream")[0]
-    deadline = time.monotonic() + 2
-    while seen.gone_at is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    assert seen.gone_at is not None and seen.gone_at - cancelled_at[0] < 2
+    assert await asyncio.to_thread(seen.gone.wait, 2), "the model server never saw the connection close"
+    assert seen.gone_at is not None
+    assert seen.gone_at - cancelled_at[0] < 2
     # And no delta was written after the cancellation
     kinds = [e.event_type.value for e in events]
     after = kinds[kinds.index("task_cancelled") + 1 :]

@@ -140,7 +140,7 @@ def test_the_model_timeout_must_stay_below_the_steps_timeout():
 def test_model_prices_are_read_from_json(monkeypatch):
     monkeypatch.setenv("MODEL_PRICES", '{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}')
     prices = Settings().model_prices
-    assert prices["gpt-4o-mini"].input == 0.15 and prices["gpt-4o-mini"].output == 0.6
+    assert (prices["gpt-4o-mini"].input, prices["gpt-4o-mini"].output) == (0.15, 0.6)
 
 
 def test_an_analysis_in_a_code_fence_is_accepted_and_bounds_are_checked():

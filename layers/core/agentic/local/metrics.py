@@ -14,7 +14,7 @@ module, so ``prometheus_client`` never loads in a Lambda.
 | ``agentic_step_duration_seconds{agent_type}`` | histogram | ``StepLatency`` (successful attempts) |
 | ``agentic_steps_total{agent_type,outcome}`` | counter | ``StepLatency`` (succeeded), ``StepRetries``      |
 |                                             |         | (retried), ``StepFailures`` (failed)                |
-| ``agentic_model_tokens_total{model_id,direction}`` | counter | ``ModelInputTokens`` (input), ``ModelOutputTokens`` (output) |
+| ``agentic_model_tokens_total{model_id,direction}`` | counter | ``ModelInputTokens``, ``ModelOutputTokens`` |
 | ``agentic_queue_size`` | gauge | tasks waiting for an execution slot |
 | ``agentic_running_executions`` | gauge | tasks running |
 """
