@@ -84,6 +84,7 @@ e2e: $(VENV)/.installed-dev browser
 ## bench: throughput and latency of the in-process runner and of the HTTP API, then storage (prints, never asserts)
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.model
 	$(BIN)/python -m bench.storage
 
 ## bench-storage: bytes on disk per task, list pages at depth, resume after SIGKILL

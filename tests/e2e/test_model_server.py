@@ -4,6 +4,7 @@ Chat Completions server, a real HTTP client reading the NDJSON stream line by li
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import httpx
@@ -96,3 +97,47 @@ def test_a_model_setting_that_cannot_work_stops_the_server_with_one_line(tmp_pat
     output = server.log.read_text()
     assert "MODEL_TIMEOUT_SECONDS" in output
     assert "Traceback" not in output
+
+
+def test_a_server_killed_mid_answer_resumes_the_step_elsewhere_without_duplicated_text(tmp_path):
+    with FakeOpenAI() as fake:
+        # Given a writer whose first answer is slow (10 s) and whose second is quick
+        fake.queue(
+            "stream",
+            Answer(chunks=["stale "] * 200, delay_between=0.05),
+            Answer.text("The resumed report."),
+        )
+        env = model_env(fake, LEASE_SECONDS="2", LEASE_RENEW_SECONDS="0.5")
+        db = tmp_path / "db.sqlite"
+        first = LocalServer(db, **env).start()
+        try:
+            with httpx.Client(base_url=first.url, timeout=30) as client:
+                task_id = client.post("/tasks", json={"description": "Explain backoff"}).json()["task_id"]
+                # When the server is killed (SIGKILL) while the model streams the report
+                with client.stream("POST", f"/tasks/{task_id}/execute") as response:
+                    for line in response.iter_lines():
+                        event = json.loads(line)
+                        if event["event_type"] == "partial_output" and "delta" in event["data"]:
+                            break
+                first.stop(signal.SIGKILL)
+        finally:
+            first.stop(signal.SIGKILL)
+        # Then the model server saw that connection go
+        assert fake.seen("stream")[0].gone.wait(5)
+        # And a server started on the same file resumes the writer from its start
+        with (
+            LocalServer(db, **env) as second,
+            httpx.Client(base_url=second.url, timeout=60) as client,
+            client.stream("GET", f"/tasks/{task_id}/events") as response,
+        ):
+            events = [json.loads(line) for line in response.iter_lines() if line]
+        assert events[-1]["event_type"] == "task_completed"
+        final = events[-1]["data"]["final_output"]
+        assert final.startswith("The resumed report.")
+        assert "stale" not in final
+        (retry,) = [e["data"] for e in events if e["event_type"] == "step_retrying"]
+        assert retry["step_id"] == "step_003"
+        assert "States.Timeout" in retry["error"]
+        # And the resumed attempt's deltas alone add up to the report
+        resumed = [e["data"]["delta"] for e in events if "delta" in e["data"] and e["data"]["attempt"] == 2]
+        assert "".join(resumed) == final

@@ -231,3 +231,31 @@ async def test_cancelling_a_task_closes_the_model_connection(tmp_path, fake):
     kinds = [e.event_type.value for e in events]
     after = kinds[kinds.index("task_cancelled") + 1 :]
     assert "partial_output" not in after
+
+
+async def test_a_cancel_from_another_process_stops_the_model_through_the_fenced_delta_writes(tmp_path, fake):
+    # Given a task whose writer streams slowly on system A (one server process)
+    fake.queue("stream", Answer(chunks=["tock "] * 400, delay_between=0.05))
+    settings = model_settings(tmp_path, fake)
+    other = build_local_system(settings)  # system B: a second server on the same file
+    cancelled_at: list[float] = []
+
+    async def cancel_from_b(system, task_id: str) -> None:
+        deadline = time.monotonic() + 10
+        while not [e for e in system.store.read_events(task_id) if "delta" in e.data]:
+            assert time.monotonic() < deadline, "the writer never streamed"
+            await asyncio.sleep(0.02)
+        cancelled_at.append(time.monotonic())
+        await other.service.cancel("local", task_id, "from the other server")
+
+    try:
+        _, task = await run_task(settings, while_running=cancel_from_b)
+    finally:
+        await other.executor.shutdown()
+        other.store.close()
+    # Then A's next batch was refused (its lease was taken away) and the model's connection closed
+    assert task.status.value == "cancelled"
+    seen = fake.seen("stream")[0]
+    assert await asyncio.to_thread(seen.gone.wait, 2), "the model server never saw the connection close"
+    assert seen.gone_at is not None
+    assert seen.gone_at - cancelled_at[0] < 2
