@@ -71,6 +71,7 @@ class FolderKnowledge:
         self.passage_words = passage_words
         self.index = PassageIndex(index_path, min_score=min_score, busy_timeout_seconds=busy_timeout_seconds)
         self._sync_lock = threading.Lock()
+        self._missing_warned = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -107,8 +108,14 @@ class FolderKnowledge:
         """One pass: bring the index in line with the folder."""
         with self._sync_lock:
             report = SyncReport()
+            if not self.folder.is_dir():  # unmounted or not made yet: keep what is indexed
+                if not self._missing_warned:
+                    logger.warning("knowledge folder not found", extra={"folder": str(self.folder)})
+                    self._missing_warned = True
+                return report
+            self._missing_warned = False
             known = self.index.known()
-            files = self._files() if self.folder.is_dir() else {}
+            files = self._files()
             for source, path in files.items():
                 try:
                     stat = path.stat()
