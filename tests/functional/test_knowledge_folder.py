@@ -16,7 +16,10 @@ from agentic.models import ExecutionStep
 
 pytestmark = pytest.mark.functional
 
-DEPLOY = "# Deploy\n\nShip with sam deploy after the canary passes.\n\n## Rollback\n\nRevert the alias to the previous version.\n"
+DEPLOY = (
+    "# Deploy\n\nShip with sam deploy after the canary passes.\n\n"
+    "## Rollback\n\nRevert the alias to the previous version.\n"
+)
 ONCALL = (
     "<html><body><h1>On-call</h1><p>Page the database owner when replication lag exceeds a minute.</p></body></html>"
 )
@@ -182,3 +185,17 @@ def test_several_processes_share_one_index_file(tmp_path):
     assert len(kb.sources()) == 60
     assert kb.search("term7", 5)[0].source == "doc07.md"
     assert kb.sync().read == 0
+
+
+def test_a_word_most_passages_share_is_no_evidence():
+    from agentic.knowledge.index import THRESHOLD_MIN_PASSAGES, PassageIndex
+    from agentic.knowledge.split import Chunk
+
+    # Given an index large enough for the threshold, where every passage mentions "system"
+    index = PassageIndex(None, min_score=0.1)
+    for i in range(THRESHOLD_MIN_PASSAGES):
+        index.replace(f"d{i}.md", version="1", sha256=str(i), size=1, chunks=[Chunk("", f"the system part{i} word")])
+    # Then a question sharing only that word cites nothing, and a specific one still finds its passage
+    assert index.search("how is the system", 3) == []
+    assert index.search("system part7", 3)[0].source == "d7.md"
+    assert PassageIndex(None, min_score=0).search("x", 3) == []

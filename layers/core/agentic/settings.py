@@ -112,7 +112,8 @@ class Settings(BaseSettings):
     # How often the local server looks for added, changed and removed files.
     knowledge_poll_seconds: float = Field(default=1.0, gt=0)
     # Passages scoring below this (bm25, higher is better) are not cited: a question nothing
-    # matches gets a report that says so. 0.1 drops matches on words most passages share.
+    # matches gets a report that says so. 0.1 drops matches on words most passages share. It applies
+    # once the index holds 20 passages (in fewer, bm25 scores every word as common).
     knowledge_min_score: float = Field(default=0.1, ge=0)
     # Words a passage aims at (paragraphs are gathered up to it; never across a heading).
     knowledge_passage_words: int = Field(default=200, ge=20, le=2000)

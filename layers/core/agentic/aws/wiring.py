@@ -15,6 +15,7 @@ from agentic.adapters.sfn_executor import StepFunctionsExecutor, UnconfiguredExe
 from agentic.agents.catalog import default_registry
 from agentic.agents.faults import FaultPlan
 from agentic.errors import AgenticError
+from agentic.knowledge.base import KnowledgeBase
 from agentic.pipeline import load_pipeline
 from agentic.ports import Executor, TaskStore
 from agentic.service.pipeline_ops import PipelineOps
@@ -37,6 +38,8 @@ class AwsSystem:
     service: TaskService
     #: Reads task documents for the S3 trigger (its S3 client is built on first use).
     documents: S3DocumentReader = field(default_factory=S3DocumentReader)
+    #: What the retriever searches: the S3 index object (KNOWLEDGE_BUCKET), else the built-in documents.
+    knowledge: KnowledgeBase | None = None
 
 
 def build_aws_system(
@@ -48,7 +51,12 @@ def build_aws_system(
     from agentic.adapters.dynamodb_store import DynamoDBPollingWaiter, DynamoDBTaskStore
 
     store = DynamoDBTaskStore(settings.table_name, dynamodb_client)
-    registry = default_registry(settings.agent_latency_scale)
+    knowledge: KnowledgeBase | None = None
+    if settings.knowledge_bucket:
+        from .knowledge_handlers import build_s3_knowledge
+
+        knowledge = build_s3_knowledge(settings)
+    registry = default_registry(settings.agent_latency_scale, knowledge=knowledge)
     ops = PipelineOps(store, registry, load_pipeline(settings.pipeline_definition), FaultPlan.parse(settings.faults))
     executor: Executor
     if settings.state_machine_arn:
@@ -59,7 +67,7 @@ def build_aws_system(
         executor = UnconfiguredExecutor()
     waiter = DynamoDBPollingWaiter(settings.stream_poll_min_seconds, settings.stream_poll_max_seconds)
     service = AwsTaskService(store, executor, waiter, settings, ops=ops)
-    return AwsSystem(settings, store, ops, executor, service)
+    return AwsSystem(settings, store, ops, executor, service, knowledge=knowledge)
 
 
 @lru_cache(maxsize=1)

@@ -19,6 +19,10 @@ from pathlib import Path
 from agentic.knowledge.base import HEADING_WEIGHT, Hit, Skipped, SourceInfo, query_terms
 from agentic.knowledge.split import Chunk
 
+#: bm25's IDF is log((N - n + 0.5) / (n + 0.5)), floored near 0: in an index of a handful of passages
+#: every word looks common and every score is ~0. The score threshold applies from this size on.
+THRESHOLD_MIN_PASSAGES = 20
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS source (
     source TEXT PRIMARY KEY, version TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
@@ -160,6 +164,8 @@ class PassageIndex:
             ).fetchall()
         # bm25() is lower-is-better and negative; report a positive, higher-is-better score.
         hits = [Hit(source, heading, text, round(-rank, 4)) for source, heading, text, rank in rows]
+        if self.min_score <= 0 or self.passage_count() < THRESHOLD_MIN_PASSAGES:
+            return hits
         return [h for h in hits if h.score >= self.min_score]
 
     def sources(self) -> list[SourceInfo]:
