@@ -27,7 +27,10 @@ from agentic.settings import Settings
 from agentic.triggers import start_task_from_s3_object
 from tests.functional.aws.support import EVENTS, REGION, invoke, load_event
 
-pytestmark = pytest.mark.functional
+pytestmark = [
+    pytest.mark.functional,
+    pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning"),
+]
 
 BUCKET = "agentic-dev-tasks-123456789012-5e7d2a10"
 INDEX_KEY = "knowledge-index/index.sqlite"
