@@ -86,10 +86,12 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.model
 	$(BIN)/python -m bench.storage
+	$(BIN)/python -m bench.knowledge
 
 ## bench-storage: bytes on disk per task, list pages at depth, resume after SIGKILL
 bench-storage: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.storage
+	$(BIN)/python -m bench.knowledge
 
 ## coldstart: import time of each Lambda handler as a ratio to `import boto3` (prints, never asserts)
 coldstart: $(VENV)/.installed-dev

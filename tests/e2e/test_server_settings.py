@@ -21,6 +21,7 @@ pytestmark = pytest.mark.e2e
         ("API_TOKENS", "alice", "invalid setting API_TOKEN/API_TOKENS: API_TOKENS must look like"),
         ("MAX_QUEUE_SIZE", "-1", "invalid setting MAX_QUEUE_SIZE='-1': Input should be greater than or equal to 0"),
         ("PIPELINE_DEFINITION", "/no/such/pipeline.json", "invalid setting PIPELINE_DEFINITION: [Errno 2]"),
+        ("KNOWLEDGE_DIR", "/no/such/docs", "invalid setting KNOWLEDGE_DIR: '/no/such/docs' is not a folder"),
     ],
 )
 def test_a_bad_setting_stops_the_server_with_one_line_and_exit_code_2(tmp_path, setting, value, line):

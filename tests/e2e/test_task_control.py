@@ -116,7 +116,7 @@ def test_approval_holds_the_task_before_the_writer_until_a_person_approves(tmp_p
             requested = seen[-1]["data"]
             assert requested["step_id"] == "step_003"
             assert requested["summary"]
-            assert requested["sources"]
+            assert requested["sources"][0].startswith("[1] ")  # "[1] <source> — <heading>"
             assert requested["approve"] == f"/tasks/{task_id}/approve"
             assert client.get(f"/tasks/{task_id}/status").json()["status"] == "awaiting_approval"
             assert "step_003" not in {e["data"].get("step_id") for e in seen if e["event_type"] == "step_started"}

@@ -141,6 +141,34 @@ class Settings(BaseSettings):
             raise ValueError("MODEL_BASE_URL must start with http:// or https:// (e.g. http://localhost:11434/v1)")
         return self
 
+    # --- knowledge base (issue 15) -------------------------------------------------------------
+    # A folder of .md/.txt/.html/.pdf documents the retriever searches instead of the built-in ones
+    # (local server). Its index is a SQLite file, by default knowledge.db beside DATABASE_PATH.
+    knowledge_dir: Path | None = None
+    knowledge_index_path: Path | None = None
+    # Larger files are skipped (listed by GET /knowledge with the reason).
+    knowledge_max_file_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    # How often the local server looks for added, changed and removed files.
+    knowledge_poll_seconds: float = Field(default=1.0, gt=0)
+    # Passages scoring below this (bm25, higher is better) are not cited: a question nothing
+    # matches gets a report that says so. 0.1 drops matches on words most passages share. It applies
+    # once the index holds 20 passages (in fewer, bm25 scores every word as common).
+    knowledge_min_score: float = Field(default=0.1, ge=0)
+    # Words a passage aims at (paragraphs are gathered up to it; never across a heading).
+    knowledge_passage_words: int = Field(default=200, ge=20, le=2000)
+    # On AWS: the bucket whose KNOWLEDGE_PREFIX objects are indexed into the KNOWLEDGE_INDEX_KEY
+    # object (unset: the built-in documents), and how often a warm retriever checks its ETag.
+    knowledge_bucket: str | None = None
+    knowledge_prefix: str = "knowledge/"
+    knowledge_index_key: str = "knowledge-index/index.sqlite"
+    knowledge_refresh_seconds: float = Field(default=30.0, ge=0)
+    # Where the retriever keeps its copy of the index object (Lambda: /tmp).
+    knowledge_cache_dir: Path = Path("/tmp/agentic-knowledge")  # noqa: S108 - Lambda's only writable folder
+
+    def knowledge_index_file(self) -> Path:
+        """The local index file: KNOWLEDGE_INDEX_PATH, or knowledge.db beside the task database."""
+        return self.knowledge_index_path or self.database_path.with_name("knowledge.db")
+
     @model_validator(mode="after")
     def _renew_before_expiry(self) -> Settings:
         if self.lease_renew_seconds >= self.lease_seconds:

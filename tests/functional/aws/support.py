@@ -45,6 +45,7 @@ FUNCTIONS: dict[str, tuple[str, str]] = {
     "FinalizeFunction": ("finalize/handler.py", "handler"),
     "S3TriggerFunction": ("triggers/s3_handler.py", "handler"),
     "SqsTriggerFunction": ("triggers/sqs_handler.py", "handler"),
+    "KnowledgeIndexerFunction": ("knowledge/indexer.py", "handler"),
 }
 #: The ASL's DefinitionSubstitutions -> the function each one names.
 SUBSTITUTIONS = {

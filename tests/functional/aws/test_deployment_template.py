@@ -59,7 +59,7 @@ def test_failed_executions_and_both_failure_queues_raise_alarms(template):
         for a in of_type(template, "AWS::CloudWatch::Alarm").values()
         if a["Properties"]["Namespace"] == "AWS/SQS"
     }
-    assert queues == {"TaskDeadLetterQueue", "S3TriggerFailureQueue"}
+    assert queues == {"TaskDeadLetterQueue", "S3TriggerFailureQueue", "KnowledgeIndexDeadLetterQueue"}
     for name, alarm in of_type(template, "AWS::CloudWatch::Alarm").items():
         p = alarm["Properties"]
         assert (p["Threshold"], p["ComparisonOperator"], p["TreatMissingData"]) == (
@@ -190,7 +190,11 @@ def test_the_s3_trigger_permission_names_the_bucket(template, generated):
     assert source[0] == "arn:${AWS::Partition}:s3:::" + bucket_name[0]
     assert source[1] == bucket_name[1]
     # the notification goes to the function, and only once the permission exists
-    assert template["Resources"]["TasksBucket"]["DependsOn"] == "S3TriggerInvokePermission"
+    # (and to the knowledge queue once its policy lets the bucket send)
+    assert template["Resources"]["TasksBucket"]["DependsOn"] == [
+        "S3TriggerInvokePermission",
+        "KnowledgeIndexQueuePolicy",
+    ]
     [notification] = props(template, "TasksBucket")["NotificationConfiguration"]["LambdaConfigurations"]
     assert notification["Function"] == {"Fn::GetAtt": ["S3TriggerFunction", "Arn"]}
     assert notification["Event"] == "s3:ObjectCreated:*"
@@ -223,7 +227,7 @@ def test_the_indexes_project_keys_only(template):
 
 def test_every_function_logs_to_its_own_group_with_a_retention(template, generated):
     functions = [name for name, r in generated.items() if r["Type"] == "AWS::Lambda::Function"]
-    assert len(functions) == 9
+    assert len(functions) == 10
     for name in functions:
         group = generated[name]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
         assert generated[group]["Type"] == "AWS::Logs::LogGroup", name

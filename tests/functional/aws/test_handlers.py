@@ -266,14 +266,17 @@ def moto(moto_table: Any, aws_env: pytest.MonkeyPatch) -> dict[str, Any]:
 
 def test_every_event_file_has_a_case_and_names_its_function():
     # events/stream_*.json go to the Web Adapter function: test_stream_function.py replays them;
-    # events/s3_trigger_*.json and sqs_trigger_*.json go to the trigger functions: test_triggers.py.
+    # events/s3_trigger_*.json and sqs_trigger_*.json go to the trigger functions: test_triggers.py;
+    # events/knowledge_indexer_*.json to the knowledge indexer: test_knowledge_s3.py.
     files = sorted(
-        p.name for p in EVENTS.glob("*.json") if not p.name.startswith(("stream_", "s3_trigger_", "sqs_trigger_"))
+        p.name
+        for p in EVENTS.glob("*.json")
+        if not p.name.startswith(("stream_", "s3_trigger_", "sqs_trigger_", "knowledge_indexer_"))
     )
     assert files == sorted(CASES)
     for name, (function, _, _) in CASES.items():
         assert name.startswith(snake(function) + "_"), (name, function)
-    triggers = {"S3TriggerFunction", "SqsTriggerFunction"}
+    triggers = {"S3TriggerFunction", "SqsTriggerFunction", "KnowledgeIndexerFunction"}
     assert {function for function, _, _ in CASES.values()} == set(FUNCTIONS) - triggers
 
 

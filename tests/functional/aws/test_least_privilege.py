@@ -44,7 +44,8 @@ _CONTROL = {"states:StopExecution", "states:SendTaskSuccess", "states:SendTaskFa
 GRANTS: dict[str, set[str]] = {
     "CreateTaskFunction": _WRITE | _EXECUTE | _CONTROL,
     "QueryTasksFunction": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"},
-    "RetrieverFunction": _WRITE,
+    # + the knowledge index object and its ETag (issue 15)
+    "RetrieverFunction": _WRITE | {"s3:GetObject", "s3:ListBucket"},
     "AnalyzerFunction": _WRITE,
     "WriterFunction": _WRITE,
     "FinalizeFunction": _WRITE,
@@ -52,6 +53,8 @@ GRANTS: dict[str, set[str]] = {
     # + the on-failure destination of its asynchronous invocations (SAM grants it from EventInvokeConfig)
     "S3TriggerFunction": {"s3:GetObject", "s3:GetObjectVersion", "sqs:SendMessage"} | _WRITE | _EXECUTE,
     "SqsTriggerFunction": _WRITE | _EXECUTE,
+    # the knowledge documents and the index object, nothing of the tasks (issue 15)
+    "KnowledgeIndexerFunction": {"s3:GetObject", "s3:PutObject", "s3:ListBucket"},
 }
 NEVER = {"dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:Scan", "dynamodb:DescribeTable"}
 
@@ -141,7 +144,7 @@ def test_no_function_gets_a_broad_policy_template(roles):
             "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
             "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
         }
-        if function == "SqsTriggerFunction":  # the event source mapping polls with the function's role
+        if function in ("SqsTriggerFunction", "KnowledgeIndexerFunction"):  # its event source mapping polls
             allowed.add("arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole")
         assert managed <= allowed, function
 
@@ -165,6 +168,8 @@ def iam_actions(service: str, operation: str, params: dict[str, Any]) -> list[st
         return sorted({f"dynamodb:{_ITEM_ACTIONS[next(iter(item))]}" for item in params["TransactItems"]})
     if operation == "GetObject" and params.get("VersionId"):
         return ["s3:GetObjectVersion"]
+    if operation == "ListObjectsV2":
+        return ["s3:ListBucket"]
     return [f"{prefix}:{operation}"]
 
 
@@ -195,7 +200,7 @@ def recorded(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> dict[str, s
     return calls
 
 
-def test_every_call_the_handlers_make_is_granted(recorded, pipeline, roles):
+def test_every_call_the_handlers_make_is_granted(recorded, pipeline, roles, tmp_path):
     invoke = support.invoke
     # the API: create and execute, replay an execute, list, list by status, read
     body = json.dumps({"description": "Explain least privilege", "execute": True})
@@ -247,6 +252,22 @@ def test_every_call_the_handlers_make_is_granted(recorded, pipeline, roles):
     invoke("SqsTriggerFunction", load_event("sqs_trigger_batch.json"))
     for execution in pipeline.sfn.list_executions(stateMachineArn=pipeline.state_machine_arn)["executions"]:
         pipeline.wait(execution["name"])
+    # the knowledge base: the indexer writes the index object, a retriever then reads it
+    from agentic.aws.knowledge_handlers import reset_indexer
+
+    pipeline.configure(KNOWLEDGE_BUCKET=record["bucket"]["name"], KNOWLEDGE_CACHE_DIR=str(tmp_path / "kb"))
+    reset_indexer()
+    s3.put_object(
+        Bucket=record["bucket"]["name"],
+        Key="knowledge/runbooks/deploy and rollback.md",
+        Body=b"# Grants\n\nLeast privilege.",
+    )
+    assert invoke("KnowledgeIndexerFunction", load_event("knowledge_indexer_put.json"))["indexed"]
+    reset_indexer()
+    body = json.dumps({"description": "Explain grants", "execute": True})
+    event = http_event("create_task_post.json", body=body)
+    del event["headers"]["idempotency-key"]
+    pipeline.wait(json.loads(invoke("CreateTaskFunction", event)["body"])["task_id"])
     # the stream: execute a new task and stream it, then resume a finished one
     import httpx
 

@@ -95,8 +95,11 @@ def test_the_query_function_only_reads_and_the_create_function_can_start_executi
     functions = resources(template, "AWS::Serverless::Function")
     assert inline_actions(functions["QueryTasksFunction"]) == READ_ONLY_ACTIONS
     assert "states:StartExecution" in inline_actions(functions["CreateTaskFunction"])
-    for name in ("RetrieverFunction", "AnalyzerFunction", "WriterFunction", "FinalizeFunction"):
-        assert inline_actions(functions[name]) == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}, name
+    step_writes = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+    for name in ("AnalyzerFunction", "WriterFunction", "FinalizeFunction"):
+        assert inline_actions(functions[name]) == step_writes, name
+    # the retriever also reads the knowledge index object (issue 15)
+    assert inline_actions(functions["RetrieverFunction"]) == step_writes | {"s3:GetObject", "s3:ListBucket"}
 
 
 def test_the_api_uses_iam_auth_and_routes_each_path_to_its_function(template):

@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 from agentic.agents.base import Agent, StepContext
+from agentic.agents.passages import parse_passages
 from agentic.agents.registry import AgentRegistry
 from agentic.agents.retriever import query_terms
 from agentic.models import ExecutionPlan, ExecutionStep
@@ -20,13 +21,14 @@ _INTENTS: tuple[tuple[str, frozenset[str]], ...] = (
     ("design", frozenset({"design", "build", "implement", "create", "architect", "plan", "set"})),
     ("explanation", frozenset({"explain", "what", "why", "how", "describe", "understand"})),
 )
-_SOURCE_LINE = re.compile(r"^\d+\. (?P<title>.+) \[(?P<topic>[^\]]+)\] \(score (?P<score>[\d.]+)\)$")
 _CLAUSES = re.compile(r"[.?!;]+|\band\b|\bthen\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class Source:
+    #: The passage's heading.
     title: str
+    #: Where the passage comes from: a file path, an S3 key or a built-in document's id.
     topic: str
     score: float
 
@@ -48,11 +50,7 @@ class Analysis:
 
 def parse_sources(retrieved: str) -> list[Source]:
     """The ranked sources listed in the retriever's output."""
-    out = []
-    for line in retrieved.splitlines():
-        if m := _SOURCE_LINE.match(line.strip()):
-            out.append(Source(m["title"], m["topic"], float(m["score"])))
-    return out
+    return [Source(p.heading, p.source, p.score) for p in parse_passages(retrieved)]
 
 
 @lru_cache(maxsize=1024)
@@ -71,10 +69,20 @@ def analyze_task(task: str, retrieved: str) -> Analysis:
         sub_tasks = [task.strip()]
     n_words = len(task.split())
     complexity = "high" if n_words > 60 or len(sub_tasks) > 3 else "medium" if n_words > 15 else "low"
-    context_terms = set(query_terms(retrieved, limit=10_000))
+    # The passages' own words: the output's title line repeats the query, which is no evidence.
+    passages = parse_passages(retrieved)
+    context_terms = set(query_terms(" ".join(f"{p.heading} {p.text}" for p in passages), limit=10_000))
     covered = [t for t in key_terms if t in context_terms or t.rstrip("s") in context_terms]
     gaps = [t for t in key_terms if t not in covered]
-    return Analysis(intent, key_terms, sub_tasks, complexity, parse_sources(retrieved), covered, gaps)
+    return Analysis(
+        intent,
+        key_terms,
+        sub_tasks,
+        complexity,
+        [Source(p.heading, p.source, p.score) for p in passages],
+        covered,
+        gaps,
+    )
 
 
 def format_analysis(a: Analysis) -> str:

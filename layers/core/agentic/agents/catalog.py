@@ -10,6 +10,7 @@ from agentic.agents.prompts import Prompts
 from agentic.agents.registry import AgentRegistry
 from agentic.agents.retriever import RetrieverAgent
 from agentic.agents.writer import WriterAgent
+from agentic.knowledge.base import KnowledgeBase
 from agentic.pipeline import PipelineDefinition
 from agentic.ports import ModelClient
 from agentic.settings import Settings
@@ -18,19 +19,23 @@ from agentic.settings import Settings
 MODEL_AGENTS = ("analyzer", "writer")
 
 
-def default_registry(latency_scale: float = 1.0) -> AgentRegistry:
+def default_registry(latency_scale: float = 1.0, knowledge: KnowledgeBase | None = None) -> AgentRegistry:
+    """``knowledge``: what the retriever searches (None: the bundled documents)."""
     return AgentRegistry(
         [
-            RetrieverAgent(latency_scale=latency_scale),
+            RetrieverAgent(latency_scale=latency_scale, knowledge=knowledge),
             AnalyzerAgent(latency_scale=latency_scale),
             WriterAgent(latency_scale=latency_scale),
         ]
     )
 
 
-def registry_for(settings: Settings, model: ModelClient | None) -> AgentRegistry:
-    """The template agents, with the analyzer and the writer calling ``model`` when there is one."""
-    registry = default_registry(settings.agent_latency_scale)
+def registry_for(
+    settings: Settings, model: ModelClient | None, knowledge: KnowledgeBase | None = None
+) -> AgentRegistry:
+    """The template agents, with the analyzer and the writer calling ``model`` when there is one,
+    and the retriever searching ``knowledge`` (None: the bundled documents)."""
+    registry = default_registry(settings.agent_latency_scale, knowledge=knowledge)
     if model is None:
         return registry
     from agentic.agents.model_agents import ModelAnalyzerAgent, ModelWriterAgent

@@ -12,8 +12,9 @@ import json
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agentic.agents.analyzer import AnalyzerAgent, parse_sources
+from agentic.agents.analyzer import AnalyzerAgent
 from agentic.agents.base import AgentOutput, StepContext
+from agentic.agents.passages import format_sources, parse_passages
 from agentic.agents.prompts import Prompts
 from agentic.agents.writer import WriterAgent
 from agentic.chat import ChatMessage, ChatRequest, StructuredSchema, Usage
@@ -84,12 +85,12 @@ def format_model_analysis(analysis: ModelAnalysis) -> str:
 
 
 def sources_section(retrieved: str) -> str:
-    """The report's closing list of the passages the writer was given (empty when there were none)."""
-    sources = parse_sources(retrieved)
-    if not sources:
-        return ""
-    lines = ["", "", "## Sources", *[f"[{i}] {s.title} ({s.topic})" for i, s in enumerate(sources, 1)]]
-    return "\n".join(lines)
+    """The report's closing list of the passages the writer was given (or that none matched).
+
+    Appended by the code, not asked of the model: the list is always there, always complete, and
+    names only passages the writer really had.
+    """
+    return "\n\n" + format_sources(parse_passages(retrieved))
 
 
 class _ModelBacked:
@@ -162,7 +163,7 @@ class ModelWriterAgent(_ModelBacked, WriterAgent):
         on_delta = context.on_delta
         reply = await self.model.stream(request, on_delta or _discard)
         tail = sources_section(context.outputs.get("retriever", ""))
-        if tail and on_delta is not None:
+        if on_delta is not None:
             await on_delta(tail)
         return AgentOutput(reply.text + tail, reply.usage, self.model.model_id, streamed=on_delta is not None)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from agentic.agents.analyzer import Analysis, analyze_task
 from agentic.agents.base import Agent, StepContext
+from agentic.agents.passages import Passage, format_sources, parse_passages
 from agentic.models import ExecutionStep
 
 _INTENT_ADVICE = {
@@ -17,10 +18,27 @@ _INTENT_ADVICE = {
 }
 
 
-def recommendations(analysis: Analysis) -> list[str]:
+#: How much of a passage the template report quotes.
+QUOTE_WORDS = 60
+
+
+def quote(passage: Passage, words: int = QUOTE_WORDS) -> str:
+    """The passage's opening words, on one line."""
+    tokens = passage.text.split()
+    return " ".join(tokens[:words]) + (" …" if len(tokens) > words else "")
+
+
+def cited_context(passages: list[Passage]) -> list[str]:
+    """One quoted line per passage, cited inline as [n]; a plain statement when nothing matched."""
+    if not passages:
+        return ["Nothing in the knowledge base matches this task, so this report cites no source."]
+    return [f'- {p.heading or p.source}: "{quote(p)}" [{p.number}]' for p in passages]
+
+
+def recommendations(analysis: Analysis, passages: list[Passage] | None = None) -> list[str]:
     out = [_INTENT_ADVICE[analysis.intent]]
-    if analysis.sources:
-        out.append(f"Read '{analysis.sources[0].title}' first: it ranked most relevant.")
+    if passages:
+        out.append(f"Read {passages[0].label} first: it ranked most relevant [{passages[0].number}].")
     if analysis.gaps:
         out.append(f"Find more material on: {', '.join(analysis.gaps)} (not covered by the knowledge base).")
     if analysis.complexity == "high":
@@ -36,7 +54,7 @@ class WriterAgent(Agent):
         return "Write the final report", {"format": "markdown"}
 
     def run(self, step: ExecutionStep, context: StepContext) -> str:
-        retrieved = context.outputs.get("retriever", "(no context retrieved)")
+        passages = parse_passages(context.outputs.get("retriever", ""))
         analysis_text = context.outputs.get("analyzer", "(no analysis)")
         analysis = analyze_task(context.task, context.outputs.get("retriever", ""))
         done = [t for t in context.outputs if t != self.agent_type]
@@ -48,7 +66,7 @@ class WriterAgent(Agent):
                 context.task,
                 "",
                 "## Retrieved context",
-                retrieved,
+                *cited_context(passages),
                 "",
                 "## Analysis",
                 analysis_text,
@@ -58,6 +76,8 @@ class WriterAgent(Agent):
                 f"{len(analysis.sources)} source(s) used; key-term coverage {analysis.coverage:.0%}.",
                 "",
                 "## Recommendations",
-                *[f"- {r}" for r in recommendations(analysis)],
+                *[f"- {r}" for r in recommendations(analysis, passages)],
+                "",
+                format_sources(passages),
             ]
         )

@@ -13,7 +13,7 @@ from agentic import __version__
 from agentic.api.errors import error_responses, install_error_handlers
 from agentic.api.identity import IdentityResolver
 from agentic.api.limits import BodySizeLimit
-from agentic.api.routes import control, health, stream, tasks
+from agentic.api.routes import control, health, knowledge, stream, tasks
 from agentic.service.tasks import TaskService
 
 ALL_ROUTERS: tuple[APIRouter, ...] = (
@@ -22,6 +22,7 @@ ALL_ROUTERS: tuple[APIRouter, ...] = (
     tasks.read_router,
     stream.router,
     health.router,
+    knowledge.router,
 )
 
 DESCRIPTION = """

@@ -15,6 +15,7 @@ from agentic.adapters.s3_reader import S3DocumentReader
 from agentic.adapters.sfn_executor import StepFunctionsExecutor, UnconfiguredExecutor
 from agentic.agents.catalog import registry_for
 from agentic.errors import AgenticError
+from agentic.knowledge.base import KnowledgeBase
 from agentic.pipeline import load_pipeline
 from agentic.ports import Executor, TaskStore
 from agentic.service.pipeline_ops import PipelineOps
@@ -37,6 +38,8 @@ class AwsSystem:
     service: TaskService
     #: Reads task documents for the S3 trigger (its S3 client is built on first use).
     documents: S3DocumentReader = field(default_factory=S3DocumentReader)
+    #: What the retriever searches: the S3 index object (KNOWLEDGE_BUCKET), else the built-in documents.
+    knowledge: KnowledgeBase | None = None
 
 
 def build_aws_system(
@@ -48,9 +51,14 @@ def build_aws_system(
     from agentic.adapters.dynamodb_store import DynamoDBPollingWaiter, DynamoDBTaskStore
 
     store = DynamoDBTaskStore(settings.table_name, dynamodb_client)
+    knowledge: KnowledgeBase | None = None
+    if settings.knowledge_bucket:
+        from .knowledge_handlers import build_s3_knowledge
+
+        knowledge = build_s3_knowledge(settings)
     model = build_model_client(settings)
     ops = PipelineOps.configured(
-        store, registry_for(settings, model), load_pipeline(settings.pipeline_definition), settings
+        store, registry_for(settings, model, knowledge), load_pipeline(settings.pipeline_definition), settings
     )
     executor: Executor
     if settings.state_machine_arn:
@@ -61,7 +69,7 @@ def build_aws_system(
         executor = UnconfiguredExecutor()
     waiter = DynamoDBPollingWaiter(settings.stream_poll_min_seconds, settings.stream_poll_max_seconds)
     service = AwsTaskService(store, executor, waiter, settings, ops=ops)
-    return AwsSystem(settings, store, ops, executor, service)
+    return AwsSystem(settings, store, ops, executor, service, knowledge=knowledge)
 
 
 @lru_cache(maxsize=1)

@@ -139,6 +139,16 @@ class AgenticClient:
         page: dict[str, Any] = self._call("GET", "/tasks", params=params)
         return page
 
+    # --- knowledge base ----------------------------------------------------------------------
+
+    def knowledge(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/knowledge")
+        return result
+
+    def search_knowledge(self, query: str, k: int = 3) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/knowledge/search", params={"q": query, "k": k})
+        return result
+
     def status(self, task_id: str) -> dict[str, Any]:
         task: dict[str, Any] = self._call("GET", f"/tasks/{task_id}/status")
         return task

@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agentic.cli.client import AgenticClient, ApiError
+from agentic.cli.kb import kb_app
 from agentic.cli.watch import StreamLost, Watcher, hard_breaks
 
 EXIT_FAILED = 1
@@ -260,6 +261,9 @@ app.command("reject", help="Reject a task waiting for approval; it ends.")(_cont
 app.command("retry", help="Run a failed or cancelled task again from the step that did not complete.")(
     _control("retry")
 )
+
+
+app.add_typer(kb_app)  # `agentic kb list|search`
 
 
 def run() -> None:

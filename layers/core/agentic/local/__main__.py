@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 import uvicorn
@@ -42,6 +43,11 @@ def describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _is_folder(path: Path | None) -> None:
+    if path is not None and not path.is_dir():
+        raise ValueError(f"{str(path)!r} is not a folder")
+
+
 def load_settings() -> Settings:
     """The settings, each checked the way the server will use it; a bad one ends the process."""
     try:
@@ -53,6 +59,7 @@ def load_settings() -> Settings:
         ("API_TOKEN/API_TOKENS", settings.owner_tokens),
         ("PIPELINE_DEFINITION", lambda: load_pipeline(settings.pipeline_definition)),
         ("MODEL_*", lambda: check_model_settings(settings, load_pipeline(settings.pipeline_definition))),
+        ("KNOWLEDGE_DIR", lambda: _is_folder(settings.knowledge_dir)),
     ]
     for name, check in checks:
         try:

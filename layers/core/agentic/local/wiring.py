@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +16,9 @@ from agentic.agents.catalog import registry_for
 from agentic.api.app import create_app
 from agentic.api.identity import bearer_identity
 from agentic.api.ui import router as ui_router
+from agentic.knowledge.base import KnowledgeBase
+from agentic.knowledge.builtin import shared_builtin_index
+from agentic.knowledge.folder import FolderKnowledge
 from agentic.local import metrics as local_metrics
 from agentic.observability import add_metric_sink, logger, remove_metric_sink
 from agentic.pipeline import load_pipeline
@@ -35,6 +39,21 @@ class LocalSystem:
     service: TaskService
     metrics: local_metrics.PrometheusSink
     model: ModelClient | None = None
+    #: What the retriever searches: the KNOWLEDGE_DIR folder's index, or the built-in documents.
+    knowledge: KnowledgeBase | None = None
+
+
+def local_knowledge(settings: Settings) -> KnowledgeBase:
+    if settings.knowledge_dir is None:
+        return shared_builtin_index(settings.knowledge_min_score)
+    return FolderKnowledge(
+        settings.knowledge_dir,
+        settings.knowledge_index_file(),
+        max_file_bytes=settings.knowledge_max_file_bytes,
+        min_score=settings.knowledge_min_score,
+        passage_words=settings.knowledge_passage_words,
+        busy_timeout_seconds=settings.store_busy_timeout_seconds,
+    )
 
 
 def build_local_system(settings: Settings) -> LocalSystem:
@@ -44,9 +63,10 @@ def build_local_system(settings: Settings) -> LocalSystem:
         probe_seconds=settings.health_probe_seconds,
         synchronous=settings.sqlite_synchronous,
     )
+    knowledge = local_knowledge(settings)
     model = build_model_client(settings)
     ops = PipelineOps.configured(
-        store, registry_for(settings, model), load_pipeline(settings.pipeline_definition), settings
+        store, registry_for(settings, model, knowledge), load_pipeline(settings.pipeline_definition), settings
     )
     runner = LocalRunner(ops, time_scale=settings.retry_time_scale, jitter=settings.local_retry_jitter)
     metrics = local_metrics.PrometheusSink()
@@ -62,7 +82,7 @@ def build_local_system(settings: Settings) -> LocalSystem:
     )
     metrics.watch_executor(lambda: executor.waiting, lambda: executor.running)
     service = TaskService(store, executor, store.bus, settings, ops=ops)
-    return LocalSystem(settings, store, ops, runner, executor, service, metrics, model)
+    return LocalSystem(settings, store, ops, runner, executor, service, metrics, model, knowledge)
 
 
 def create_local_app(settings: Settings | None = None) -> FastAPI:
@@ -75,6 +95,8 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
         # Resume tasks whose runner died (and renew our leases) from now on. The server binds its
         # port before the app starts (see __main__), so a process that cannot serve takes nothing.
         system.executor.start_maintenance()
+        if isinstance(system.knowledge, FolderKnowledge):  # follow KNOWLEDGE_DIR while serving
+            system.knowledge.start(settings.knowledge_poll_seconds)
         watcher = None
         if settings.inbox_dir is not None:
             from agentic.local.inbox import InboxWatcher
@@ -97,6 +119,8 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
             await system.executor.shutdown()
             if system.model is not None:
                 await system.model.aclose()
+            if isinstance(system.knowledge, FolderKnowledge):
+                await asyncio.to_thread(system.knowledge.close)
             system.store.close()
             remove_metric_sink(system.metrics)
 
@@ -108,6 +132,7 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
         bearer_auth=True,
     )
     app.state.system = system
+    app.state.knowledge = system.knowledge
     app.state.metrics = system.metrics
     app.include_router(local_metrics.router)
     app.include_router(ui_router)  # the web view at /ui; / redirects to it

@@ -13,6 +13,7 @@ from typing import Any
 
 from agentic.agents.analyzer import AnalyzerAgent
 from agentic.agents.faults import FaultPlan
+from agentic.agents.passages import parse_passages
 from agentic.agents.registry import AgentRegistry
 from agentic.errors import InvalidTransition, LeaseLost
 from agentic.models import (
@@ -176,7 +177,7 @@ class PipelineOps(StepAttempts):
             self._key(task, "task:approval_requested"),
             step_id=gate.before_step if gate else None,
             summary=outputs.get("analyzer", "")[:2000],
-            sources=[line.strip() for line in outputs.get("retriever", "").splitlines() if line[:1].isdigit()][:10],
+            sources=[f"[{p.number}] {p.label}" for p in parse_passages(outputs.get("retriever", ""))][:10],
             timeout_seconds=timeout,
             approve=f"/tasks/{task_id}/approve",
             reject=f"/tasks/{task_id}/reject",
