@@ -71,7 +71,10 @@ def test_a_local_cancel_interrupts_the_step_in_flight_and_frees_its_slot(tmp_pat
             await system.service.execute("o", first.task_id)
             await until(lambda: writer.started == [first.task_id])
             # When the task is cancelled while its writer works
-            cancelled = await asyncio.wait_for(system.service.cancel("o", first.task_id, "changed my mind"), 5)
+            try:
+                cancelled = await asyncio.wait_for(system.service.cancel("o", first.task_id, "changed my mind"), 5)
+            except TimeoutError:
+                raise AssertionError("the cancel waits for the step instead of interrupting it") from None
             # Then the writer's work was interrupted at once, and the only slot is free again
             assert cancelled.status is TaskStatus.CANCELLED
             assert writer.interrupted == [first.task_id]

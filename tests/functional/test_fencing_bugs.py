@@ -158,7 +158,10 @@ def test_a_run_whose_lease_was_taken_over_stops_calling_its_agent(shared):
         assert b.store.get("t").status is TaskStatus.COMPLETED
         # When A's lease maintenance runs
         await a.executor.maintain_once()
-        await asyncio.wait_for(a.executor.drain(), 10)
+        try:
+            await asyncio.wait_for(a.executor.drain(), 10)
+        except TimeoutError:
+            raise AssertionError("the run that lost its lease is still running") from None
         # Then A's step was interrupted there and then, and its slot is free
         assert watched.interrupted == ["t"]
         assert a.executor.running == 0

@@ -3,6 +3,12 @@ unnoticed by the suite.
 
 Runs are in-process; where a wait matters the event loop runs on a virtual clock
 (``tests/virtual_time.py``), so backoffs cost no real time and still can be measured.
+
+Two bugs of the same list are caught by older tests, so they have none here: the retry wait between
+attempts replaced by no wait (``test_runner_retries.py`` measures the waits on a virtual clock), and
+a timeout no longer named ``States.Timeout`` (``test_runner_retries.py`` and ``test_leases.py``
+assert the name, without which the state machine's Retry would not match it). The wait of a resumed
+run, which no test measured, is below.
 """
 
 from __future__ import annotations
@@ -222,8 +228,9 @@ def test_a_stored_step_output_is_bounded_to_60k_characters(tmp_path, monkeypatch
 
     The final output and the stream are bounded elsewhere, so a test of the report alone passes
     while the task item grows: here an intermediate step (the analyzer) answers 100,000 characters,
-    and the step as the store gives it back (and as the next agent reads it) holds at most 60,000.
-    Written against the store's public ``get``, wherever the store keeps step outputs.
+    and the step as the store gives it back (which is what the next agent reads) holds at most
+    60,000. Written against the store's public ``get`` and the agents' context, so it holds wherever
+    the store keeps step outputs (in the task item or in items of their own).
     """
     answer = "".join(f"finding {n:06d}\n" for n in range(100_000 // 15 + 1))[:100_000]
     seen: dict[str, str] = {}
@@ -250,8 +257,7 @@ def test_a_stored_step_output_is_bounded_to_60k_characters(tmp_path, monkeypatch
             stored = system.store.get(task.task_id)
             assert stored.status is TaskStatus.COMPLETED
             analysis = stored.execution_plan.steps[1].output
-            assert 0 < len(analysis) <= 60_000
-            assert answer.startswith(analysis)
+            assert analysis is None or len(analysis) <= 60_000  # None: a store that reads outputs apart
             partial = [e.data for e in system.store.read_events(task.task_id) if e.data.get("agent_type") == "analyzer"]
             assert all(len(p.get("output") or "") <= 60_000 for p in partial)
         finally:
@@ -259,4 +265,6 @@ def test_a_stored_step_output_is_bounded_to_60k_characters(tmp_path, monkeypatch
             system.store.close()
 
     run_virtual(main(), limit_seconds=600)
+    # And the writer read the analysis from the store: the first 60,000 characters of it
     assert 0 < len(seen["analyzer"]) <= 60_000
+    assert answer.startswith(seen["analyzer"])
