@@ -106,7 +106,9 @@ def test_a_run_that_lost_its_task_to_a_cancel_and_a_retry_cannot_write(shared):
     """Bug guarded: the fencing check letting a run write to a task that holds no lease at all.
 
     A cancel and a retry take the task's lease away (the retried run claims a new one when it
-    starts). Between the two, the old run, still going, must not be able to start the next step.
+    starts). Between the two, the old run, still going, must not be able to start the next step. (A
+    result of the step in flight is refused anyway, as its attempt was overtaken: the gap this test
+    closes is a run between two steps, which would otherwise run the next agent and write its result.)
     """
     _, calls, process = shared
     a, b = process("a"), process("b")
