@@ -68,3 +68,12 @@ def run_virtual(main: Coroutine[Any, Any, T], *, limit_seconds: float = DEFAULT_
 
     with asyncio.Runner(loop_factory=VirtualClockLoop) as runner:
         return runner.run(bounded())
+
+
+async def until(condition: Callable[[], bool], *, polls: int = 1000) -> None:
+    """Return once ``condition()`` holds, checking every 10 ms of (virtual) time; fail after ``polls``."""
+    for _ in range(polls):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("never happened")

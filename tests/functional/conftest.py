@@ -7,6 +7,7 @@ credentials and a region: nothing here can reach a real account.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import boto3
@@ -15,6 +16,7 @@ from moto import mock_aws
 
 from agentic.adapters.dynamodb_store import DynamoDBTaskStore, create_table
 from agentic.adapters.sqlite_store import SQLiteTaskStore
+from tests.functional.test_leases import Clock, Process
 
 TABLE_NAME = "agentic-tasks-test"
 
@@ -50,3 +52,18 @@ def local_system(tmp_path):
     system = build_local_system(local_settings(tmp_path))
     yield system
     system.store.close()
+
+
+@pytest.fixture
+def shared(tmp_path):
+    """Processes (stores, runners, executors) sharing one SQLite file and one virtual clock."""
+    clock, calls = Clock(), []
+    made: list[Process] = []
+
+    def process(name: str, held: dict[str, asyncio.Event] | None = None) -> Process:
+        made.append(Process(tmp_path / "tasks.db", clock, calls, name, held))
+        return made[-1]
+
+    yield clock, calls, process
+    for p in made:
+        p.store.close()

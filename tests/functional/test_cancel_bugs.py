@@ -7,7 +7,6 @@ The local wiring runs in-process on a virtual clock (``tests/virtual_time.py``):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,17 +16,9 @@ from agentic.agents.writer import WriterAgent
 from agentic.local.wiring import build_local_system
 from agentic.models import EventType, StepStatus, TaskStatus
 from tests.support import local_client, local_settings, ndjson
-from tests.virtual_time import run_virtual
+from tests.virtual_time import run_virtual, until
 
 pytestmark = pytest.mark.functional
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("never happened")
 
 
 @dataclass

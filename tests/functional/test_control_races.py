@@ -14,6 +14,7 @@ from agentic.models import StepStatus, TaskState, TaskStatus
 from agentic.pipeline import load_pipeline
 from agentic.service.control import TaskControl
 from tests.functional.test_leases import Clock, Process, new_task
+from tests.virtual_time import until
 
 pytestmark = pytest.mark.functional
 
@@ -30,14 +31,6 @@ def two(tmp_path):
     yield clock, calls, process
     for p in made:
         p.store.close()
-
-
-async def until(condition) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("never happened")
 
 
 async def test_a_cancelled_run_does_not_come_back_when_the_task_is_retried_at_once(two):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -22,32 +21,10 @@ from agentic.models import EventType, StepStatus, TaskState, TaskStatus
 from agentic.pipeline import load_pipeline
 from agentic.service.control import TaskControl
 from agentic.service.pipeline_ops import PipelineOps
-from tests.functional.test_leases import Clock, Process, new_task
-from tests.virtual_time import run_virtual
+from tests.functional.test_leases import Process, new_task
+from tests.virtual_time import run_virtual, until
 
 pytestmark = pytest.mark.functional
-
-
-@pytest.fixture
-def shared(tmp_path):
-    clock, calls = Clock(), []
-    made: list[Process] = []
-
-    def process(name: str, held: dict[str, asyncio.Event] | None = None) -> Process:
-        made.append(Process(tmp_path / "tasks.db", clock, calls, name, held))
-        return made[-1]
-
-    yield clock, calls, process
-    for p in made:
-        p.store.close()
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("never happened")
 
 
 @dataclass

@@ -60,20 +60,6 @@ class Process:
         self.executor = LocalExecutor(self.runner.run, self.store, lease_seconds=5, runner_id=name)
 
 
-@pytest.fixture
-def shared(tmp_path):
-    clock, calls = Clock(), []
-    made: list[Process] = []
-
-    def process(name, held=None):
-        made.append(Process(tmp_path / "tasks.db", clock, calls, name, held))
-        return made[-1]
-
-    yield clock, calls, process
-    for p in made:
-        p.store.close()
-
-
 def new_task(store, task_id="t"):
     store.create(TaskState(task_id=task_id, owner="o", user_input="Explain exponential backoff"))
 

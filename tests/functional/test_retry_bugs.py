@@ -14,7 +14,6 @@ run, which no test measured, is below.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,35 +24,13 @@ from agentic.local.wiring import build_local_system
 from agentic.models import EventType, StepStatus, TaskStatus
 from agentic.pipeline import load_pipeline
 from agentic.service.control import TaskControl
-from tests.functional.test_leases import Clock, Process, new_task
+from tests.functional.test_leases import new_task
 from tests.support import local_settings
-from tests.virtual_time import run_virtual
+from tests.virtual_time import run_virtual, until
 
 pytestmark = pytest.mark.functional
 
 DAY = 86400.0
-
-
-@pytest.fixture
-def shared(tmp_path):
-    clock, calls = Clock(), []
-    made: list[Process] = []
-
-    def process(name: str) -> Process:
-        made.append(Process(tmp_path / "tasks.db", clock, calls, name))
-        return made[-1]
-
-    yield clock, calls, process
-    for p in made:
-        p.store.close()
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("never happened")
 
 
 def test_a_retry_that_runs_the_analysis_again_asks_for_approval_again(tmp_path):
