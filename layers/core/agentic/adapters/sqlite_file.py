@@ -164,8 +164,8 @@ class SQLiteFile:
         A write's deadline starts now, so one queued behind a write that waits for the lock fails
         when its own time is up instead of waiting in turn.
         """
-        if getattr(method, "__name__", "") in self.read_methods:
-            return self._read_pool, call
+        if getattr(method, "__name__", "") in self.read_methods | {"check_writable"}:
+            return self._read_pool, call  # the health probe too: it waits briefly, never in the queue
         deadline = time.monotonic() + self.busy_timeout_seconds
         return self._write_pool, functools.partial(self._with_deadline, deadline, call)
 
@@ -254,9 +254,9 @@ class SQLiteFile:
         It waits for the lock until the write's deadline (``submit``), or ``wait_seconds``, or the
         busy timeout; past it, ``StoreUnavailable``.
         """
-        deadline = getattr(self._local, "deadline", None)
-        if deadline is None:
-            deadline = time.monotonic() + (self.busy_timeout_seconds if wait_seconds is None else wait_seconds)
+        deadline = time.monotonic() + (self.busy_timeout_seconds if wait_seconds is None else wait_seconds)
+        if (queued := getattr(self._local, "deadline", None)) is not None:
+            deadline = min(deadline, queued)
         with self._guard():
             if not self._lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
                 raise _Locked("database is locked (another write of this process holds it)")
