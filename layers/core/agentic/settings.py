@@ -9,7 +9,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 #: The shortest lease a renewal keeps under load (see ``Settings._leases_that_hold``).
 MIN_LEASE_SECONDS = 2.0
 
