@@ -6,8 +6,9 @@ import sqlite3
 
 import pytest
 
+from agentic.adapters.local_executor import LocalExecutor
 from agentic.adapters.sqlite_store import SQLiteTaskStore
-from agentic.models import EventType, NewEvent, TaskState, TaskStatus
+from agentic.models import EventType, Lease, NewEvent, TaskState, TaskStatus
 
 pytestmark = pytest.mark.functional
 
@@ -20,7 +21,7 @@ class Clock:
         return self.now
 
 
-def test_purging_finished_tasks_shrinks_the_file(tmp_path):
+async def test_the_retention_pass_shrinks_the_file(tmp_path):
     # Given a store holding 300 finished tasks with 20 KB of events each (about 6 MB)
     clock = Clock()
     path = tmp_path / "t.db"
@@ -37,17 +38,24 @@ def test_purging_finished_tasks_shrinks_the_file(tmp_path):
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     full = path.stat().st_size
-    # When retention purges them (in several batches)
+    # When a server's maintenance pass runs past their retention
     store = SQLiteTaskStore(path, clock=clock)
+    executor = LocalExecutor(run_nothing, store, retention_seconds=1)
     clock.now += 10
-    assert store.purge_finished(older_than_seconds=1, batch=100) == 300
+    await executor.maintain_once()
     store.close()
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        tasks = db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
-    # Then no free page is left in the file, and the file is a small part of what it was
+    # Then the tasks are gone, no free page is left in the file, and the file is a small part of what it was
+    assert tasks == 0
     assert free == 0
     assert path.stat().st_size < full / 10
+
+
+async def run_nothing(task_id: str, lease: Lease) -> None:
+    raise AssertionError("nothing runs in this test")
 
 
 def test_freeing_pages_goes_in_bounded_batches_to_the_end(tmp_path):
@@ -62,10 +70,10 @@ def test_freeing_pages_goes_in_bounded_batches_to_the_end(tmp_path):
     with store._read() as db:
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
     assert free >= 1000
-    # When the store frees them 100 pages per transaction
-    freed = store.free_pages(batch_pages=100)
-    # Then every one was freed (the statement was stepped to its end, batch after batch)
-    assert freed == free
+    # When the store frees one batch of 100 pages
+    assert store.free_pages(batch_pages=100, max_batches=1) == 100
+    # Then exactly those were freed, and the rest, in batches of 100, when asked for all
+    assert store.free_pages(batch_pages=100) == free - 100
     with store._read() as db:
         assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0
     store.close()

@@ -103,6 +103,11 @@ class LeaseStore(TaskStore, Protocol):
         """None if a write can be committed now, else the reason (cached for a few seconds)."""
         ...
 
+    def free_pages(self, batch_pages: int = 1024, max_batches: int | None = None) -> int:
+        """Give space that purged rows left free back to the file system, ``batch_pages`` pages a
+        transaction, at most ``max_batches`` transactions; return the pages freed."""
+        ...
+
 
 class EventWaiter(Protocol):
     """How a stream waits for the next event: notified in-process, or by polling a remote store."""

@@ -34,6 +34,9 @@ from agentic.ports import LeaseStore
 from agentic.service.io import call_store
 
 RunFn = Callable[[str, Lease], Awaitable[None]]
+#: Pages the retention pass frees per store call: each call is one short transaction, and other
+#: writes go between the calls.
+FREE_PAGES_PER_CALL = 1024
 
 
 def new_runner_id() -> str:
@@ -228,7 +231,13 @@ class LocalExecutor:
         purged = await call_store(self._store, self._store.purge_finished, self.retention_seconds, 500, 1)
         self._next_purge = now if purged >= 500 else now + self.purge_every_seconds
         if purged:
-            logger.info("purged finished tasks past the retention", extra={"tasks": purged})
+            # Give the space back (SQLite keeps freed pages in the file otherwise), one batch a call.
+            freed = 0
+            while (batch := await call_store(self._store, self._store.free_pages, FREE_PAGES_PER_CALL, 1)) > 0:
+                freed += batch
+                if batch < FREE_PAGES_PER_CALL or self._stopping:
+                    break
+            logger.info("purged finished tasks past the retention", extra={"tasks": purged, "pages_freed": freed})
 
     async def drain(self) -> None:
         """Wait until nothing runs or waits (benchmarks and tests)."""

@@ -36,8 +36,8 @@ WAL_CHECKPOINT_PAGES = 256
 #: How often the background thread moves the write-ahead log into the database file.
 CHECKPOINT_INTERVAL_SECONDS = 0.2
 WAL_SIZE_LIMIT_BYTES = 1024 * 1024
-#: Pages freed per step of the incremental vacuum: each batch is one short write transaction.
-VACUUM_BATCH_PAGES = 2048
+#: Pages freed per transaction of the incremental vacuum (4 MB: tens of milliseconds of lock).
+VACUUM_BATCH_PAGES = 1024
 #: Reader threads for async callers: reads run beside each other and beside the writer.
 READ_THREADS = 4
 #: How long /health's write probe waits for the lock: it reports, it does not queue.
@@ -346,20 +346,24 @@ class SQLiteFile:
         self._probe = (now, reason)
         return reason
 
-    def free_pages(self, batch_pages: int = VACUUM_BATCH_PAGES) -> int:
+    def free_pages(self, batch_pages: int = VACUUM_BATCH_PAGES, max_batches: int | None = None) -> int:
         """Give the file's free pages back to the file system; return how many were freed.
 
-        ``PRAGMA incremental_vacuum`` frees one page per step of its statement, so it is stepped
-        to its end, ``batch_pages`` at a time, each batch a write transaction of its own: no batch
-        holds the lock long enough to stall other writers.
+        ``PRAGMA incremental_vacuum`` frees one page per step of its statement, and Python steps a
+        statement without result columns once: so it is executed once per page, ``batch_pages``
+        times per write transaction, and no transaction holds the lock long enough to stall other
+        writers. At most ``max_batches`` transactions.
         """
         freed = 0
-        while True:
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            batches += 1
             with self._write() as db:
                 (before,) = db.execute("PRAGMA freelist_count").fetchone()
                 if before == 0:
                     break
-                db.execute(f"PRAGMA incremental_vacuum({batch_pages})").fetchall()
+                for _ in range(min(batch_pages, before)):
+                    db.execute("PRAGMA incremental_vacuum")
                 (after,) = db.execute("PRAGMA freelist_count").fetchone()
             freed += before - after
             if after == 0 or after >= before:  # done, or a file without incremental auto-vacuum

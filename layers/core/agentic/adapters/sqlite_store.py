@@ -353,8 +353,6 @@ class SQLiteTaskStore(SQLiteFile):
             purged += len(ids)
             if len(ids) < batch:
                 break
-        if purged:
-            self.free_pages()
         return purged
 
     # --- events --------------------------------------------------------------------------------

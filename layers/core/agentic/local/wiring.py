@@ -88,7 +88,8 @@ def on_stop_signals(callback: Callable[[], None]) -> Callable[[], None]:
         prior = signal.getsignal(sig)
 
         def handler(signum: int, frame: object, prior: object = prior) -> None:
-            loop.call_soon_threadsafe(callback)
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(callback)
             if callable(prior):
                 prior(signum, frame)
 
