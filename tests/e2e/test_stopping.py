@@ -4,20 +4,27 @@ says how to re-attach, and hands its task over (real server processes, a real st
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sqlite3
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 from queue import Queue
 
 import httpx
 import pytest
 
-from tests.e2e.server import LocalServer
+from tests.e2e.server import LocalServer, free_port
 from tests.support import SEED_SEQUENCE
 
 pytestmark = pytest.mark.e2e
 
 # Leases long enough that only a lease handed back lets the other server resume within the test.
 LONG_LEASES = {"LEASE_SECONDS": "120", "LEASE_RENEW_SECONDS": "1"}
+UVICORN = Path(sys.executable).with_name("uvicorn")
 
 
 def read_stream(url: str, lines: Queue[dict | None]) -> None:
@@ -78,3 +85,65 @@ def test_a_stop_signal_ends_streams_with_a_re_attach_line_and_hands_the_running_
     finally:
         slow.stop(signal.SIGKILL)
         other.stop()
+
+
+def test_a_stop_signal_to_uvicorn_workers_ends_every_stream_and_hands_every_lease_back(tmp_path):
+    db = tmp_path / "db.sqlite"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "DATABASE_PATH": str(db), "AGENT_LATENCY_SCALE": "50", **LONG_LEASES}
+    log = (tmp_path / "uvicorn.log").open("wb")
+    # Given two workers behind one port, each running tasks whose streams are attached
+    proc = subprocess.Popen(
+        [str(UVICORN), "--factory", "agentic.local.wiring:create_local_app", "--workers", "2", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_health(url, proc)
+        ids = [
+            httpx.post(f"{url}/tasks", json={"description": f"task {i}"}, timeout=10).json()["task_id"]
+            for i in range(4)
+        ]
+        queues: dict[str, Queue[dict | None]] = {task_id: Queue() for task_id in ids}
+        readers = [
+            threading.Thread(target=read_stream, args=(f"{url}/tasks/{task_id}/execute", queues[task_id]))
+            for task_id in ids
+        ]
+        for reader in readers:
+            reader.start()
+        streams: dict[str, list[dict]] = {task_id: [] for task_id in ids}
+        for task_id, lines in queues.items():
+            while not streams[task_id] or streams[task_id][-1]["event_type"] != "step_started":
+                line = lines.get(timeout=30)
+                assert line is not None, streams[task_id]
+                streams[task_id].append(line)
+        # When uvicorn gets SIGTERM
+        proc.send_signal(signal.SIGTERM)
+        # Then every stream ends with server_stopping, and the process exits
+        for task_id, lines in queues.items():
+            while (line := lines.get(timeout=30)) is not None:
+                streams[task_id].append(line)
+        assert [s[-1]["event_type"] for s in streams.values()] == ["server_stopping"] * 4
+        proc.wait(timeout=15)
+        # And every lease was handed back (due now, not in 120 s): any live server resumes them at once
+        with sqlite3.connect(db) as conn:
+            leases = conn.execute("SELECT status, lease_expires FROM tasks").fetchall()
+        assert leases == [("executing", 0.0)] * 4
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
+def wait_for_health(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "uvicorn exited"
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise AssertionError("uvicorn did not answer /health in 30 s")
