@@ -81,6 +81,16 @@ async def tail_events(
             execute=f"/tasks/{task_id}/execute",
         )
     while True:
+        if getattr(waiter, "stopping", False):  # checked each round: a busy log must not hold the stop up
+            yield control_line(
+                SERVER_STOPPING,
+                task_id,
+                cursor=after,
+                message="this server is stopping; the task goes on: re-attach to continue",
+                resume=f"/tasks/{task_id}/events?after={after}",
+                retry_after=REATTACH_AFTER_SECONDS,
+            )
+            return
         try:
             events = await call_store(store, store.read_events, task_id, after)
             if not events and not finished and loop.time() >= next_status_check:
@@ -117,16 +127,6 @@ async def tail_events(
             woke_early = False
             continue
         if finished:
-            return
-        if getattr(waiter, "stopping", False):
-            yield control_line(
-                SERVER_STOPPING,
-                task_id,
-                cursor=after,
-                message="this server is stopping; the task goes on: re-attach to continue",
-                resume=f"/tasks/{task_id}/events?after={after}",
-                retry_after=REATTACH_AFTER_SECONDS,
-            )
             return
         now = loop.time()
         if deadline is not None and now >= deadline:
