@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -220,3 +221,33 @@ def test_approve_cancel_and_retry_from_the_command_line(tmp_path):
         refused = agentic("approve", pending, url=server.url)
         assert refused.returncode == 4
         assert "not awaiting approval" in refused.stderr
+
+
+def test_a_watch_re_attaches_by_itself_when_its_server_stops_and_comes_back(tmp_path):
+    db = tmp_path / "db.sqlite"
+    # Given a task watched from the command line while its first step runs (5 s on this server)
+    first = LocalServer(db, AGENT_LATENCY_SCALE="50").start()
+    watch = subprocess.Popen(
+        [str(AGENTIC), "--url", first.url, "submit", "--watch", DESCRIPTION],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1"},
+    )
+    try:
+        while not first.records("agent invoked"):
+            assert watch.poll() is None
+            time.sleep(0.02)
+        # When the server is stopped (SIGTERM) and started again on the same port and file
+        first.stop(signal.SIGTERM)
+        with LocalServer(db, port=first.port):
+            out, err = watch.communicate(timeout=60)
+    finally:
+        first.stop(signal.SIGKILL)
+        if watch.poll() is None:
+            watch.kill()
+    # Then the watch said why its stream ended, re-attached after its last event, and saw the end
+    assert watch.returncode == 0, err
+    assert "the server is stopping; re-attaching after cursor 3 (Last-Event-ID)" in out
+    assert out.count("✓ step_001 retriever done in 2 attempts") == 1
+    assert out.rstrip().endswith("completed")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from collections import Counter
 
 import httpx
@@ -92,6 +93,9 @@ def test_a_killed_server_s_task_resumes_after_a_restart_without_rerunning_finish
                     event = json.loads(line)
                     if event["event_type"] == "step_started" and event["data"]["step_id"] == "step_002":
                         break
+            # (runs go on a thread of their own: the step is announced just before its agent is invoked)
+            while not [r for r in first.records("agent invoked") if r["step_id"] == "step_002"]:
+                time.sleep(0.02)
             # When the server is killed
             first.stop(signal.SIGKILL)
     finally:

@@ -147,3 +147,31 @@ async def test_a_wake_up_with_nothing_to_read_never_spins():
     # reading the log as fast as the CPU allows (tens of thousands of reads in 0.5 s)
     assert lines[-1]["event_type"] == "stream_timeout"
     assert store.reads < 50
+
+
+class EndlessStore(ListStore):
+    """A log that always has one more event (another server's run writing as fast as it reads)."""
+
+    def read_events(self, task_id, after=0, limit=500):
+        self.reads += 1
+        return [
+            StreamEvent(
+                event_type=EventType.PARTIAL_OUTPUT, task_id=task_id, timestamp=datetime.now(UTC), cursor=after + 1
+            )
+        ]
+
+
+async def test_a_stopping_server_ends_even_a_busy_stream_with_where_to_re_attach():
+    store = EndlessStore([])
+    waiter = SimpleNamespace(stopping=False)
+    lines = []
+    async for chunk in tail_events(store, waiter, "t"):
+        lines += [json.loads(line) for line in chunk.splitlines()]
+        if len(lines) == 3:  # When the server starts stopping while events keep coming
+            waiter.stopping = True
+        assert len(lines) < 10, "the stream went on after the stop"
+    # Then the stream ends at once with server_stopping, naming the last cursor it sent
+    assert [line["event_type"] for line in lines] == ["partial_output"] * 3 + ["server_stopping"]
+    assert lines[-1]["data"]["cursor"] == 3
+    assert lines[-1]["data"]["resume"] == "/tasks/t/events?after=3"
+    assert lines[-1]["data"]["retry_after"] >= 1

@@ -16,11 +16,12 @@ Mutation = Callable[[TaskState], dict[str, Any]]
 class TaskStore(Protocol):
     """Task state and the per-task event log.
 
-    Methods are synchronous: SQLite answers in microseconds, and the Lambdas are synchronous. Async
-    callers go through ``service.io.call_store`` which moves blocking (network) stores off the loop.
+    Methods are synchronous (the Lambdas are). Async callers go through ``service.io.call_store``,
+    which runs a blocking store's calls in threads: DynamoDB's (network round trips) and SQLite's
+    (a write may wait for another process's lock; reads go beside it, see ``sqlite_file``).
     """
 
-    #: True when calls do network I/O and async callers should run them in a thread.
+    #: True when a call may wait (network I/O, a lock) and async callers should run it in a thread.
     blocking: bool
 
     def create(self, task: TaskState) -> TaskState:
@@ -102,6 +103,11 @@ class LeaseStore(TaskStore, Protocol):
 
     def check_writable(self) -> str | None:
         """None if a write can be committed now, else the reason (cached for a few seconds)."""
+        ...
+
+    def free_pages(self, batch_pages: int = 1024, max_batches: int | None = None) -> int:
+        """Give space that purged rows left free back to the file system, ``batch_pages`` pages a
+        transaction, at most ``max_batches`` transactions; return the pages freed."""
         ...
 
 

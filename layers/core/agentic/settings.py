@@ -9,6 +9,9 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: The shortest lease a renewal keeps under load (see ``Settings._leases_that_hold``).
+MIN_LEASE_SECONDS = 2.0
+
 
 class ModelPrice(BaseModel):
     """Dollars per 1M tokens."""
@@ -170,9 +173,19 @@ class Settings(BaseSettings):
         return self.knowledge_index_path or self.database_path.with_name("knowledge.db")
 
     @model_validator(mode="after")
-    def _renew_before_expiry(self) -> Settings:
-        if self.lease_renew_seconds >= self.lease_seconds:
-            raise ValueError("LEASE_RENEW_SECONDS must be shorter than LEASE_SECONDS, or leases lapse while renewed")
+    def _leases_that_hold(self) -> Settings:
+        # Under load a renewal comes late (a busy CPU, a GC pause, a write waiting for the lock); a
+        # lease it cannot keep is taken over and its step runs again, spending the retry budget.
+        if self.lease_seconds < MIN_LEASE_SECONDS:
+            raise ValueError(
+                f"LEASE_SECONDS={self.lease_seconds:g} is below the floor of {MIN_LEASE_SECONDS:g} s: "
+                "a renewal delayed by load would lose the lease and run its step again"
+            )
+        if self.lease_renew_seconds * 3 > self.lease_seconds:
+            raise ValueError(
+                f"LEASE_RENEW_SECONDS={self.lease_renew_seconds:g} must be at most a third of "
+                f"LEASE_SECONDS={self.lease_seconds:g}, so that a lease outlives two late renewals"
+            )
         return self
 
     def owner_tokens(self) -> dict[str, str]:

@@ -19,6 +19,19 @@ class LocalEventBus:
         self._lock = threading.Lock()
         self._latest: dict[str, int] = {}
         self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        #: Set when the server stops: every wait returns at once, and streams end (``tail_events``).
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Wake every waiting stream for good: the server is stopping and its streams end now."""
+        with self._lock:
+            self.stopping = True
+            waiters = [fut for futures in self._waiters.values() for fut in futures]
+            self._waiters.clear()
+        for fut in waiters:
+            loop = fut.get_loop()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_wake, fut)
 
     def publish(self, task_id: str, cursor: int) -> None:
         with self._lock:
@@ -34,7 +47,7 @@ class LocalEventBus:
     async def wait(self, task_id: str, after: int, timeout: float) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
-            if self._latest.get(task_id, 0) > after:
+            if self.stopping or self._latest.get(task_id, 0) > after:
                 return
             self._waiters[task_id].add(fut)
         try:

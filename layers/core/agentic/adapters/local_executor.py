@@ -8,6 +8,13 @@ store's fenced writes would refuse its writes anyway.
 
 Backpressure is per process: at most ``max_concurrent`` pipelines run and ``max_queue`` more wait
 here, in order, each holding its lease so that no other process runs it meanwhile.
+
+Stopping (SIGTERM, Ctrl-C): ``begin_stop`` ends admissions at once (no step starts any more), and
+``shutdown`` interrupts the runs (a step in flight counts as an interrupted attempt, as after a
+crash) and hands their leases back, so any live process resumes them at once.
+
+Runs may go on a ``BackgroundLoop`` (the server does this): their synchronous store writes then
+never hold up the loop that serves requests and streams.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from agentic.adapters.background_loop import BackgroundLoop
 from agentic.errors import Backpressure, StoreUnavailable
 from agentic.models import EventType, Lease, NewEvent, TaskState
 from agentic.observability import logger
@@ -26,6 +34,9 @@ from agentic.ports import LeaseStore
 from agentic.service.io import call_store
 
 RunFn = Callable[[str, Lease], Awaitable[None]]
+#: Pages the retention pass frees per store call: each call is one short transaction, and other
+#: writes go between the calls.
+FREE_PAGES_PER_CALL = 1024
 
 
 def new_runner_id() -> str:
@@ -47,6 +58,7 @@ class LocalExecutor:
         retention_seconds: float | None = None,
         purge_every_seconds: float = 3600.0,
         runner_id: str | None = None,
+        pipelines: BackgroundLoop | None = None,
     ) -> None:
         self._run = run
         self._store = store
@@ -65,6 +77,9 @@ class LocalExecutor:
         self._idle.set()
         self._maintenance: asyncio.Task[None] | None = None
         self._next_purge = 0.0
+        self._pipelines = pipelines
+        self._stopping = False
+        self._shutdown: asyncio.Future[None] | None = None
 
     @property
     def running(self) -> int:
@@ -81,6 +96,11 @@ class LocalExecutor:
         """Claim and run (or queue) the task; a task another runner holds is left to it (attach)."""
         if task_id in self._held:
             return
+        if self._stopping:
+            raise Backpressure(
+                "this server is stopping; the task stays as it is: execute it again (on any live server)",
+                self.retry_after_seconds,
+            )
         if self._free_slots() <= 0:
             raise Backpressure(
                 f"{len(self._running)} tasks are running and {len(self._waiting)} are waiting (the limit); "
@@ -89,20 +109,25 @@ class LocalExecutor:
             )
         lease = await call_store(self._store, self._store.claim, task_id, self.runner_id, self.lease_seconds)
         if lease is not None:
-            self._admit(task_id, lease)
+            await self._admit(task_id, lease)
 
-    def _admit(self, task_id: str, lease: Lease) -> None:
+    async def _admit(self, task_id: str, lease: Lease) -> None:
+        if self._stopping:  # stopped while claiming: hand it back at once
+            await call_store(self._store, self._store.release, self.runner_id, [task_id])
+            return
         self._held[task_id] = lease
         if len(self._running) < self.max_concurrent:
             self._launch(task_id)
             return
         self._waiting.append(task_id)
-        self._store.append_event(
+        await call_store(
+            self._store,
+            self._store.append_event,
             NewEvent(
                 task_id=task_id,
                 event_type=EventType.TASK_QUEUED,
                 data={"position": len(self._waiting), "running": len(self._running)},
-            )
+            ),
         )
 
     def _launch(self, task_id: str) -> None:
@@ -111,13 +136,16 @@ class LocalExecutor:
 
     async def _run_and_release(self, task_id: str) -> None:
         try:
-            await self._run(task_id, self._held[task_id])
+            if self._pipelines is not None:
+                await self._pipelines.run(self._run(task_id, self._held[task_id]))
+            else:
+                await self._run(task_id, self._held[task_id])
         except StoreUnavailable:
             pass  # logged by the runner; the lease is no longer renewed and expires, then it resumes
         finally:
             self._running.pop(task_id, None)
             self._held.pop(task_id, None)
-            while self._waiting and len(self._running) < self.max_concurrent:
+            while self._waiting and len(self._running) < self.max_concurrent and not self._stopping:
                 self._launch(self._waiting.popleft())
             if not self._running:
                 self._idle.set()
@@ -158,7 +186,7 @@ class LocalExecutor:
             self._maintenance = asyncio.create_task(self._maintain(), name="lease-maintenance")
 
     async def _maintain(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.maintain_once()
             except StoreUnavailable as exc:  # leases lapse meanwhile; runs resume once it can write
@@ -181,12 +209,14 @@ class LocalExecutor:
                     self._held.pop(task_id, None)
         resumed = []
         for task_id in await call_store(store, store.expired, self._free_slots()):
+            if self._stopping:
+                break
             if task_id in self._held:
                 continue  # ours and still running: the renewal above failed earlier, let it finish
             lease = await call_store(store, store.claim, task_id, self.runner_id, self.lease_seconds)
             if lease is not None:
                 logger.warning("resuming a task whose runner stopped", extra={"task_id": task_id})
-                self._admit(task_id, lease)
+                await self._admit(task_id, lease)
                 resumed.append(task_id)
         await self._purge_if_due()
         return resumed
@@ -201,14 +231,34 @@ class LocalExecutor:
         purged = await call_store(self._store, self._store.purge_finished, self.retention_seconds, 500, 1)
         self._next_purge = now if purged >= 500 else now + self.purge_every_seconds
         if purged:
-            logger.info("purged finished tasks past the retention", extra={"tasks": purged})
+            # Give the space back (SQLite keeps freed pages in the file otherwise), one batch a call.
+            freed = 0
+            while (batch := await call_store(self._store, self._store.free_pages, FREE_PAGES_PER_CALL, 1)) > 0:
+                freed += batch
+                if batch < FREE_PAGES_PER_CALL or self._stopping:
+                    break
+            logger.info("purged finished tasks past the retention", extra={"tasks": purged, "pages_freed": freed})
 
     async def drain(self) -> None:
         """Wait until nothing runs or waits (benchmarks and tests)."""
         await self._idle.wait()
 
+    def begin_stop(self) -> None:
+        """Start no more runs or steps from now on (the first thing a stopping server does)."""
+        self._stopping = True
+
     async def shutdown(self) -> None:
-        """Stop: cancel runs and hand their leases back so any live process resumes them at once."""
+        """Stop: interrupt runs and hand their leases back so any live process resumes them at once.
+
+        A step in flight is cancelled, not waited for: the process that resumes the task counts it
+        as an interrupted attempt (``States.Timeout``), as after a crash. Safe to call again.
+        """
+        self.begin_stop()
+        if self._shutdown is None:
+            self._shutdown = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._shutdown)
+
+    async def _stop(self) -> None:
         if self._maintenance is not None:
             self._maintenance.cancel()
             await asyncio.gather(self._maintenance, return_exceptions=True)
@@ -221,6 +271,9 @@ class LocalExecutor:
         await asyncio.gather(*tasks, return_exceptions=True)
         if held:
             try:
-                self._store.release(self.runner_id, held)
+                await call_store(self._store, self._store.release, self.runner_id, held)
+                logger.info("leases handed back", extra={"tasks": held})
             except StoreUnavailable:
                 logger.warning("could not release leases; they expire by themselves", extra={"tasks": held})
+        if self._pipelines is not None:
+            self._pipelines.stop()

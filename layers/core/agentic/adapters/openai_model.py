@@ -105,10 +105,17 @@ class OpenAIChatModel:
         return client
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            with contextlib.suppress(RuntimeError):  # made on a loop that has ended
-                await client.aclose()
+        """Close the clients made on the running loop; forget those of other loops.
+
+        A client can only be closed on its own loop: the local server runs pipelines on a loop of
+        their own (stopped by then) and Lambda on a new loop per invocation, so those are dropped
+        and their sockets go with the process.
+        """
+        clients, self._clients = self._clients, {}
+        mine = clients.get(id(asyncio.get_running_loop()))
+        if mine is not None:
+            with contextlib.suppress(RuntimeError):
+                await mine.aclose()
 
     def _body(self, request: ChatRequest, schema: StructuredSchema | None) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -10,8 +10,8 @@ What is stored once: a step's output lives in its ``partial_output`` event only 
 state, not text), and the ``task_completed`` event refers to the task's ``final_output`` instead of
 copying it. Both are put back when read, so callers see whole tasks and whole events.
 
-Every SQLite failure other than a constraint (disk full, read-only file, locked past the busy
-timeout, I/O error) is raised as ``StoreUnavailable``: nothing of that operation was kept.
+The file, its connections and its transactions are ``SQLiteFile``'s (``sqlite_file.py``): reads
+never wait for writers, and async callers never wait on the file.
 """
 
 from __future__ import annotations
@@ -24,72 +24,23 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from agentic.adapters.local_events import LocalEventBus
+from agentic.adapters.sqlite_file import SQLiteFile
 from agentic.errors import (
     InputTooLarge,
     InvalidInput,
     InvalidTransition,
-    StoreUnavailable,
     TaskAlreadyExists,
     TaskNotFound,
 )
 from agentic.models import EventType, Lease, NewEvent, StepStatus, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
 from agentic.ports import Mutation
 
-SCHEMA_VERSION = 2
-WAL_CHECKPOINT_PAGES = 256
-#: How often the background thread moves the write-ahead log into the database file.
-CHECKPOINT_INTERVAL_SECONDS = 0.2
-WAL_SIZE_LIMIT_BYTES = 1024 * 1024
-
-_TABLES = """
-CREATE TABLE IF NOT EXISTS tasks (
-    task_id       TEXT PRIMARY KEY,
-    owner         TEXT NOT NULL,
-    status        TEXT NOT NULL,
-    created_at    TEXT NOT NULL,
-    doc           TEXT NOT NULL,
-    lease_owner   TEXT,
-    lease_epoch   INTEGER NOT NULL DEFAULT 0,
-    lease_expires REAL,
-    finished_at   REAL
-);
-CREATE TABLE IF NOT EXISTS events (
-    task_id    TEXT NOT NULL,
-    cursor     INTEGER NOT NULL,
-    event_key  TEXT,
-    event_type TEXT NOT NULL,
-    timestamp  TEXT NOT NULL,
-    data       TEXT NOT NULL,
-    PRIMARY KEY (task_id, cursor)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
-# Version 1 files lack the lease and retention columns.
-_MIGRATION_1_TO_2 = [
-    "ALTER TABLE tasks ADD COLUMN lease_owner TEXT",
-    "ALTER TABLE tasks ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE tasks ADD COLUMN lease_expires REAL",
-    "ALTER TABLE tasks ADD COLUMN finished_at REAL",
-]
-
-_INDEXES = """
-DROP INDEX IF EXISTS tasks_by_status;
-CREATE INDEX IF NOT EXISTS tasks_by_owner ON tasks(owner, created_at DESC, task_id DESC);
-CREATE INDEX IF NOT EXISTS tasks_by_owner_status ON tasks(owner, status, created_at DESC, task_id DESC);
-CREATE INDEX IF NOT EXISTS tasks_by_lease ON tasks(lease_expires) WHERE lease_expires IS NOT NULL;
-CREATE INDEX IF NOT EXISTS tasks_by_finish ON tasks(finished_at) WHERE finished_at IS NOT NULL;
-CREATE UNIQUE INDEX IF NOT EXISTS events_by_key ON events(task_id, event_key) WHERE event_key IS NOT NULL;
-"""
-
-_TERMINAL = tuple(s.value for s in TaskStatus if s.is_terminal)
 _PARSED_CACHE_SIZE = 4096
 # The stored task document leaves out step outputs (they live in the partial_output events).
 _WITHOUT_OUTPUTS: Any = {"execution_plan": {"steps": {"__all__": {"output"}}}}
@@ -127,15 +78,8 @@ def decode_cursor(cursor: str) -> list[Any]:
     return parts
 
 
-def _run_script(db: sqlite3.Connection, script: str) -> None:
-    """Statements one by one (``executescript`` would commit the caller's transaction)."""
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)
-
-
-class SQLiteTaskStore:
-    blocking = False  # a local file: calls take microseconds, run them inline
+class SQLiteTaskStore(SQLiteFile):
+    read_methods = frozenset({"get", "list", "list_in_status", "read_events", "expired"})
 
     def __init__(
         self,
@@ -147,145 +91,18 @@ class SQLiteTaskStore:
         clock: Callable[[], float] = time.time,
         synchronous: str = "NORMAL",
     ) -> None:
-        if synchronous not in ("NORMAL", "FULL"):
-            raise ValueError("synchronous must be NORMAL or FULL")
-        self.synchronous = synchronous
-        self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.bus = bus or LocalEventBus()
-        self.probe_seconds = probe_seconds
-        self._clock = clock
-        self._lock = threading.RLock()
         # Parsed tasks keyed by their exact stored JSON: a read still fetches the row (so another
         # process's write is always seen) but skips re-parsing a document it parsed before.
         self._parsed: OrderedDict[str, tuple[str, TaskState]] = OrderedDict()
-        self._probe: tuple[float, str | None] = (float("-inf"), None)
-        self._last_failure: tuple[float, str] | None = None
-        self._wal_to_shrink = False
-        with self._guard():
-            self._db = sqlite3.connect(
-                str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout_seconds
-            )
-            self._open_schema()
-        self._closed = threading.Event()
-        if str(path) != ":memory:":
-            threading.Thread(target=self._checkpoint_in_background, name="sqlite-checkpoint", daemon=True).start()
-
-    def _checkpoint_in_background(self) -> None:
-        """Keep the write-ahead log short without making any commit wait for a checkpoint.
-
-        SQLite's automatic checkpoint runs inside the commit that crosses its threshold and fsyncs
-        there, stalling the event loop that committed; with one commit per write that happened every
-        few dozen writes. A checkpoint from another connection runs beside the writers (PASSIVE: it
-        never blocks them), and keeps the log small, which matters on a nearly full disk.
-        """
-        try:
-            db = sqlite3.connect(str(self.path), isolation_level=None, timeout=1)
-        except sqlite3.Error:
-            return
-        try:
-            while not self._closed.wait(CHECKPOINT_INTERVAL_SECONDS):
-                with suppress(sqlite3.Error):
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            db.close()
-
-    def _open_schema(self) -> None:
-        db = self._db
-        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'tasks'").fetchone():
-            # A new file: pages freed by the retention purge are given back to the file system.
-            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: a commit survives the process (kill -9, a crash); FULL also the machine (power loss),
-        # at the cost of an fsync per commit.
-        db.execute(f"PRAGMA synchronous={self.synchronous}")
-        # Checkpoints (which fsync) mostly run on a thread of their own, not in the commits of the
-        # event loop (see _checkpoint_in_background). Under a steady stream of writes that thread can
-        # lose the race to restart the log, so a commit that finds the log past 1 MB checkpoints too
-        # (usually cheap: the thread has copied most pages already). The log file is cut back to
-        # 1 MB when it restarts. Bounding it matters on a nearly full disk.
-        db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
-        db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            _run_script(db, _TABLES)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
-            if "lease_owner" not in columns:
-                for statement in _MIGRATION_1_TO_2:
-                    db.execute(statement)
-                # Tasks a version-1 server left mid-run are resumed by the next live process.
-                db.execute("UPDATE tasks SET lease_expires = 0 WHERE status IN ('analyzing', 'executing')")
-                db.execute(
-                    f"UPDATE tasks SET finished_at = ? WHERE status IN ({','.join('?' * len(_TERMINAL))})",
-                    (self._clock(), *_TERMINAL),
-                )
-            _run_script(db, _INDEXES)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    def close(self) -> None:
-        self._closed.set()
-        with self._lock:
-            self._db.close()
-
-    # --- transactions and failures --------------------------------------------------------------
-
-    @contextmanager
-    def _guard(self) -> Iterator[None]:
-        """Turn SQLite's operational failures into ``StoreUnavailable`` (constraints pass through)."""
-        try:
-            yield
-        except sqlite3.IntegrityError:
-            raise
-        except sqlite3.Error as exc:
-            reason = str(exc) or type(exc).__name__
-            self._last_failure = (self._clock(), reason)
-            raise StoreUnavailable(f"the task store cannot be used now: {reason}") from exc
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One transaction, committed before the caller goes on; on any error nothing is kept."""
-        with self._lock, self._guard():
-            if self._wal_to_shrink:
-                self._shrink_wal()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException as exc:
-                # SQLite rolls some failures back by itself (a full disk, an I/O error); the rest here.
-                if self._db.in_transaction:
-                    with suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                    self._wal_to_shrink = True
-                raise
-
-    def _shrink_wal(self) -> None:
-        """After a full disk, move the write-ahead log into the database file and truncate it.
-
-        The log only shrinks at a checkpoint, and the automatic one waits for 1000 pages (4 MB): on
-        a nearly full disk the log takes every byte freed and fills it again before that, and the
-        store stays stuck. So once the disk was full, each write first tries a truncating checkpoint
-        (it needs room for the database to grow), until one completes; while the disk is still too
-        full for it, writes fail at once rather than grow the log into the space the checkpoint needs.
-        """
-        try:
-            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        except sqlite3.Error as exc:
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                raise  # still full: fail this write before it takes the room the checkpoint needs
-            return
-        self._wal_to_shrink = bool(busy)
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._guard():
-            yield self._db
+        self._parsed_lock = threading.Lock()
+        super().__init__(
+            path,
+            busy_timeout_seconds=busy_timeout_seconds,
+            probe_seconds=probe_seconds,
+            clock=clock,
+            synchronous=synchronous,
+        )
 
     def _announce(self, written: Iterable[StreamEvent]) -> None:
         """Wake streams, only ever for committed events."""
@@ -293,23 +110,6 @@ class SQLiteTaskStore:
             self.bus.publish(event.task_id, event.cursor)
             if event.event_type.is_terminal:  # nothing follows; late readers find it in the log
                 self.bus.forget(event.task_id)
-
-    def check_writable(self) -> str | None:
-        """None if a write commits now, else why not. Probes at most every ``probe_seconds``."""
-        now = self._clock()
-        if self._last_failure is not None and now - self._last_failure[0] < self.probe_seconds:
-            return self._last_failure[1]
-        checked_at, reason = self._probe
-        if now - checked_at < self.probe_seconds:
-            return reason
-        try:
-            with self._write() as db:
-                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('health_probe', ?)", (str(now),))
-            reason = None
-        except StoreUnavailable as exc:
-            reason = str(exc.__cause__ or exc)
-        self._probe = (now, reason)
-        return reason
 
     # --- tasks ---------------------------------------------------------------------------------
 
@@ -332,10 +132,11 @@ class SQLiteTaskStore:
 
     def _parse(self, db: sqlite3.Connection, task_id: str, doc: str) -> TaskState:
         """The task of a stored document, with the outputs of its completed steps put back."""
-        cached = self._parsed.get(task_id)
-        if cached is not None and cached[0] == doc:
-            self._parsed.move_to_end(task_id)
-            return cached[1]
+        with self._parsed_lock:
+            cached = self._parsed.get(task_id)
+            if cached is not None and cached[0] == doc:
+                self._parsed.move_to_end(task_id)
+                return cached[1]
         task = self._with_outputs(db, TaskState.model_validate_json(doc))
         self._remember(task_id, doc, task)
         return task
@@ -361,10 +162,11 @@ class SQLiteTaskStore:
         return task.model_copy(update={"execution_plan": plan.model_copy(update={"steps": steps})})
 
     def _remember(self, task_id: str, doc: str, task: TaskState) -> None:
-        self._parsed[task_id] = (doc, task)
-        self._parsed.move_to_end(task_id)
-        if len(self._parsed) > _PARSED_CACHE_SIZE:
-            self._parsed.popitem(last=False)
+        with self._parsed_lock:
+            self._parsed[task_id] = (doc, task)
+            self._parsed.move_to_end(task_id)
+            if len(self._parsed) > _PARSED_CACHE_SIZE:
+                self._parsed.popitem(last=False)
 
     def get(self, task_id: str) -> TaskState | None:
         with self._read() as db:
@@ -545,14 +347,12 @@ class SQLiteTaskStore:
                 if ids:
                     db.execute(f"DELETE FROM events WHERE task_id IN ({marks})", ids)
                     db.execute(f"DELETE FROM tasks WHERE task_id IN ({marks})", ids)
-            for task_id in ids:
-                self._parsed.pop(task_id, None)
+            with self._parsed_lock:
+                for task_id in ids:
+                    self._parsed.pop(task_id, None)
             purged += len(ids)
             if len(ids) < batch:
                 break
-        if purged:
-            with self._read() as db:
-                db.execute("PRAGMA incremental_vacuum")
         return purged
 
     # --- events --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ server, on AWS they are the stack's ``ApiUrl`` (API Gateway, SigV4 service ``exe
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +18,9 @@ import httpx
 
 #: The task controls of the task-control API (cancel, human approval, retry from the failed step).
 ACTIONS = ("cancel", "approve", "reject", "retry")
+#: How often a control is sent in all when its connection drops, and the pause before a repeat.
+CONTROL_ATTEMPTS = 3
+CONTROL_REPEAT_DELAY_SECONDS = 0.2
 #: A stream sends a keepalive line after 15 s of silence; a minute without a byte is a dead connection.
 STREAM_READ_TIMEOUT = 60.0
 
@@ -154,16 +158,39 @@ class AgenticClient:
         return task
 
     def control(self, task_id: str, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``POST /tasks/{id}/{cancel|approve|reject|retry}``; ``Unsupported`` where the server lacks it."""
+        """``POST /tasks/{id}/{cancel|approve|reject|retry}``; ``Unsupported`` where the server lacks it.
+
+        A dropped connection does not say whether the control committed (a server killed just after
+        its commit drops it too), so the control is sent again: controls are safe to repeat. A retry
+        is repeated only if the task's retry count shows the first one did not land.
+        """
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}")
-        try:
-            task: dict[str, Any] = self._call("POST", f"/tasks/{task_id}/{action}", json=body or {})
-        except ApiError as exc:
-            if _is_missing_route(exc):
-                raise Unsupported(action, exc.status) from None
-            raise
-        return task
+        retries_before = self.status(task_id).get("retries", 0) if action == "retry" else None
+        dropped: httpx.TransportError | None = None
+        for attempt in range(CONTROL_ATTEMPTS):
+            if dropped is not None:
+                time.sleep(CONTROL_REPEAT_DELAY_SECONDS * attempt)
+                if retries_before is not None:
+                    try:
+                        current = self.status(task_id)
+                    except httpx.TransportError as exc:
+                        dropped = exc
+                        continue
+                    if current.get("retries", 0) > retries_before:
+                        return current  # the retry whose answer was lost had committed
+            try:
+                task: dict[str, Any] = self._call("POST", f"/tasks/{task_id}/{action}", json=body or {})
+            except httpx.TransportError as exc:
+                dropped = exc
+                continue
+            except ApiError as exc:
+                if _is_missing_route(exc):
+                    raise Unsupported(action, exc.status) from None
+                raise
+            return task
+        assert dropped is not None
+        raise dropped
 
     # --- streams ------------------------------------------------------------------------------
 

@@ -127,15 +127,21 @@ class Watcher:
         delay = 0.5
         while self.final is None:
             try:
+                stopping: dict[str, Any] | None = None
                 with self.client.events(self.task_id, execute=execute, after=self.after) as lines:
                     for line in lines:
                         if self._handle(line):
                             failures, delay = 0, 0.5
+                        elif line.get("event_type") == "server_stopping":
+                            stopping = line.get("data") or {}
                 # The server ends the stream after the task's end; a retried task's log holds an
                 # earlier end followed by task_retried, so the last terminal event is what counts.
                 if self.final is not None:
                     return
                 reason = "the stream ended early"
+                if stopping is not None:  # the server stops; the task goes on (here later, or elsewhere)
+                    reason = "the server is stopping"
+                    delay = max(delay, float(stopping.get("retry_after") or 1))
             except httpx.TransportError as exc:  # dropped, reset, timed out
                 reason = f"connection lost ({type(exc).__name__})"
             except ApiError as exc:

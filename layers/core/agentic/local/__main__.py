@@ -38,7 +38,10 @@ def describe(exc: ValidationError) -> str:
     """One line per invalid field, named as its environment variable."""
     parts = []
     for err in exc.errors():
-        name = "_".join(str(p) for p in err.get("loc", ())).upper() or "SETTINGS"
+        name = "_".join(str(p) for p in err.get("loc", ())).upper()
+        if not name:  # a rule across settings: its message names them and their values
+            parts.append(str(err.get("msg")).removeprefix("Value error, "))
+            continue
         parts.append(f"{name}={err.get('input')!r}: {err.get('msg')}")
     return "; ".join(parts)
 

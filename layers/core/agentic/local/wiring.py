@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 
+from agentic.adapters.background_loop import BackgroundLoop
 from agentic.adapters.local_executor import LocalExecutor
 from agentic.adapters.model_clients import build_model_client
 from agentic.adapters.sqlite_store import SQLiteTaskStore
@@ -56,7 +60,8 @@ def local_knowledge(settings: Settings) -> KnowledgeBase:
     )
 
 
-def build_local_system(settings: Settings) -> LocalSystem:
+def build_local_system(settings: Settings, *, pipelines_thread: bool = False) -> LocalSystem:
+    """``pipelines_thread``: runs go on a loop of their own (the server), else on the caller's."""
     store = SQLiteTaskStore(
         settings.database_path,
         busy_timeout_seconds=settings.store_busy_timeout_seconds,
@@ -79,15 +84,51 @@ def build_local_system(settings: Settings) -> LocalSystem:
         lease_seconds=settings.lease_seconds,
         renew_seconds=settings.lease_renew_seconds,
         retention_seconds=settings.retention_days * 86400 if settings.retention_days else None,
+        pipelines=BackgroundLoop() if pipelines_thread else None,
     )
     metrics.watch_executor(lambda: executor.waiting, lambda: executor.running)
     service = TaskService(store, executor, store.bus, settings, ops=ops)
     return LocalSystem(settings, store, ops, runner, executor, service, metrics, model, knowledge)
 
 
-def create_local_app(settings: Settings | None = None) -> FastAPI:
+def begin_stop(system: LocalSystem) -> asyncio.Future[None]:
+    """What a stop signal does first: no step starts any more, every open stream ends now with a
+    ``server_stopping`` line (clients re-attach), and the runs are interrupted and their leases
+    handed back. Without this uvicorn would wait for the streams to close before stopping anything."""
+    system.executor.begin_stop()
+    system.store.bus.stop()
+    return asyncio.ensure_future(system.executor.shutdown())
+
+
+def on_stop_signals(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` on the loop at SIGINT/SIGTERM, before the handler in place (uvicorn's,
+    which then stops the server as usual); return how to undo it. Signals reach the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    installed: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        prior = signal.getsignal(sig)
+
+        def handler(signum: int, frame: object, prior: object = prior) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(callback)
+            if callable(prior):
+                prior(signum, frame)
+
+        installed[sig] = prior
+        signal.signal(sig, handler)
+
+    def undo() -> None:
+        for sig, prior in installed.items():
+            signal.signal(sig, prior)
+
+    return undo
+
+
+def create_local_app(settings: Settings | None = None, *, pipelines_thread: bool = True) -> FastAPI:
     settings = settings or Settings()
-    system = build_local_system(settings)
+    system = build_local_system(settings, pipelines_thread=pipelines_thread)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,6 +138,8 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
         system.executor.start_maintenance()
         if isinstance(system.knowledge, FolderKnowledge):  # follow KNOWLEDGE_DIR while serving
             system.knowledge.start(settings.knowledge_poll_seconds)
+        stopping: list[asyncio.Future[None]] = []
+        undo_signals = on_stop_signals(lambda: stopping.append(begin_stop(system)))
         watcher = None
         if settings.inbox_dir is not None:
             from agentic.local.inbox import InboxWatcher
@@ -114,6 +157,7 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            undo_signals()
             if watcher is not None:
                 await watcher.stop()
             await system.executor.shutdown()

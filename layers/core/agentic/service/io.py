@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -13,7 +15,14 @@ T = TypeVar("T")
 
 
 async def call_store(store: TaskStore, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run network stores (DynamoDB) in a thread; the local SQLite file answers faster than a hop."""
-    if store.blocking:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-    return fn(*args, **kwargs)
+    """Run a blocking store's call in a thread: the store's own (``route``: reads beside writes,
+    see ``sqlite_file``) or the loop's default pool (DynamoDB); a non-blocking store's inline."""
+    if not store.blocking:
+        return fn(*args, **kwargs)
+    route = getattr(store, "route", None)
+    # The caller's context (the task id logged with each record) goes along, as with to_thread.
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    if route is None:
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+    executor, job = route(fn, call)
+    return await asyncio.get_running_loop().run_in_executor(executor, job)

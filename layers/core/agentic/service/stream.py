@@ -4,8 +4,10 @@ One implementation for both wirings; only the ``EventWaiter`` differs (in-proces
 the local store, adaptive polling for DynamoDB). Besides events, control lines can appear, all
 without a cursor: ``keepalive`` during long idle gaps, ``task_pending`` first when the task has not
 been started (the stream then waits for someone to execute it), ``stream_timeout`` when the stream
-must end before the task does and ``store_unavailable`` when the store cannot be read (both name the
-cursor to resume from).
+must end before the task does, ``store_unavailable`` when the store cannot be read and
+``server_stopping`` when the server stops (SIGTERM, Ctrl-C) while the task goes on (all three name
+the cursor to resume from and the path to re-attach to, on this server once it is back or on any
+other sharing its store).
 
 A stream always ends with its task: when the log shows nothing new, the task's status is checked
 (at most every ``STATUS_CHECK_SECONDS``), so a client that resumed at or past the terminal event is
@@ -27,6 +29,9 @@ KEEPALIVE = "keepalive"
 STREAM_TIMEOUT = "stream_timeout"
 TASK_PENDING = "task_pending"
 STORE_UNAVAILABLE = "store_unavailable"
+SERVER_STOPPING = "server_stopping"
+#: How long a client whose stream ended with ``server_stopping`` waits before it re-attaches.
+REATTACH_AFTER_SECONDS = 1
 #: Re-read the log at least this often even without a notification (another process may write).
 MAX_WAIT_SECONDS = 1.0
 #: How often an idle stream asks whether its task ended with an event before its cursor.
@@ -76,6 +81,16 @@ async def tail_events(
             execute=f"/tasks/{task_id}/execute",
         )
     while True:
+        if getattr(waiter, "stopping", False):  # checked each round: a busy log must not hold the stop up
+            yield control_line(
+                SERVER_STOPPING,
+                task_id,
+                cursor=after,
+                message="this server is stopping; the task goes on: re-attach to continue",
+                resume=f"/tasks/{task_id}/events?after={after}",
+                retry_after=REATTACH_AFTER_SECONDS,
+            )
+            return
         try:
             events = await call_store(store, store.read_events, task_id, after)
             if not events and not finished and loop.time() >= next_status_check:

@@ -355,7 +355,7 @@ function stopFollowing() {
 }
 
 // Reads the task's stream to its terminal event, re-attaching after the last cursor whenever the
-// connection drops or the server ends the stream early (stream_timeout).
+// connection drops or the server ends the stream early (stream_timeout, server_stopping).
 async function follow(taskId, execute) {
   stopFollowing();
   const controller = new AbortController();
@@ -394,7 +394,9 @@ async function follow(taskId, execute) {
             buffer = buffer.slice(newline + 1);
             if (!line) continue;
             const event = JSON.parse(line);
-            // keepalive and stream_timeout carry no cursor; events already shown are skipped.
+            // The server stops (the task goes on): re-attach once it or another server answers.
+            if (event.event_type === "server_stopping") delay = Math.max(delay, 1000 * Number(event.data.retry_after || 1));
+            // keepalive, stream_timeout and server_stopping carry no cursor; events already shown are skipped.
             if (typeof event.cursor !== "number" || event.cursor <= after) continue;
             after = event.cursor;
             delay = 250;

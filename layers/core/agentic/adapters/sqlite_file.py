@@ -1,0 +1,371 @@
+"""The SQLite file under the task store: its schema, its connections, and how work reaches them.
+
+One writer connection (a lock serialises this process's writers; ``BEGIN IMMEDIATE`` serialises
+processes) and one read connection per thread. In WAL mode a reader never waits for a writer, so a
+transaction held by another process (or a server frozen inside one) delays only writes: status,
+health and streams keep answering.
+
+Async callers (``service.io.call_store``) run calls where ``route`` says: reads go to a pool of reader
+threads, writes to one writer thread, and the event loop never waits on the file. A write waits
+for the lock at most ``busy_timeout_seconds`` from the moment it was submitted (time queued behind
+other writes included), then fails with ``StoreUnavailable`` (503 with Retry-After).
+
+Every SQLite failure other than a constraint (disk full, read-only file, locked past the busy
+timeout, I/O error) is raised as ``StoreUnavailable``: nothing of that operation was kept.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agentic.errors import StoreUnavailable
+from agentic.models import TaskStatus
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 2
+WAL_CHECKPOINT_PAGES = 256
+#: How often the background thread moves the write-ahead log into the database file.
+CHECKPOINT_INTERVAL_SECONDS = 0.2
+WAL_SIZE_LIMIT_BYTES = 1024 * 1024
+#: Pages freed per transaction of the incremental vacuum (4 MB: tens of milliseconds of lock).
+VACUUM_BATCH_PAGES = 1024
+#: Reader threads for async callers: reads run beside each other and beside the writer.
+READ_THREADS = 4
+#: How long /health's write probe waits for the lock: it reports, it does not queue.
+PROBE_WAIT_SECONDS = 1.0
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id       TEXT PRIMARY KEY,
+    owner         TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    doc           TEXT NOT NULL,
+    lease_owner   TEXT,
+    lease_epoch   INTEGER NOT NULL DEFAULT 0,
+    lease_expires REAL,
+    finished_at   REAL
+);
+CREATE TABLE IF NOT EXISTS events (
+    task_id    TEXT NOT NULL,
+    cursor     INTEGER NOT NULL,
+    event_key  TEXT,
+    event_type TEXT NOT NULL,
+    timestamp  TEXT NOT NULL,
+    data       TEXT NOT NULL,
+    PRIMARY KEY (task_id, cursor)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# Version 1 files lack the lease and retention columns.
+_MIGRATION_1_TO_2 = [
+    "ALTER TABLE tasks ADD COLUMN lease_owner TEXT",
+    "ALTER TABLE tasks ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE tasks ADD COLUMN lease_expires REAL",
+    "ALTER TABLE tasks ADD COLUMN finished_at REAL",
+]
+
+_INDEXES = """
+DROP INDEX IF EXISTS tasks_by_status;
+CREATE INDEX IF NOT EXISTS tasks_by_owner ON tasks(owner, created_at DESC, task_id DESC);
+CREATE INDEX IF NOT EXISTS tasks_by_owner_status ON tasks(owner, status, created_at DESC, task_id DESC);
+CREATE INDEX IF NOT EXISTS tasks_by_lease ON tasks(lease_expires) WHERE lease_expires IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_by_finish ON tasks(finished_at) WHERE finished_at IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_key ON events(task_id, event_key) WHERE event_key IS NOT NULL;
+"""
+
+_TERMINAL = tuple(s.value for s in TaskStatus if s.is_terminal)
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Statements one by one (``executescript`` would commit the caller's transaction)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+class _Locked(sqlite3.OperationalError):
+    """This process's writer lock was not free within the write's deadline."""
+
+
+class SQLiteFile:
+    """Connections to one SQLite file and the transaction discipline; the store builds on it."""
+
+    blocking = True  # async callers run calls on the threads ``route`` names: the loop never waits on the file
+    #: Methods that only read: they run on a reader thread and never wait for a writer.
+    read_methods: frozenset[str] = frozenset()
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_seconds: float,
+        probe_seconds: float,
+        clock: Callable[[], float],
+        synchronous: str,
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError("synchronous must be NORMAL or FULL")
+        self.synchronous = synchronous
+        self.path = Path(path)
+        self.in_memory = str(path) == ":memory:"
+        if not self.in_memory:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout_seconds = busy_timeout_seconds
+        self.probe_seconds = probe_seconds
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._local = threading.local()  # per thread: its read connection and its write deadline
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._probe: tuple[float, str | None] = (float("-inf"), None)
+        self._probing = threading.Lock()
+        self._last_failure: tuple[float, str] | None = None
+        self._wal_to_shrink = False
+        self._closed = threading.Event()
+        self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="sqlite-read")
+        self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
+        with self._guard():
+            self._db = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout_seconds
+            )
+            self._open_schema()
+        if not self.in_memory:
+            threading.Thread(target=self._checkpoint_in_background, name="sqlite-checkpoint", daemon=True).start()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._read_pool.shutdown(wait=True, cancel_futures=True)
+        self._write_pool.shutdown(wait=True, cancel_futures=True)
+        with self._readers_lock:
+            for reader in self._readers:
+                with suppress(sqlite3.Error):
+                    reader.close()
+            self._readers.clear()
+        with self._lock:
+            self._db.close()
+
+    # --- async callers ---------------------------------------------------------------------------
+
+    def route(self, method: Callable[..., Any], call: Callable[[], T]) -> tuple[Executor, Callable[[], T]]:
+        """Where a call of ``method`` runs for an async caller: reads on a reader thread, writes on
+        the writer thread (``call`` is what to run there).
+
+        A write's deadline starts now, so one queued behind a write that waits for the lock fails
+        when its own time is up instead of waiting in turn.
+        """
+        if getattr(method, "__name__", "") in self.read_methods | {"check_writable"}:
+            return self._read_pool, call  # the health probe too: it waits briefly, never in the queue
+        deadline = time.monotonic() + self.busy_timeout_seconds
+        return self._write_pool, functools.partial(self._with_deadline, deadline, call)
+
+    def _with_deadline(self, deadline: float, call: Callable[[], T]) -> T:
+        self._local.deadline = deadline
+        try:
+            return call()
+        finally:
+            self._local.deadline = None
+
+    # --- schema ----------------------------------------------------------------------------------
+
+    def _checkpoint_in_background(self) -> None:
+        """Keep the write-ahead log short without making any commit wait for a checkpoint.
+
+        SQLite's automatic checkpoint runs inside the commit that crosses its threshold and fsyncs
+        there, stalling the writer that committed; with one commit per write that happened every
+        few dozen writes. A checkpoint from another connection runs beside the writers (PASSIVE: it
+        never blocks them), and keeps the log small, which matters on a nearly full disk.
+        """
+        try:
+            db = sqlite3.connect(str(self.path), isolation_level=None, timeout=1)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._closed.wait(CHECKPOINT_INTERVAL_SECONDS):
+                with suppress(sqlite3.Error):
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
+
+    def _open_schema(self) -> None:
+        db = self._db
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'tasks'").fetchone():
+            # A new file: pages freed by the retention purge are given back to the file system.
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a commit survives the process (kill -9, a crash); FULL also the machine (power loss),
+        # at the cost of an fsync per commit.
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        # Checkpoints (which fsync) mostly run on a thread of their own, not in the commits of the
+        # writer (see _checkpoint_in_background). Under a steady stream of writes that thread can
+        # lose the race to restart the log, so a commit that finds the log past 1 MB checkpoints too
+        # (usually cheap: the thread has copied most pages already). The log file is cut back to
+        # 1 MB when it restarts. Bounding it matters on a nearly full disk.
+        db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            _run_script(db, _TABLES)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+            if "lease_owner" not in columns:
+                for statement in _MIGRATION_1_TO_2:
+                    db.execute(statement)
+                # Tasks a version-1 server left mid-run are resumed by the next live process.
+                db.execute("UPDATE tasks SET lease_expires = 0 WHERE status IN ('analyzing', 'executing')")
+                db.execute(
+                    f"UPDATE tasks SET finished_at = ? WHERE status IN ({','.join('?' * len(_TERMINAL))})",
+                    (self._clock(), *_TERMINAL),
+                )
+            _run_script(db, _INDEXES)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    # --- transactions and failures --------------------------------------------------------------
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn SQLite's operational failures into ``StoreUnavailable`` (constraints pass through)."""
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            reason = str(exc) or type(exc).__name__
+            self._last_failure = (self._clock(), reason)
+            raise StoreUnavailable(f"the task store cannot be used now: {reason}") from exc
+
+    @contextmanager
+    def _write(self, wait_seconds: float | None = None) -> Iterator[sqlite3.Connection]:
+        """One transaction, committed before the caller goes on; on any error nothing is kept.
+
+        It waits for the lock until the write's deadline (``submit``), or ``wait_seconds``, or the
+        busy timeout; past it, ``StoreUnavailable``.
+        """
+        deadline = time.monotonic() + (self.busy_timeout_seconds if wait_seconds is None else wait_seconds)
+        if (queued := getattr(self._local, "deadline", None)) is not None:
+            deadline = min(deadline, queued)
+        with self._guard():
+            if not self._lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+                raise _Locked("database is locked (another write of this process holds it)")
+            try:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _Locked("database is locked")
+                # SQLite's busy handler waits for other processes' transactions: only until the deadline.
+                self._db.execute(f"PRAGMA busy_timeout = {max(int(remaining * 1000), 1)}")
+                if self._wal_to_shrink:
+                    self._shrink_wal()
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException as exc:
+                    # SQLite rolls some failures back by itself (a full disk, an I/O error); the rest here.
+                    if self._db.in_transaction:
+                        with suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
+                    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                        self._wal_to_shrink = True
+                    raise
+            finally:
+                self._lock.release()
+        # The store can be written: a failure seen before (and /health's verdict on it) is over.
+        self._last_failure = None
+        self._probe = (self._clock(), None)
+
+    def _shrink_wal(self) -> None:
+        """After a full disk, move the write-ahead log into the database file and truncate it.
+
+        The log only shrinks at a checkpoint, and the automatic one waits for 1000 pages (4 MB): on
+        a nearly full disk the log takes every byte freed and fills it again before that, and the
+        store stays stuck. So once the disk was full, each write first tries a truncating checkpoint
+        (it needs room for the database to grow), until one completes; while the disk is still too
+        full for it, writes fail at once rather than grow the log into the space the checkpoint needs.
+        """
+        try:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise  # still full: fail this write before it takes the room the checkpoint needs
+            return
+        self._wal_to_shrink = bool(busy)
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """This thread's read connection: in WAL mode it reads the last commit, never waiting for writers."""
+        if self.in_memory:  # one connection is the whole database
+            with self._lock, self._guard():
+                yield self._db
+            return
+        with self._guard():
+            reader: sqlite3.Connection | None = getattr(self._local, "reader", None)
+            if reader is None:
+                reader = sqlite3.connect(str(self.path), isolation_level=None, timeout=1.0, check_same_thread=False)
+                reader.execute("PRAGMA query_only = ON")
+                with self._readers_lock:
+                    self._readers.append(reader)
+                self._local.reader = reader
+            yield reader
+
+    # --- health and disk space -------------------------------------------------------------------
+
+    def check_writable(self) -> str | None:
+        """None if a write commits now, else why not. Probes at most every ``probe_seconds``.
+
+        A failure is reported until a write succeeds (any write clears it at once) or the next
+        probe; a probe waits for the lock at most ``PROBE_WAIT_SECONDS``, and a caller that finds a
+        probe under way takes the last verdict rather than queue behind it.
+        """
+        now = self._clock()
+        if self._last_failure is not None and now - self._last_failure[0] < self.probe_seconds:
+            return self._last_failure[1]
+        checked_at, reason = self._probe
+        if now - checked_at < self.probe_seconds or not self._probing.acquire(blocking=False):
+            return reason
+        try:
+            with self._write(wait_seconds=PROBE_WAIT_SECONDS) as db:
+                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('health_probe', ?)", (str(now),))
+            reason = None
+        except StoreUnavailable as exc:
+            reason = str(exc.__cause__ or exc)
+        finally:
+            self._probing.release()
+        self._probe = (now, reason)
+        return reason
+
+    def free_pages(self, batch_pages: int = VACUUM_BATCH_PAGES, max_batches: int | None = None) -> int:
+        """Give the file's free pages back to the file system; return how many were freed.
+
+        ``PRAGMA incremental_vacuum`` frees one page per step of its statement, and Python steps a
+        statement without result columns once: so it is executed once per page, ``batch_pages``
+        times per write transaction, and no transaction holds the lock long enough to stall other
+        writers. At most ``max_batches`` transactions.
+        """
+        freed = 0
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            batches += 1
+            with self._write() as db:
+                (before,) = db.execute("PRAGMA freelist_count").fetchone()
+                if before == 0:
+                    break
+                for _ in range(min(batch_pages, before)):
+                    db.execute("PRAGMA incremental_vacuum")
+                (after,) = db.execute("PRAGMA freelist_count").fetchone()
+            freed += before - after
+            if after == 0 or after >= before:  # done, or a file without incremental auto-vacuum
+                break
+        return freed
