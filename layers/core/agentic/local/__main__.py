@@ -89,7 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, sqlite3.Error, StoreUnavailable) as exc:
         fail(f"cannot open DATABASE_PATH={str(settings.database_path)!r}: {exc}")
     # The app logs each task as structured JSON with its task_id; ACCESS_LOG=true adds a line per request.
-    config = uvicorn.Config(app, access_log=settings.access_log, log_level=settings.log_level.lower())
+    # Idle keep-alive connections stay open longer than clients keep them (httpx and aiohttp expire
+    # theirs after 5 s, uvicorn's default here too): with equal timeouts a client may send a request
+    # on a connection the server is closing, and a POST is then lost as "disconnected" under load.
+    config = uvicorn.Config(
+        app, access_log=settings.access_log, log_level=settings.log_level.lower(), timeout_keep_alive=30
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 
