@@ -12,6 +12,7 @@ from typing import Any
 
 from agentic.adapters.model_clients import build_model_client
 from agentic.adapters.s3_reader import S3DocumentReader
+from agentic.adapters.scheduler_timer import SchedulerApprovalTimer
 from agentic.adapters.sfn_executor import StepFunctionsExecutor, UnconfiguredExecutor
 from agentic.agents.catalog import registry_for
 from agentic.errors import AgenticError
@@ -37,6 +38,8 @@ class AwsSystem:
     service: TaskService
     #: Reads task documents for the S3 trigger (its S3 client is built on first use).
     documents: S3DocumentReader = field(default_factory=S3DocumentReader)
+    #: The approval timeout's schedules (None where the function has no scheduler to call).
+    timer: SchedulerApprovalTimer | None = None
 
 
 def build_aws_system(
@@ -52,16 +55,25 @@ def build_aws_system(
     ops = PipelineOps.configured(
         store, registry_for(settings, model), load_pipeline(settings.pipeline_definition), settings
     )
+    timer = None
+    if settings.approval_timeout_target_arn and settings.scheduler_role_arn:
+        timer = SchedulerApprovalTimer(
+            settings.approval_timeout_target_arn, settings.scheduler_role_arn, settings.approval_schedule_group
+        )
     executor: Executor
     if settings.state_machine_arn:
         executor = StepFunctionsExecutor(
-            settings.state_machine_arn, sfn_client, retry_after_seconds=settings.retry_after_seconds
+            settings.state_machine_arn,
+            sfn_client,
+            retry_after_seconds=settings.retry_after_seconds,
+            workflow_type=settings.workflow_type,
+            timer=timer,
         )
     else:
         executor = UnconfiguredExecutor()
     waiter = DynamoDBPollingWaiter(settings.stream_poll_min_seconds, settings.stream_poll_max_seconds)
     service = AwsTaskService(store, executor, waiter, settings, ops=ops)
-    return AwsSystem(settings, store, ops, executor, service)
+    return AwsSystem(settings, store, ops, executor, service, timer=timer)
 
 
 @lru_cache(maxsize=1)
