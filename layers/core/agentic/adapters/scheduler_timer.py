@@ -7,6 +7,11 @@ execution ends. What stays is the deadline. At the gate this adapter creates a s
 "task_id", "retries"}``; approve, reject and cancel delete it. A schedule that fires anyway (a
 delete that failed) finds the task no longer waiting, or in another run, and does nothing.
 
+The same mechanism watches Express executions, which nothing else reports when they die (no
+execution status events, no DescribeExecution): ``watch`` schedules ``{"action":
+"execution_watchdog", "task_id", "execution"}`` a little past the 5 minutes an Express execution may
+run; if that execution is still the task's current run and the task is still live, it died.
+
 Both calls may be repeated: creating a schedule that exists (``ConflictException``) and deleting
 one that is gone (``ResourceNotFoundException``) are no-ops. A fired schedule deletes itself
 (``ActionAfterCompletion: DELETE``).
@@ -22,6 +27,9 @@ from agentic.models import TaskState
 from agentic.observability import logger
 
 APPROVAL_TIMEOUT_ACTION = "approval_timeout"
+WATCHDOG_ACTION = "execution_watchdog"
+#: An Express execution runs for at most 5 minutes; its watchdog looks a minute later.
+EXPRESS_WATCH_SECONDS = 300 + 60
 
 
 class SchedulerApprovalTimer:
@@ -47,15 +55,26 @@ class SchedulerApprovalTimer:
 
     def arm(self, task: TaskState) -> None:
         """Fail the task with States.Timeout at its ``approval_deadline`` unless a person decides first."""
-        from botocore.exceptions import ClientError
-
         if task.approval_deadline is None:
             return  # the gate has no time limit
-        at = datetime.datetime.fromtimestamp(task.approval_deadline, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
         payload = {"action": APPROVAL_TIMEOUT_ACTION, "task_id": task.task_id, "retries": task.retries}
+        self._create(self.schedule_name(task), task.approval_deadline, payload, task.task_id)
+
+    def watch(self, task_id: str, execution: str, *, now: float | None = None) -> None:
+        """Look at the task once the Express execution ``execution`` must have ended."""
+        import time
+
+        at = (now if now is not None else time.time()) + EXPRESS_WATCH_SECONDS
+        payload = {"action": WATCHDOG_ACTION, "task_id": task_id, "execution": execution}
+        self._create(f"run-{execution}", at, payload, task_id)
+
+    def _create(self, name: str, when: float, payload: dict[str, Any], task_id: str) -> None:
+        from botocore.exceptions import ClientError
+
+        at = datetime.datetime.fromtimestamp(when, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
         try:
             self.client.create_schedule(
-                Name=self.schedule_name(task),
+                Name=name,
                 GroupName=self.group,
                 ScheduleExpression=f"at({at})",
                 ScheduleExpressionTimezone="UTC",
@@ -71,9 +90,9 @@ class SchedulerApprovalTimer:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConflictException":
                 raise
-            logger.info("approval timeout already scheduled", extra={"task_id": task.task_id})
+            logger.info("already scheduled", extra={"task_id": task_id, "schedule": name})
             return
-        logger.info("approval timeout scheduled", extra={"task_id": task.task_id, "at": at})
+        logger.info("scheduled", extra={"task_id": task_id, "schedule": name, "at": at})
 
     def disarm(self, task: TaskState) -> None:
         """Delete the wait's schedule (a person decided, or the task was cancelled)."""

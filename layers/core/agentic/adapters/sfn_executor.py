@@ -109,7 +109,13 @@ class StepFunctionsExecutor:
             raise
         arn: str = response["executionArn"]
         logger.info("execution started", extra={"task_id": task_id, "execution_arn": arn})
+        self._watch(task_id, task_id)
         return arn
+
+    def _watch(self, task_id: str, execution: str) -> None:
+        """An Express execution that dies is reported by nobody: a schedule looks after it."""
+        if self.express and self.timer is not None:
+            self.timer.watch(task_id, execution)
 
     async def start(self, task_id: str) -> None:
         await asyncio.to_thread(self.start_sync, task_id)
@@ -139,6 +145,17 @@ class StepFunctionsExecutor:
     def continuation_name(task: TaskState) -> str:
         """The execution that runs an approved task's rest: its run's name, ``-approved``."""
         return f"{StepFunctionsExecutor.execution_name(task)}-approved"
+
+    @staticmethod
+    def current_name(task: TaskState) -> str:
+        """The execution that runs the task now: an approved run's continuation, else the run's own.
+
+        (A retry from the gated step of an approved task keeps the approval and runs as the retry's
+        own execution; this names its continuation, which never starts: such a run is not watched.)
+        """
+        if task.approval_granted:
+            return StepFunctionsExecutor.continuation_name(task)
+        return StepFunctionsExecutor.execution_name(task)
 
     def _stop(self, name: str, task_id: str) -> None:
         arn = self.execution_arn(name)
@@ -187,6 +204,7 @@ class StepFunctionsExecutor:
                 "start approved execution",
                 task.task_id,
             )
+            self._watch(task.task_id, self.continuation_name(task))
 
         await asyncio.to_thread(start)
 
@@ -208,6 +226,7 @@ class StepFunctionsExecutor:
                 name=self.execution_name(task),
                 input=json.dumps(body, separators=(",", ":")),
             )
+            self._watch(task.task_id, self.execution_name(task))
 
         await asyncio.to_thread(
             self._call_ignoring, frozenset({"ExecutionAlreadyExists"}), start, "start retry execution", task.task_id

@@ -11,9 +11,12 @@ Their inputs are the Task states' ``Parameters`` in ``statemachine/pipeline.asl.
 and, outside the state machine, to finalize:
 
 - ``{"action": "approval_timeout", "task_id", "retries"}``: the approval's one-time schedule fired
-- an EventBridge "Step Functions Execution Status Change" event (FAILED, TIMED_OUT, ABORTED): an
-  execution ended without finishing its task (``MarkFailedFailed``, a timeout), which is failed now
-  rather than when someone next executes it
+- an EventBridge "Step Functions Execution Status Change" event (FAILED, TIMED_OUT, ABORTED;
+  Standard only): an execution ended without finishing its task (``MarkFailedFailed``, a timeout),
+  which is failed now rather than when someone next executes it
+- ``{"action": "execution_watchdog", "task_id", "execution"}``: an Express execution's 5 minutes
+  are over (Express sends no status events); if it was the task's current run and left the task
+  live, the task is failed
 
 Payloads carry ids only; the task, its plan and the step outputs live in the store. A failed step
 attempt is recorded in the store (``step_retrying`` when the state's Retry will try again) and its
@@ -28,7 +31,7 @@ import functools
 import json
 from typing import Any
 
-from agentic.adapters.scheduler_timer import APPROVAL_TIMEOUT_ACTION
+from agentic.adapters.scheduler_timer import APPROVAL_TIMEOUT_ACTION, WATCHDOG_ACTION
 from agentic.errors import InvalidInput, InvalidTransition, PermanentAgentError, RetryableStoreError, WriteConflict
 from agentic.models import LIVE_STATUSES, TaskStatus
 from agentic.observability import logger
@@ -180,15 +183,8 @@ _DEAD = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
 
 
 def handle_execution_ended(event: LambdaEvent, ops: PipelineOps) -> dict[str, Any]:
-    """An execution ended badly (EventBridge): fail its task if that run left it live.
-
-    A cancelled task's aborted run, a retried task's earlier run and a task awaiting approval (no
-    execution runs it) are left alone: only the task's current run, ended, with the task still in
-    ``pending``, ``analyzing`` or ``executing``, is failed.
-    """
-    from agentic.adapters.sfn_executor import ExecutionEnd, StepFunctionsExecutor
-
-    from .service import dead_execution_message
+    """An execution ended badly (EventBridge): fail its task if that run left it live."""
+    from agentic.adapters.sfn_executor import ExecutionEnd
 
     detail = event.get("detail") or {}
     status, name = str(detail.get("status", "")), str(detail.get("name", ""))
@@ -198,23 +194,46 @@ def handle_execution_ended(event: LambdaEvent, ops: PipelineOps) -> dict[str, An
         task_id = ""
     if status not in _DEAD or not task_id:
         return {"task_id": task_id or None, "status": "ignored"}
+    end = ExecutionEnd(status, str(detail.get("error") or f"Execution{status.title()}"), str(detail.get("cause") or ""))
+    return fail_dead_run(ops, task_id, name, end)
+
+
+def fail_dead_run(ops: PipelineOps, task_id: str, name: str, end: Any) -> dict[str, Any]:
+    """Fail the task if the ended execution ``name`` is its current run and left it live.
+
+    A cancelled task's aborted run, a retried task's earlier run, the run that ended at the approval
+    gate (an approved task runs in its continuation) and a task awaiting approval (no execution
+    runs it) are left alone.
+    """
+    from agentic.adapters.sfn_executor import StepFunctionsExecutor
+
+    from .service import dead_execution_message
+
     annotate("task_id", task_id)
     task = ops.store.get(task_id)
+    if task is None:
+        return {"task_id": task_id, "status": "unknown"}
     current = (
-        task is not None
-        and name in (StepFunctionsExecutor.execution_name(task), StepFunctionsExecutor.continuation_name(task))
+        name == StepFunctionsExecutor.current_name(task)
         and task.status in LIVE_STATUSES
         and task.status is not TaskStatus.AWAITING_APPROVAL
     )
-    if task is None or not current:
-        return {"task_id": task_id, "status": task.status.value if task else "unknown"}
-    end = ExecutionEnd(status, str(detail.get("error") or f"Execution{status.title()}"), str(detail.get("cause") or ""))
+    if not current:
+        return {"task_id": task_id, "status": task.status.value}
     logger.error("an execution ended without finishing its task; the task is failed", extra={"task_id": task_id})
     try:
         task = ops.fail(task_id, end.error, dead_execution_message(end))
     except InvalidTransition:
         task = _reload(ops, task_id)
     return {"task_id": task_id, "status": task.status.value}
+
+
+def handle_watchdog(event: LambdaEvent, ops: PipelineOps) -> dict[str, Any]:
+    """An Express execution's time is up: whatever it did, it runs no more."""
+    from agentic.adapters.sfn_executor import ExecutionEnd
+
+    end = ExecutionEnd("TIMED_OUT", STATES_TIMEOUT, "the Express execution did not finish the task within 5 minutes")
+    return fail_dead_run(ops, _field(event, "task_id"), _field(event, "execution"), end)
 
 
 def handle_finalize_event(event: LambdaEvent, ops: PipelineOps | None = None) -> dict[str, Any]:
@@ -230,6 +249,8 @@ def handle_finalize_event(event: LambdaEvent, ops: PipelineOps | None = None) ->
         task = ops.complete(task_id)
     elif action == APPROVAL_TIMEOUT_ACTION:
         return handle_approval_timeout(event, ops)
+    elif action == WATCHDOG_ACTION:
+        return handle_watchdog(event, ops)
     elif action == "fail":
         name, message = describe_caught_error(event.get("error"))
         task = ops.fail(task_id, name, message)

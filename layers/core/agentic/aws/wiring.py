@@ -48,7 +48,8 @@ def build_aws_system(
     """The AWS wiring. A function deployed without ``STATE_MACHINE_ARN`` cannot start tasks."""
     if settings.store != "dynamodb":
         raise ConfigurationError(f"the AWS wiring runs on DynamoDB; STORE is {settings.store!r}")
-    from agentic.adapters.dynamodb_store import DynamoDBPollingWaiter, DynamoDBTaskStore
+    from agentic.adapters.dynamodb_store import DynamoDBTaskStore
+    from agentic.adapters.dynamodb_waiter import DynamoDBPollingWaiter
 
     store = DynamoDBTaskStore(settings.table_name, dynamodb_client)
     model = build_model_client(settings)
@@ -71,7 +72,12 @@ def build_aws_system(
         )
     else:
         executor = UnconfiguredExecutor()
-    waiter = DynamoDBPollingWaiter(settings.stream_poll_min_seconds, settings.stream_poll_max_seconds)
+    waiter = DynamoDBPollingWaiter(
+        settings.stream_poll_min_seconds,
+        settings.stream_poll_max_seconds,
+        idle_after=settings.stream_idle_after_seconds,
+        idle_interval=settings.stream_idle_poll_seconds,
+    )
     service = AwsTaskService(store, executor, waiter, settings, ops=ops)
     return AwsSystem(settings, store, ops, executor, service, timer=timer)
 

@@ -14,7 +14,7 @@ from agentic.ports import EventWaiter, Executor, TaskStore
 from agentic.service.control import TaskControl
 from agentic.service.io import call_store
 from agentic.service.pipeline_ops import PipelineOps
-from agentic.service.stream import tail_events
+from agentic.service.stream import MAX_WAIT_SECONDS, tail_events
 from agentic.settings import Settings
 
 # Task ids derived from idempotency keys: the same key always names the same task.
@@ -131,6 +131,10 @@ class TaskService:
             max_seconds=self.settings.stream_max_seconds,
             finished=task.status.is_terminal,
             not_started=not_started,
+            # A polling waiter decides how often to read (it backs off when idle); a notified one
+            # is woken, and re-reads at least every MAX_WAIT_SECONDS.
+            max_wait_seconds=getattr(self.waiter, "max_wait_seconds", MAX_WAIT_SECONDS),
+            pause_seconds=self.settings.stream_approval_pause_seconds,
         )
 
     # --- task control --------------------------------------------------------------------------

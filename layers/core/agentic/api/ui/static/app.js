@@ -355,7 +355,8 @@ function stopFollowing() {
 }
 
 // Reads the task's stream to its terminal event, re-attaching after the last cursor whenever the
-// connection drops or the server ends the stream early (stream_timeout).
+// connection drops or the server ends the stream early (stream_timeout). While the task waits for a
+// person the server may end the stream with stream_paused: come back after its retry_after_seconds.
 async function follow(taskId, execute) {
   stopFollowing();
   const controller = new AbortController();
@@ -366,6 +367,7 @@ async function follow(taskId, execute) {
   const path = `/tasks/${encodeURIComponent(taskId)}/${execute ? "execute" : "events"}`;
   while (!controller.signal.aborted) {
     let ended = false;
+    let pausedMs = 0;
     try {
       setStreamState(reconnects ? "reconnecting" : "connecting");
       const headers = authHeaders(after ? { "Last-Event-ID": String(after) } : {});
@@ -394,7 +396,10 @@ async function follow(taskId, execute) {
             buffer = buffer.slice(newline + 1);
             if (!line) continue;
             const event = JSON.parse(line);
-            // keepalive and stream_timeout carry no cursor; events already shown are skipped.
+            if (event.event_type === "stream_paused") {
+              pausedMs = 1000 * Number((event.data && event.data.retry_after_seconds) || 1);
+            }
+            // keepalive, stream_timeout and stream_paused carry no cursor; events already shown are skipped.
             if (typeof event.cursor !== "number" || event.cursor <= after) continue;
             after = event.cursor;
             delay = 250;
@@ -415,6 +420,12 @@ async function follow(taskId, execute) {
       return;
     }
     if (controller.signal.aborted) return;
+    if (pausedMs) {
+      // Waiting for a person: not a lost connection. Look again when the server said.
+      setStreamState("waiting");
+      await sleep(pausedMs);
+      continue;
+    }
     reconnects += 1;
     $("#reconnects").textContent = `(re-attached ${reconnects}×)`;
     $("#reconnects").dataset.count = String(reconnects);
