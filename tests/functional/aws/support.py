@@ -275,6 +275,8 @@ def moto_pipeline(
         monkeypatch.setenv("APPROVAL_TIMEOUT_TARGET_ARN", arns["FinalizeFunction"])
         monkeypatch.setenv("SCHEDULER_ROLE_ARN", role)
         reset_system()
+        for function in FUNCTIONS:  # the API functions keep their app: start them in this environment
+            cold_start(function)
         running = Pipeline(sfn, state_machine_arn, sleeps, monkeypatch, workflow_type)
         try:
             yield running

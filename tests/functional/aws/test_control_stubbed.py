@@ -7,8 +7,9 @@ send and cannot produce some of what Step Functions answers. Here each request i
 answers moto never gives are returned to the handler:
 
 - StopExecution's ``error`` and ``cause`` (moto drops them), on a retried task's current execution
-  ``<id>-retry-<n>`` (and an approved task's ``<run>-approved``); ``ExecutionDoesNotExist``
-  (nothing to stop) is a no-op; an Express workflow is never asked (it cannot stop).
+  ``<id>-retry-<n>`` (and an approved task's ``<run>-approved``), only when DescribeExecution says it
+  runs; ``ExecutionDoesNotExist`` (nothing to stop) is a no-op; an Express workflow is never asked
+  (it can be neither described nor stopped).
 - StartExecution of an approved task's rest (``<run>-approved`` at the gated step) and of a retry:
   name, input; ``ExecutionAlreadyExists`` (a repeat) is a no-op.
 - A repeated approve or cancel makes the request a failed one did not (the store's change is not
@@ -138,8 +139,24 @@ def test_reject_sends_nothing_to_step_functions(stubbed):
     assert task(task_id).status is TaskStatus.FAILED
 
 
-def stop(stubber: Stubber, name: str, *, error: str | None = None) -> None:
-    params = {"executionArn": f"{EXECUTIONS}:{name}", "error": "TaskCancelled", "cause": "cancelled by a user"}
+def stop(stubber: Stubber, name: str, *, error: str | None = None, status: str = "RUNNING") -> None:
+    """DescribeExecution of ``name`` (``status``), then its StopExecution if it runs."""
+    arn = f"{EXECUTIONS}:{name}"
+    if error == "ExecutionDoesNotExist":
+        stubber.add_client_error(
+            "describe_execution", service_error_code=error, http_status_code=400, expected_params={"executionArn": arn}
+        )
+        return
+    described = {
+        "executionArn": arn,
+        "stateMachineArn": STATE_MACHINE_ARN,
+        "status": status,
+        "startDate": "2025-01-01T12:00:00Z",
+    }
+    stubber.add_response("describe_execution", described, {"executionArn": arn})
+    if status != "RUNNING":
+        return
+    params = {"executionArn": arn, "error": "TaskCancelled", "cause": "cancelled by a user"}
     if error is None:
         stubber.add_response("stop_execution", {"stopDate": "2025-01-01T12:00:00Z"}, params)
     else:
@@ -148,10 +165,10 @@ def stop(stubber: Stubber, name: str, *, error: str | None = None) -> None:
 
 def test_cancel_stops_the_current_execution_of_a_retried_task(stubbed):
     stubber, system = stubbed
-    task_id = awaiting_approval(system, retries=2)  # its run is the execution <id>-retry-2
+    task_id = executing(system, retries=2)  # its run is the execution <id>-retry-2
     stop(stubber, f"{task_id}-retry-2")
-    # cancelled already: a second cancel answers the same and stops it again (a no-op)
-    stop(stubber, f"{task_id}-retry-2")
+    # cancelled already: a second cancel answers the same, and stops it only if it still runs
+    stop(stubber, f"{task_id}-retry-2", status="ABORTED")
 
     response = control("cancel", task_id, {"reason": "no longer needed"})
 
@@ -203,13 +220,28 @@ def test_an_express_workflow_is_never_asked_to_stop(stubbed, aws_env):
     assert task(task_id).status is TaskStatus.CANCELLED
 
 
-def executing(system: AwsSystem) -> str:
-    """A task whose execution (named by its id) is at its retriever."""
+def executing(system: AwsSystem, *, retries: int = 0) -> str:
+    """A task whose execution (named by its id, or by its retry) is at its retriever."""
     import asyncio
 
     created, _ = asyncio.run(system.service.create(OWNER, "Explain stubs"))
     system.ops.plan(created.task_id)
+    if retries:
+        system.store.update(created.task_id, {TaskStatus.EXECUTING}, retries=retries)
     return created.task_id
+
+
+def test_cancel_of_a_task_awaiting_approval_stops_nothing(stubbed):
+    # Given a task whose run ended at the approval gate
+    stubber, system = stubbed
+    task_id = awaiting_approval(system)
+    stop(stubber, task_id, status="SUCCEEDED")
+
+    response = control("cancel", task_id)
+
+    # Then it is cancelled, and the ended execution is left as it ended (no StopExecution)
+    assert response["statusCode"] == 200, response["body"]
+    assert answer(response)["status"] == "cancelled"
 
 
 def test_cancel_with_no_execution_to_stop_is_a_no_op(stubbed):
@@ -260,7 +292,7 @@ def test_a_retry_whose_execution_exists_already_starts_nothing(stubbed):
     assert answer(response)["retries"] == 1
 
 
-@pytest.mark.parametrize(("action", "operation"), [("cancel", "stop_execution"), ("approve", "start_execution")])
+@pytest.mark.parametrize(("action", "operation"), [("cancel", "describe_execution"), ("approve", "start_execution")])
 def test_any_other_step_functions_error_is_not_swallowed(stubbed, action, operation):
     stubber, system = stubbed
     task_id = awaiting_approval(system)

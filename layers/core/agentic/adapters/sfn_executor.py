@@ -158,7 +158,19 @@ class StepFunctionsExecutor:
         return StepFunctionsExecutor.execution_name(task)
 
     def _stop(self, name: str, task_id: str) -> None:
+        """StopExecution of ``name`` if it runs: a repeated cancel (finishing what a failed one left)
+        asks again, and a run that ended (at the approval gate, or done) is left as it ended."""
+        from botocore.exceptions import ClientError
+
         arn = self.execution_arn(name)
+        try:
+            status = self.client.describe_execution(executionArn=arn).get("status")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") != "ExecutionDoesNotExist":
+                raise
+            return
+        if status != "RUNNING":
+            return
         self._call_ignoring(
             frozenset({"ExecutionDoesNotExist"}),
             lambda: self.client.stop_execution(executionArn=arn, error="TaskCancelled", cause="cancelled by a user"),
