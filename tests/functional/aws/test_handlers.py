@@ -128,7 +128,7 @@ def check_health(response: dict[str, Any], moto: Any) -> None:
 
 
 def check_plan(response: dict[str, Any], moto: Any) -> None:
-    assert response == {"task_id": TASK_ID, "status": "executing", "approval": False}
+    assert response == {"task_id": TASK_ID, "status": "executing"}
     task = system().store.get(TASK_ID)
     assert task is not None
     assert task.execution_plan is not None
@@ -140,11 +140,16 @@ def check_step(index: int) -> Callable[[dict[str, Any], Any], None]:
     def check(response: dict[str, Any], moto: Any) -> None:
         step_id, _ = STEPS[index]
         assert response == {"task_id": TASK_ID, "step_id": step_id, "status": "completed"}
-        assert event_types()[-3:] == ["step_started", "partial_output", "step_completed"]
+        last = index == len(STEPS) - 1  # the last step's invocation completes the task as well
+        expected = ["step_started", "partial_output", "step_completed", *(["task_completed"] if last else [])]
+        assert event_types()[-len(expected) :] == expected
         task = system().store.get(TASK_ID)
         assert task is not None
         assert task.execution_plan is not None
         assert task.execution_plan.steps[index].output
+        if last:
+            assert task.status is TaskStatus.COMPLETED
+            assert task.final_output == task.execution_plan.steps[index].output
 
     return check
 
