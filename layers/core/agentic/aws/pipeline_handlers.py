@@ -82,6 +82,11 @@ def handle_agent_event(agent_type: str, event: LambdaEvent, ops: PipelineOps | N
     if spec.agent_type != agent_type or event.get("agent_type", agent_type) != agent_type:
         raise PermanentAgentError(f"step {step_id} runs the {spec.agent_type} agent, not {agent_type}")
     annotate("step_id", step_id)
+    current = ops.store.get(task_id)
+    if current is not None and current.status is TaskStatus.COMPLETED:
+        # A second delivery of a state (Express runs each at least once) or a second execution of a
+        # finished task: everything it would do is done.
+        return {"task_id": task_id, "step_id": step_id, "status": current.status.value}
     gate = ops.definition.approval
     if gate is not None and gate.before_step == step_id and stop_at_gate(ops, task_id):
         return {"task_id": task_id, "step_id": step_id, "status": TaskStatus.AWAITING_APPROVAL.value}
