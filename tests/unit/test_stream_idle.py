@@ -4,6 +4,7 @@ without events, and a stream whose task waits for a person can end with ``stream
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -63,7 +64,7 @@ def test_an_idle_stream_reads_at_most_every_two_seconds_after_ten_idle_seconds()
     # last look at the time limit aside)
     assert lines[-1]["event_type"] == "stream_timeout"
     late = [t for t in store.queries if 10 <= t < 60]
-    gaps = [b - a for a, b in zip(late, late[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(late)]
     assert gaps
     assert min(gaps) >= 2 - 1e-6, gaps
     assert len(late) <= 26

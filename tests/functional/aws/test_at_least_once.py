@@ -74,9 +74,7 @@ def test_every_agent_invocation_delivered_twice_leaves_one_run(pipeline: Pipelin
     assert_one_run(task_id, SEED_SEQUENCE)
 
 
-def test_an_approved_task_delivered_twice_asks_once_and_completes_once(
-    pipeline: Pipeline, delivered_twice: list[str]
-):
+def test_an_approved_task_delivered_twice_asks_once_and_completes_once(pipeline: Pipeline, delivered_twice: list[str]):
     # Given a task asking for approval, every invocation (the gate's too) delivered twice
     task_id = create(approval=True)
     assert pipeline.wait(task_id)["status"] == "SUCCEEDED"

@@ -89,7 +89,9 @@ def approved_start(stubber: Stubber, task_id: str, *, error: str | None = None) 
         response = {"executionArn": f"{EXECUTIONS}:{task_id}-approved", "startDate": "2025-01-01T12:00:00Z"}
         stubber.add_response("start_execution", response, params)
     else:
-        stubber.add_client_error("start_execution", service_error_code=error, http_status_code=400, expected_params=params)
+        stubber.add_client_error(
+            "start_execution", service_error_code=error, http_status_code=400, expected_params=params
+        )
 
 
 def test_approve_starts_the_rest_as_an_execution_named_by_the_run_entering_at_the_gated_step(stubbed):
@@ -129,7 +131,7 @@ def test_a_repeated_approve_finishes_what_a_failed_one_left(stubbed):
 
 def test_reject_sends_nothing_to_step_functions(stubbed):
     # Given a task awaiting approval: no execution runs it (the stub fails on any request)
-    stubber, system = stubbed
+    _stubber, system = stubbed
     task_id = awaiting_approval(system)
 
     response = control("reject", task_id, {"reason": "the sources are out of date"})
@@ -160,7 +162,9 @@ def stop(stubber: Stubber, name: str, *, error: str | None = None, status: str =
     if error is None:
         stubber.add_response("stop_execution", {"stopDate": "2025-01-01T12:00:00Z"}, params)
     else:
-        stubber.add_client_error("stop_execution", service_error_code=error, http_status_code=400, expected_params=params)
+        stubber.add_client_error(
+            "stop_execution", service_error_code=error, http_status_code=400, expected_params=params
+        )
 
 
 def test_cancel_stops_the_current_execution_of_a_retried_task(stubbed):
@@ -209,7 +213,7 @@ def test_cancel_of_an_approved_task_stops_the_rest_and_the_run_before_it(stubbed
 
 def test_an_express_workflow_is_never_asked_to_stop(stubbed, aws_env):
     # Given an Express workflow (StopExecution is not supported there: the stub fails on any request)
-    stubber, system = stubbed
+    _stubber, system = stubbed
     system.executor.express = True  # type: ignore[attr-defined]
     task_id = executing(system)
 

@@ -728,4 +728,3 @@ class DynamoDBTaskStore:
                 break
             params["ExclusiveStartKey"] = last
         return events[:limit]
-
