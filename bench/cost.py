@@ -114,6 +114,7 @@ class Ledger:
     lambda_gb_seconds: float = 0.0
     lambda_seconds: Counter[str] = field(default_factory=Counter)
     transitions: int = 0
+    scheduler_invocations: int = 0
     express_requests: int = 0
     express_gb_seconds: float = 0.0
     http_api_requests: int = 0
@@ -267,6 +268,16 @@ class CountingStream(io.TextIOBase):
 # --- the run ---------------------------------------------------------------------------------------
 
 
+def stream_environment() -> dict[str, str]:
+    """The streaming function's environment variables in template.yaml (the plain strings)."""
+    from cfnlint.decode import decode
+
+    template, _ = decode(str(ROOT / "template.yaml"))
+    assert template is not None
+    variables = template["Resources"]["StreamFunction"]["Properties"]["Environment"]["Variables"]
+    return {k: v for k, v in variables.items() if isinstance(v, str)}
+
+
 def template_memory() -> dict[str, int]:
     """Each function's MemorySize in template.yaml (its own, else the Globals')."""
     from cfnlint.decode import decode
@@ -353,6 +364,12 @@ def run_configuration(workflow_type: str, tasks: int) -> Ledger:
                         execution = pipeline.wait_arn(_current_execution(pipeline, task_id))
                         history = pipeline.sfn.get_execution_history(executionArn=execution["executionArn"])["events"]
                     assert execution["status"] == "SUCCEEDED", execution
+                    # EventBridge Scheduler later fires what the task scheduled (an Express run's watchdog)
+                    for target in due_schedules(recorder):
+                        ledger.scheduler_invocations += 1
+                        started = time.perf_counter()
+                        support.invoke("FinalizeFunction", target)
+                        record_lambda("FinalizeFunction", time.perf_counter() - started)
                     ledger.transitions += transitions(history)
                     ledger.express_requests += 1
                     seconds = (execution["stopDate"] - execution["startDate"]).total_seconds()
@@ -364,6 +381,20 @@ def run_configuration(workflow_type: str, tasks: int) -> Ledger:
         monkeypatch.undo()
         support.reset_system()
     return ledger
+
+
+def due_schedules(recorder: Recorder) -> list[dict[str, Any]]:
+    """The inputs of the schedules in moto's Scheduler (deleted: each fires once)."""
+    import boto3
+
+    with recorder.paused():
+        scheduler = boto3.client("scheduler", region_name="us-east-1")
+        inputs = []
+        for schedule in scheduler.list_schedules()["Schedules"]:
+            found = scheduler.get_schedule(Name=schedule["Name"], GroupName=schedule["GroupName"])
+            inputs.append(json.loads(found["Target"]["Input"]))
+            scheduler.delete_schedule(Name=schedule["Name"], GroupName=schedule["GroupName"])
+    return inputs
 
 
 def _current_execution(pipeline: Any, task_id: str) -> str:
@@ -378,6 +409,93 @@ def transitions(history: list[dict[str, Any]]) -> int:
     task_states = sum(1 for e in history if e["type"] == "TaskStateEntered")
     attempts = sum(1 for e in history if e["type"] in ("TaskScheduled", "LambdaFunctionScheduled"))
     return entered + max(0, attempts - task_states)
+
+
+def watched_hour(reattaches: int = 5) -> None:
+    """What a stream costs while its task waits for a person, per watched hour.
+
+    Measured: a task runs to its approval gate through the stream, which ends with ``stream_paused``;
+    the client comes back ``reattaches`` times (each a Lambda request, its reads and its log lines).
+    Scaled to the re-attaches of an hour at the template's STREAM_APPROVAL_PAUSE_SECONDS. Compared
+    with a stream held open for the hour, computed from the polling waiter's schedule.
+    """
+    import httpx
+    import pytest
+
+    from agentic.service.stream import IDLE_SECONDS, IDLE_STATUS_CHECK_SECONDS
+    from tests.functional.aws import support
+    from tests.functional.aws.stream_support import identity_headers, stream_app, uvicorn_server
+
+    environment = stream_environment()
+    pause = float(environment.get("STREAM_APPROVAL_PAUSE_SECONDS", "0"))
+    memory_gb = template_memory()["StreamFunction"] / 1024
+    ledger = Ledger()
+    recorder = Recorder(ledger)
+    monkeypatch = pytest.MonkeyPatch()
+    for name, value in {
+        "STORE": "dynamodb",
+        "TABLE_NAME": support.TABLE_NAME,
+        "AGENT_LATENCY_SCALE": "0",
+        "AWS_DEFAULT_REGION": support.REGION,
+        "STREAM_APPROVAL_PAUSE_SECONDS": str(pause or 15),
+    }.items():
+        monkeypatch.setenv(name, value)
+    from agentic.observability import logger
+
+    handler = logger.registered_handler
+    logs = CountingStream()
+    seconds = 0.0
+    real_stdout = sys.stdout
+    try:
+        with support.moto_pipeline(monkeypatch, "STANDARD") as pipeline:
+            handler.setStream(logs)  # type: ignore[attr-defined]
+            sys.stdout = logs  # EMF metrics are printed
+            body = json.dumps({"description": "Explain approvals", "execute": False, "approval": True})
+            event = support.http_event("create_task_post.json", body=body)
+            del event["headers"]["idempotency-key"]
+            task_id = json.loads(support.invoke("CreateTaskFunction", event)["body"])["task_id"]
+            with uvicorn_server(stream_app()) as url, httpx.Client(base_url=url, timeout=60) as http:
+                with http.stream("POST", f"/tasks/{task_id}/execute", headers=identity_headers()) as stream:
+                    lines = [json.loads(line) for line in stream.iter_lines() if line.strip()]
+                assert lines[-1]["event_type"] == "stream_paused", lines[-1]
+                pipeline.wait(task_id)
+                cursor = lines[-1]["data"]["cursor"]
+                logs.bytes = 0
+                with recorder.active():
+                    for _ in range(reattaches):
+                        started = time.perf_counter()
+                        again = http.get(f"/tasks/{task_id}/events?after={cursor}", headers=identity_headers())
+                        seconds += math.ceil((time.perf_counter() - started) * 1000) / 1000
+                        assert json.loads(again.text)["event_type"] == "stream_paused"
+    finally:
+        sys.stdout = real_stdout
+        handler.setStream(real_stdout)  # type: ignore[attr-defined]
+        monkeypatch.undo()
+        support.reset_system()
+    per = 3600 / (pause or 15) / reattaches
+    paused_cost = per * (
+        reattaches * PRICES["lambda_request"]
+        + seconds * memory_gb * PRICES["lambda_gb_second_arm64"]
+        + ledger.rru * PRICES["dynamodb_rru"]
+        + (logs.bytes + reattaches * PLATFORM_LOG_BYTES) / 1e9 * PRICES["logs_ingested_gb"]
+    )
+    reads = ", ".join(f"{op} {n / reattaches:g}" for (_, op), n in sorted(ledger.requests.items()))
+    print(f"\n== A stream waiting on a person, per watched hour (StreamFunction {memory_gb * 1024:.0f} MB) ==")
+    print(
+        f"paused (stream_paused, back every {pause or 15:g} s): {3600 / (pause or 15):.0f} re-attaches, each "
+        f"{seconds / reattaches * 1000:.0f} ms and {reads}: ${paused_cost:.5f} per watched hour"
+    )
+    idle_queries = IDLE_SECONDS / 0.2 + (3600 - IDLE_SECONDS) / 2
+    idle_gets = IDLE_SECONDS + (3600 - IDLE_SECONDS) / IDLE_STATUS_CHECK_SECONDS
+    held = (
+        3600 * memory_gb * PRICES["lambda_gb_second_arm64"]
+        + (idle_queries + idle_gets) * 2 * PRICES["dynamodb_rru"]
+        + (3600 / 280) * PRICES["lambda_request"]
+    )
+    print(
+        f"held open instead (one Query per 2 s after 10 s idle, a status read per 10 s, re-attached every 280 s): "
+        f"${held:.5f} per watched hour"
+    )
 
 
 # --- the bill --------------------------------------------------------------------------------------
@@ -438,6 +556,13 @@ def bill(ledger: Ledger, tasks: int, workflow_type: str) -> list[tuple[str, str,
             ledger.log_bytes / 1e9 * PRICES["logs_ingested_gb"] * per,
         )
     )
+    rows.append(
+        (
+            "EventBridge Scheduler",
+            f"{ledger.scheduler_invocations / tasks:.1f} invocations",
+            ledger.scheduler_invocations * PRICES["scheduler_invocation"] * per,
+        )
+    )
     rows.append(("X-Ray traces", f"{XRAY_SAMPLED:.2f} traces (sampled)", XRAY_SAMPLED * PRICES["xray_trace"] * 1e6))
     return rows
 
@@ -474,6 +599,7 @@ def main() -> None:
     for workflow_type in ("STANDARD", "EXPRESS"):
         ledger = run_configuration(workflow_type, TASKS)
         results[workflow_type] = report(workflow_type, ledger, TASKS)
+    watched_hour()
     print()
     for workflow_type, total in results.items():
         print(f"{workflow_type.title():<9} total ${total:.2f} per 1M tasks")

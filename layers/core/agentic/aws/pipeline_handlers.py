@@ -82,17 +82,20 @@ def handle_agent_event(agent_type: str, event: LambdaEvent, ops: PipelineOps | N
     if spec.agent_type != agent_type or event.get("agent_type", agent_type) != agent_type:
         raise PermanentAgentError(f"step {step_id} runs the {spec.agent_type} agent, not {agent_type}")
     annotate("step_id", step_id)
-    current = ops.store.get(task_id)
-    if current is not None and current.status is TaskStatus.COMPLETED:
-        # A second delivery of a state (Express runs each at least once) or a second execution of a
-        # finished task: everything it would do is done.
-        return {"task_id": task_id, "step_id": step_id, "status": current.status.value}
     gate = ops.definition.approval
     if gate is not None and gate.before_step == step_id and stop_at_gate(ops, task_id):
         return {"task_id": task_id, "step_id": step_id, "status": TaskStatus.AWAITING_APPROVAL.value}
     # Real seconds: the un-jittered upper bound of the wait Step Functions applies before the retry.
     retry_delay = functools.partial(spec.retry_delay, time_scale=1.0)
-    outcome = asyncio.run(ops.run_step(task_id, step_id, _attempt(event), retry_delay, None))
+    try:
+        outcome = asyncio.run(ops.run_step(task_id, step_id, _attempt(event), retry_delay, None))
+    except InvalidTransition:
+        current = ops.store.get(task_id)
+        if current is not None and current.status is TaskStatus.COMPLETED:
+            # A second delivery of a state (Express runs each at least once) or a second execution
+            # of a finished task: everything it would do is done.
+            return {"task_id": task_id, "step_id": step_id, "status": current.status.value}
+        raise
     if outcome.error is not None:
         raise outcome.error  # its class name is the error Step Functions' Retry and Catch match
     if spec == ops.definition.steps[-1]:
