@@ -10,7 +10,7 @@ export PORT AGENT_LATENCY_SCALE
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 
-.PHONY: run test lint lint-template format typecheck unit functional e2e bench bench-storage coldstart build clean browser
+.PHONY: run test lint lint-template format typecheck unit functional e2e bench bench-storage coldstart cost build clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,10 @@ bench: $(VENV)/.installed-dev
 bench-storage: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.storage
 	$(BIN)/python -m bench.knowledge
+
+## cost: AWS requests, units and dollars per task (Standard and Express), measured under moto (prints, never asserts)
+cost: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.cost
 
 ## coldstart: import time of each Lambda handler as a ratio to `import boto3` (prints, never asserts)
 coldstart: $(VENV)/.installed-dev

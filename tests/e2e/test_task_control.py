@@ -156,7 +156,7 @@ def test_a_rejected_task_fails_with_a_clear_error(tmp_path):
 def test_an_approval_past_the_state_machine_s_timeout_fails_the_task(tmp_path):
     # Given the state-machine file with a 1 s approval timeout
     definition = json.loads((Path(__file__).parents[2] / "statemachine" / "pipeline.asl.json").read_text())
-    definition["States"]["AwaitApproval"]["TimeoutSeconds"] = 1
+    definition["States"]["Write"]["Parameters"]["approval_timeout_seconds"] = 1
     short = tmp_path / "short-approval.asl.json"
     short.write_text(json.dumps(definition))
     with (

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from agentic.pipeline import PipelineDefinitionError, load_pipeline, parse_pipeline
+from agentic.pipeline import PipelineDefinitionError, default_definition_text, load_pipeline, parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -80,3 +80,19 @@ def test_max_delay_caps_long_backoffs():
 def test_broken_definitions_are_rejected_clearly(asl):
     with pytest.raises(PipelineDefinitionError):
         parse_pipeline(json.loads(json.dumps(asl)))
+
+
+def test_the_approval_gate_is_read_from_the_step_it_stands_before():
+    # The Write state's Parameters carry approval_timeout_seconds: tasks created with approval stop
+    # before the writer, for at most that long (the local runner and the AWS handlers read the same)
+    gate = load_pipeline().approval
+    assert gate is not None
+    assert (gate.state_name, gate.before_step, gate.timeout_seconds) == ("Write", "step_003", 86400)
+    # a definition without it has no gate; 0 is a gate without a time limit
+    definition = json.loads(default_definition_text()[0])
+    del definition["States"]["Write"]["Parameters"]["approval_timeout_seconds"]
+    assert parse_pipeline(definition).approval is None
+    definition["States"]["Write"]["Parameters"]["approval_timeout_seconds"] = 0
+    unlimited = parse_pipeline(definition).approval
+    assert unlimited is not None
+    assert unlimited.timeout_seconds is None

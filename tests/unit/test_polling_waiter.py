@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from agentic.adapters.dynamodb_store import DynamoDBPollingWaiter
+from agentic.adapters.dynamodb_waiter import DynamoDBPollingWaiter
 
 pytestmark = pytest.mark.unit
 

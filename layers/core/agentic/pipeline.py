@@ -3,8 +3,8 @@
 The local runner takes its step order, step timeouts and retry policy from
 ``statemachine/pipeline.asl.json`` so no retry number is duplicated in Python. Only the subset of
 ASL the pipeline uses is read: a chain of Task states from ``StartAt`` following ``Next``, whose
-``Parameters`` say what each does (``action``: plan | step | complete, plus ``step_id`` and
-``agent_type`` for agent steps).
+``Parameters`` say what each does (``action``: plan | step, plus ``step_id`` and ``agent_type`` for
+agent steps, and ``approval_timeout_seconds`` on the step an approval gate stands before).
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ class StepSpec:
 
 @dataclass(frozen=True)
 class ApprovalGate:
-    """A Choice that sends tasks created with ``approval`` to a wait for a person, before a step."""
+    """Tasks created with ``approval`` stop before a step until a person decides: the step's state
+    names the wait's limit in its ``Parameters`` (``approval_timeout_seconds``, 0 for none)."""
 
     state_name: str
     before_step: str
@@ -128,7 +129,6 @@ def parse_pipeline(definition: dict[str, Any], source: str = "") -> PipelineDefi
     steps: list[StepSpec] = []
     plan_state: str | None = None
     approval: ApprovalGate | None = None
-    gate_state: str | None = None
     seen: set[str] = set()
     while name is not None:
         if name in seen or name not in states:
@@ -149,39 +149,21 @@ def parse_pipeline(definition: dict[str, Any], source: str = "") -> PipelineDefi
                     timeout_seconds=(float(state["TimeoutSeconds"]) if "TimeoutSeconds" in state else None),
                 )
             )
+            if "approval_timeout_seconds" in params:
+                approval = ApprovalGate(
+                    state_name=name,
+                    before_step=params["step_id"],
+                    timeout_seconds=float(params["approval_timeout_seconds"]) or None,
+                )
         if state.get("Type") == "Choice":
-            # Routing (where a retry enters) and the approval gate: the local runner follows the
-            # default path and remembers the gate; it decides both from the task, not the input.
-            waiting = _approval_wait(states, state)
-            if waiting is not None:
-                gate_state = waiting
+            # Routing (where a retry or an approved task enters): the local runner follows the
+            # default path; it decides where to start from the task, not from the input.
             name = state.get("Default")
             continue
-        if gate_state is not None and state.get("Type") == "Task" and action == "step":
-            approval = ApprovalGate(
-                state_name=gate_state,
-                before_step=params["step_id"],
-                timeout_seconds=_timeout(states[gate_state]),
-            )
-            gate_state = None
         name = None if state.get("End") else state.get("Next")
     if plan_state is None or not steps:
         raise PipelineDefinitionError(f"{source}: the pipeline needs a plan state and agent steps")
     return PipelineDefinition(steps=tuple(steps), plan_state=plan_state, source=source, approval=approval)
-
-
-def _timeout(state: dict[str, Any]) -> float | None:
-    return float(state["TimeoutSeconds"]) if "TimeoutSeconds" in state else None
-
-
-def _approval_wait(states: dict[str, Any], choice: dict[str, Any]) -> str | None:
-    """The name of the ``await_approval`` wait a Choice can branch to, if any."""
-    for rule in choice.get("Choices", []):
-        target = states.get(rule.get("Next", ""), {})
-        payload = target.get("Parameters", {}).get("Payload", {})
-        if str(target.get("Resource", "")).endswith(".waitForTaskToken") and payload.get("action") == "await_approval":
-            return str(rule["Next"])
-    return None
 
 
 def default_definition_text() -> tuple[str, str]:

@@ -136,6 +136,23 @@ class Settings(BaseSettings):
     stream_delta_seconds: float = Field(default=0.1, gt=0, le=10)
     stream_delta_chars: int = Field(default=1000, ge=1, le=100_000)
 
+    # --- AWS workflow type, approval timer, idle streams (issue 16) -----------------------------
+    # The state machine's type (the template's WorkflowType): Express executions cannot be
+    # described or stopped, so the executor leaves both to the store (fencing, the sweeper).
+    workflow_type: Literal["STANDARD", "EXPRESS"] = "STANDARD"
+    # The approval timeout on AWS: a one-time EventBridge Scheduler schedule in this group that
+    # invokes the target (the finalize function) with this role. Unset: no timer (tests, local).
+    approval_timeout_target_arn: str | None = None
+    scheduler_role_arn: str | None = None
+    approval_schedule_group: str = "default"
+    # A stream with no new event for STREAM_IDLE_AFTER_SECONDS reads the log at most every
+    # STREAM_IDLE_POLL_SECONDS (remote stores; the local store notifies).
+    stream_idle_after_seconds: float = Field(default=10.0, ge=0)
+    stream_idle_poll_seconds: float = Field(default=2.0, gt=0)
+    # > 0: a stream whose task waits for a person ends with a stream_paused line telling the client
+    # to come back after this many seconds (a held Lambda costs by the second); 0: it stays open.
+    stream_approval_pause_seconds: float = Field(default=0.0, ge=0)
+
     @model_validator(mode="after")
     def _model_is_named(self) -> Settings:
         if self.model_provider != "template" and not self.model_id.strip():

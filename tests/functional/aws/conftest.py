@@ -9,31 +9,17 @@
 
 from __future__ import annotations
 
-import json
-import logging
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import boto3
 import pytest
 from moto import mock_aws
-from moto.awslambda.models import LambdaFunction
 
 from agentic.adapters.dynamodb_store import create_table
 from agentic.aws.wiring import reset_system
-from tests.functional.aws.support import (
-    ASL,
-    FUNCTIONS,
-    REGION,
-    SUBSTITUTIONS,
-    TABLE_NAME,
-    Pipeline,
-    fake_invoke_lambda,
-    placeholder_zip,
-)
+from tests.functional.aws.support import REGION, TABLE_NAME, WORKFLOW_TYPES, Pipeline, moto_pipeline
 
 
 @pytest.fixture
@@ -63,59 +49,12 @@ def moto_table(aws_env: pytest.MonkeyPatch) -> Iterator[Any]:
         yield client
 
 
-@pytest.fixture
-def pipeline(aws_env: pytest.MonkeyPatch) -> Iterator[Pipeline]:
-    """The real state machine in moto's interpreter, the real handlers behind its Lambda ARNs."""
-    logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
-    sleeps: list[float] = []
-    no_sleep = mock.Mock(sleep=sleeps.append)  # Retry waits are recorded, not slept
-    with (
-        mock_aws(config={"stepfunctions": {"execute_state_machine": True}}),
-        mock.patch.object(LambdaFunction, "_invoke_lambda", fake_invoke_lambda),
-        mock.patch("moto.stepfunctions.parser.asl.component.common.retry.retrier_decl.time", no_sleep),
-    ):
-        create_table(boto3.client("dynamodb", region_name=REGION), TABLE_NAME)
-        role = boto3.client("iam", region_name=REGION).create_role(
-            RoleName="agentic-test-role",
-            AssumeRolePolicyDocument=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Action": "sts:AssumeRole",
-                            "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]},
-                        }
-                    ],
-                }
-            ),
-        )["Role"]["Arn"]
-        lambda_client = boto3.client("lambda", region_name=REGION)
-        arns = {}
-        for function, (relative, attribute) in FUNCTIONS.items():
-            module = Path(relative).stem
-            arns[function] = lambda_client.create_function(
-                FunctionName=function,
-                Runtime="python3.13",
-                Role=role,
-                Handler=f"{module}.{attribute}",
-                Code={"ZipFile": placeholder_zip(module)},
-            )["FunctionArn"]
-        definition = re.sub(r"\$\{(\w+)\}", lambda m: arns[SUBSTITUTIONS[m.group(1)]], ASL.read_text(encoding="utf-8"))
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        state_machine_arn = sfn.create_state_machine(name="pipeline", definition=definition, roleArn=role)[
-            "stateMachineArn"
-        ]
-        aws_env.setenv("STATE_MACHINE_ARN", state_machine_arn)
-        reset_system()
-        running = Pipeline(sfn, state_machine_arn, sleeps, aws_env)
-        try:
-            yield running
-        finally:
-            # Never leave moto's scope with an execution thread still calling boto3.
-            for execution in sfn.list_executions(stateMachineArn=state_machine_arn)["executions"]:
-                if execution["status"] == "RUNNING":
-                    running.wait(execution["name"])
+@pytest.fixture(params=WORKFLOW_TYPES)
+def pipeline(aws_env: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
+    """The real state machine in moto's interpreter, the real handlers behind its Lambda ARNs; once
+    as a Standard and once as an Express workflow (the template's WorkflowType)."""
+    with moto_pipeline(aws_env, request.param) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

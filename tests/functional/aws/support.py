@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,12 +161,21 @@ def fake_invoke_lambda(self: LambdaFunction, event: Any = None) -> tuple[str, bo
     return json.dumps(result), False, ""
 
 
+#: The template's WorkflowType values; the ``pipeline`` fixture runs each test under both.
+WORKFLOW_TYPES = ("STANDARD", "EXPRESS")
+
+
 @dataclass
 class Pipeline:
     sfn: Any
     state_machine_arn: str
     retry_sleeps: list[float]
     monkeypatch: pytest.MonkeyPatch
+    workflow_type: str = "STANDARD"
+
+    @property
+    def express(self) -> bool:
+        return self.workflow_type == "EXPRESS"
 
     def configure(self, **env: str) -> None:
         """Change the functions' environment (e.g. FAULTS) and forget the cached system."""
@@ -178,19 +188,104 @@ class Pipeline:
 
     def wait(self, task_id: str, timeout: float = 20.0) -> dict[str, Any]:
         """describe_execution once the execution is no longer RUNNING."""
+        return self.wait_arn(self.execution_arn(task_id), timeout)
+
+    def wait_arn(self, arn: str, timeout: float = 20.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            description: dict[str, Any] = self.sfn.describe_execution(executionArn=self.execution_arn(task_id))
+            description: dict[str, Any] = self.sfn.describe_execution(executionArn=arn)
             if description["status"] != "RUNNING":
                 return description
             time.sleep(0.02)
-        raise TimeoutError(f"execution of {task_id} still running after {timeout} s")
+        raise TimeoutError(f"execution {arn} still running after {timeout} s")
 
     def history(self, task_id: str) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = self.sfn.get_execution_history(executionArn=self.execution_arn(task_id))[
             "events"
         ]
         return events
+
+
+def create_role() -> str:
+    import boto3
+
+    return str(
+        boto3.client("iam", region_name=REGION).create_role(
+            RoleName="agentic-test-role",
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": "sts:AssumeRole",
+                            "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]},
+                        }
+                    ],
+                }
+            ),
+        )["Role"]["Arn"]
+    )
+
+
+@contextmanager
+def moto_pipeline(
+    monkeypatch: pytest.MonkeyPatch,
+    workflow_type: str = "STANDARD",
+    invoke_lambda: Callable[..., tuple[str, bool, str]] | None = None,
+) -> Iterator[Pipeline]:
+    """moto (mock_aws) running the real state machine as ``workflow_type``, each Lambda ARN backed by
+    the real handler in-process (``invoke_lambda``, ``fake_invoke_lambda`` by default); the functions'
+    environment names the state machine, the workflow type and the approval scheduler's target."""
+    import logging
+    from unittest import mock
+
+    import boto3
+    from moto import mock_aws
+
+    from agentic.adapters.dynamodb_store import create_table
+
+    logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
+    sleeps: list[float] = []
+    no_sleep = mock.Mock(sleep=sleeps.append)  # Retry waits are recorded, not slept
+    with (
+        mock_aws(config={"stepfunctions": {"execute_state_machine": True}}),
+        mock.patch.object(LambdaFunction, "_invoke_lambda", invoke_lambda or fake_invoke_lambda),
+        mock.patch("moto.stepfunctions.parser.asl.component.common.retry.retrier_decl.time", no_sleep),
+    ):
+        create_table(boto3.client("dynamodb", region_name=REGION), TABLE_NAME)
+        role = create_role()
+        lambda_client = boto3.client("lambda", region_name=REGION)
+        arns = {}
+        for function, (relative, attribute) in FUNCTIONS.items():
+            module = Path(relative).stem
+            arns[function] = lambda_client.create_function(
+                FunctionName=function,
+                Runtime="python3.13",
+                Role=role,
+                Handler=f"{module}.{attribute}",
+                Code={"ZipFile": placeholder_zip(module)},
+            )["FunctionArn"]
+        definition = re.sub(r"\$\{(\w+)\}", lambda m: arns[SUBSTITUTIONS[m.group(1)]], ASL.read_text(encoding="utf-8"))
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        state_machine_arn = sfn.create_state_machine(
+            name="pipeline", definition=definition, roleArn=role, type=workflow_type
+        )["stateMachineArn"]
+        monkeypatch.setenv("STATE_MACHINE_ARN", state_machine_arn)
+        monkeypatch.setenv("WORKFLOW_TYPE", workflow_type)
+        monkeypatch.setenv("APPROVAL_TIMEOUT_TARGET_ARN", arns["FinalizeFunction"])
+        monkeypatch.setenv("SCHEDULER_ROLE_ARN", role)
+        reset_system()
+        for function in FUNCTIONS:  # the API functions keep their app: start them in this environment
+            cold_start(function)
+        running = Pipeline(sfn, state_machine_arn, sleeps, monkeypatch, workflow_type)
+        try:
+            yield running
+        finally:
+            # Never leave moto's scope with an execution thread still calling boto3.
+            for execution in sfn.list_executions(stateMachineArn=state_machine_arn)["executions"]:
+                if execution["status"] == "RUNNING":
+                    running.wait_arn(execution["executionArn"])
 
 
 def placeholder_zip(module: str) -> bytes:

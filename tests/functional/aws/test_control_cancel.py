@@ -1,8 +1,11 @@
-"""Cancel on the AWS path: StopExecution of the task's execution, in moto's Step Functions interpreter.
+"""Cancel on the AWS path, in moto's Step Functions interpreter (Standard and Express).
 
-The run is stopped where it stands: an execution waiting for approval ends at once, and an agent
+The run is stopped where it stands: on Standard, StopExecution of the task's execution; an agent
 Lambda already in flight (which Step Functions cannot recall) finishes its work but its write is
-refused by the store's conditional update, so nothing of it reaches the task or the log.
+refused by the store's conditional update, so nothing of it reaches the task or the log. An Express
+execution cannot be stopped: the store's fencing is all there is, and the states after the refused
+write find the task cancelled and record nothing. A task awaiting approval has no execution to stop
+(its run ended at the gate): its approval timer is deleted.
 """
 
 from __future__ import annotations
@@ -21,14 +24,12 @@ from tests.functional.aws.control_support import (
     control,
     control_beside,
     create,
-    describe,
     entered_states,
     event_types,
     events_of,
     execution_names,
     record_step_functions_calls,
     task,
-    wait_for_status,
 )
 from tests.functional.aws.support import OTHER_OWNER, OWNER, Pipeline
 
@@ -82,12 +83,12 @@ def test_cancel_stops_the_execution_and_refuses_the_late_write_of_the_agent_in_f
     # When its owner cancels it (a second Lambda instance, while the agent's is still working)
     response = control_beside("cancel", task_id, {"reason": "wrong question"})
 
-    # Then the answer is the cancelled task at once, and the execution was told to stop
+    # Then the answer is the cancelled task at once, and the execution was told to stop (Standard;
+    # an Express execution cannot be)
     assert response["statusCode"] == 200, response["body"]
     assert answer(response)["status"] == "cancelled"
-    assert sfn_calls.of("StopExecution") == [
-        {"executionArn": pipeline.execution_arn(task_id), "error": "TaskCancelled", "cause": "cancelled by a user"}
-    ]
+    stop = {"executionArn": pipeline.execution_arn(task_id), "error": "TaskCancelled", "cause": "cancelled by a user"}
+    assert sfn_calls.of("StopExecution") == ([] if pipeline.express else [stop])
     # When the agent's Lambda, which a stop cannot recall, finishes its work
     parked.release.set()
     execution = pipeline.wait(task_id)
@@ -108,6 +109,11 @@ def test_cancel_stops_the_execution_and_refuses_the_late_write_of_the_agent_in_f
         "agent_type": "retriever",
     }
     assert final.error_message == f"cancelled by {OWNER}: wrong question"
+    if pipeline.express:
+        # ... and the Express run went on to its Catch, which found the task cancelled and wrote nothing
+        assert entered_states(pipeline, task_id)[-2:] == ["Retrieve", "MarkFailed"]
+        assert execution["status"] == "SUCCEEDED"
+        return
     # ... and the stopped execution ran nothing after it: not the next step, not even its Catch
     # (MarkFailed), which a refused write would otherwise reach.
     assert entered_states(pipeline, task_id)[-1] == "Retrieve"
@@ -119,31 +125,20 @@ def test_cancel_stops_the_execution_and_refuses_the_late_write_of_the_agent_in_f
 def test_cancel_answers_the_same_twice_and_a_finished_task_cannot_be_cancelled(
     pipeline: Pipeline, sfn_calls: StepFunctionsCalls
 ):
-    # Given a task waiting for approval (its execution is RUNNING, in AwaitApproval)
+    # Given a task waiting for approval (its run ended at the gate)
     task_id = create(approval=True)
-    token = wait_for_status(task_id, TaskStatus.AWAITING_APPROVAL).approval_token
-    assert token
-    assert describe(pipeline, task_id)["status"] == "RUNNING"
+    assert pipeline.wait(task_id)["status"] == "SUCCEEDED"
+    assert task(task_id).status is TaskStatus.AWAITING_APPROVAL
 
     # When it is cancelled
     first = control("cancel", task_id)
 
-    # Then the execution is told to stop, the token is forgotten, and the stream's end is written
+    # Then nothing is stopped (no execution runs it), and the stream's end is written
     assert first["statusCode"] == 200, first["body"]
-    assert [c["executionArn"] for c in sfn_calls.of("StopExecution")] == [pipeline.execution_arn(task_id)]
+    assert sfn_calls.of("StopExecution") == []
     cancelled = task(task_id)
     assert cancelled.status is TaskStatus.CANCELLED
-    assert cancelled.approval_token is None
     assert event_types(task_id)[-2:] == ["approval_requested", "task_cancelled"]
-    # Step Functions aborts a waiting execution at once. moto's interpreter (5.2.x) does not wake a
-    # waitForTaskToken wait on StopExecution: it stays RUNNING until its token is answered, so the
-    # test answers it, even with a success (as a late approval would), and checks that the stop
-    # held: the execution ends without running anything after the wait.
-    assert describe(pipeline, task_id)["status"] == "RUNNING"
-    pipeline.sfn.send_task_success(taskToken=token, output="{}")
-    assert pipeline.wait(task_id)["status"] == "ABORTED"
-    assert entered_states(pipeline, task_id)[-1] == "AwaitApproval"
-    assert task(task_id).status is TaskStatus.CANCELLED
 
     # And a second cancel answers the same, writing nothing
     second = control("cancel", task_id)
@@ -153,6 +148,7 @@ def test_cancel_answers_the_same_twice_and_a_finished_task_cannot_be_cancelled(
     # approving a cancelled task is a 409; another owner's cancel a 404
     assert control("approve", task_id)["statusCode"] == 409
     assert control("cancel", task_id, owner=OTHER_OWNER)["statusCode"] == 404
+    assert execution_names(pipeline) == [task_id]
 
     # And a completed task cannot be cancelled: 409
     done = create()

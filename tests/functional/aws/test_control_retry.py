@@ -26,7 +26,6 @@ from tests.functional.aws.control_support import (
     events_of,
     execution_names,
     task,
-    wait_for_status,
 )
 from tests.functional.aws.support import Pipeline, cold_start
 from tests.support import SEED_SEQUENCE
@@ -40,10 +39,10 @@ FAILED_AT_THE_WRITER = [*SEED_SEQUENCE[:8], "step_started", "error", "task_faile
 
 
 def failed_at_the_writer(pipeline: Pipeline) -> str:
-    """A task the writer failed permanently (FAULTS), its execution ended in the Failed state."""
+    """A task the writer failed permanently (FAULTS), its execution ended after MarkFailed (handled)."""
     pipeline.configure(FAULTS="writer:permanent")
     task_id = create()
-    assert pipeline.wait(task_id)["status"] == "FAILED"
+    assert pipeline.wait(task_id)["status"] == "SUCCEEDED"
     assert event_types(task_id) == FAILED_AT_THE_WRITER
     pipeline.configure(FAULTS="")  # the fault is gone: a retry can succeed
     return task_id
@@ -66,19 +65,15 @@ def test_a_retry_runs_a_new_execution_from_the_failed_step_to_completion(pipelin
     # and a new execution, named by the task and the retry, enters the pipeline at that step
     retry = f"{task_id}-retry-1"
     assert execution_names(pipeline) == sorted([task_id, retry])
-    assert json.loads(describe(pipeline, retry)["input"]) == {
-        "task_id": task_id,
-        "start_at": "step_003",
-        "planned": {"approval": False},
-    }
+    assert json.loads(describe(pipeline, retry)["input"]) == {"task_id": task_id, "start_at": "step_003"}
     assert pipeline.wait(retry)["status"] == "SUCCEEDED"
-    assert entered_states(pipeline, retry) == ["Route", "NeedsApproval", "Write", "Complete"]
+    assert entered_states(pipeline, retry) == ["Route", "Write"]
     invoked = [
         e["lambdaFunctionScheduledEventDetails"]["resource"].rsplit(":", 1)[-1]
         for e in pipeline.history(retry)
         if e["type"] == "LambdaFunctionScheduled"
     ]
-    assert invoked == ["WriterFunction", "FinalizeFunction"]  # no plan, no retriever, no analyzer
+    assert invoked == ["WriterFunction"]  # no plan, no retriever, no analyzer
     # and the task completes, the earlier steps' outputs kept, the writer's attempts continuing
     done = task(task_id)
     assert done.status is TaskStatus.COMPLETED
@@ -119,7 +114,7 @@ def test_a_retry_from_an_earlier_step_runs_it_and_the_steps_after_it(pipeline: P
     assert response["statusCode"] == 200, response["body"]
     retry = f"{task_id}-retry-1"
     assert pipeline.wait(retry)["status"] == "SUCCEEDED"
-    assert entered_states(pipeline, retry) == ["Route", "Analyze", "NeedsApproval", "Write", "Complete"]
+    assert entered_states(pipeline, retry) == ["Route", "Analyze", "Write"]
     done = task(task_id)
     assert done.status is TaskStatus.COMPLETED
     assert done.execution_plan is not None
@@ -157,7 +152,7 @@ def test_the_retry_bound_is_a_409(pipeline: Pipeline):
     task_id = failed_at_the_writer(pipeline)
     pipeline.configure(FAULTS="writer:permanent")
     assert control("retry", task_id)["statusCode"] == 200
-    assert pipeline.wait(f"{task_id}-retry-1")["status"] == "FAILED"
+    assert pipeline.wait(f"{task_id}-retry-1")["status"] == "SUCCEEDED"  # the task failed, handled
     assert task(task_id).status is TaskStatus.FAILED
     assert task(task_id).retries == 1
 
@@ -184,28 +179,29 @@ def test_a_retry_that_is_not_allowed_is_a_409(pipeline: Pipeline):
 
 
 def test_a_rejected_task_retried_waits_for_approval_again_in_its_retry_execution(pipeline: Pipeline):
-    # Given a task rejected at its approval wait
+    # Given a task rejected at its approval gate
     task_id = create(approval=True, key="retry-after-reject")
-    wait_for_status(task_id, TaskStatus.AWAITING_APPROVAL)
+    assert pipeline.wait(task_id)["status"] == "SUCCEEDED"  # its run ended at the gate
     assert control("reject", task_id)["statusCode"] == 200
-    assert pipeline.wait(task_id)["status"] == "FAILED"
 
     # When it is retried
     assert control("retry", task_id)["statusCode"] == 200
 
-    # Then the retry execution enters before the writer and asks a person again
+    # Then the retry execution enters at the writer and, the rejection having withdrawn nothing
+    # approved, stops at the gate again, asking a person
     retry = f"{task_id}-retry-1"
-    wait_for_status(task_id, TaskStatus.AWAITING_APPROVAL)
-    assert json.loads(describe(pipeline, retry)["input"])["planned"] == {"approval": True}
-    assert entered_states(pipeline, retry) == ["Route", "NeedsApproval", "AwaitApproval"]
+    assert pipeline.wait(retry)["status"] == "SUCCEEDED"
+    assert task(task_id).status is TaskStatus.AWAITING_APPROVAL
+    assert json.loads(describe(pipeline, retry)["input"]) == {"task_id": task_id, "start_at": "step_003"}
+    assert entered_states(pipeline, retry) == ["Route", "Write"]
     assert event_types(task_id).count("approval_requested") == 2
-    # and executing it again (its create replayed with execute: true) attaches to the retry's
-    # execution, which is alive, rather than failing it for the first execution's end
+    # and executing it again (its create replayed with execute: true) attaches to the waiting task
+    # rather than failing it for an execution's end
     assert create(approval=True, key="retry-after-reject", replay=True) == task_id
     assert task(task_id).status is TaskStatus.AWAITING_APPROVAL
 
-    # When it is approved, then the retry execution writes the report
+    # When it is approved, then the rest of the retry runs as its continuation and writes the report
     assert control("approve", task_id)["statusCode"] == 200
-    assert pipeline.wait(retry)["status"] == "SUCCEEDED"
+    assert pipeline.wait(f"{retry}-approved")["status"] == "SUCCEEDED"
     assert task(task_id).status is TaskStatus.COMPLETED
-    assert entered_states(pipeline, retry)[-2:] == ["Write", "Complete"]
+    assert entered_states(pipeline, f"{retry}-approved") == ["Route", "Write"]

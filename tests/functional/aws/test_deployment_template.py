@@ -89,7 +89,9 @@ def test_the_mark_failed_failure_is_counted_from_the_state_machine_log(template)
 def test_the_stream_function_has_reserved_concurrency_from_a_parameter(template):
     parameter = template["Parameters"]["StreamReservedConcurrency"]
     assert parameter["Type"] == "Number"
-    assert int(parameter["Default"]) > 0
+    # no reservation by default: a reservation must leave 100 unreserved, which fails the first
+    # deploy on accounts whose concurrency quota is 10 (issue 16)
+    assert int(parameter["Default"]) == 0
     assert props(template, "StreamFunction")["ReservedConcurrentExecutions"] == {
         "Fn::If": ["StreamConcurrencyReserved", {"Ref": "StreamReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
     }

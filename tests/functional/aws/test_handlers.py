@@ -128,7 +128,7 @@ def check_health(response: dict[str, Any], moto: Any) -> None:
 
 
 def check_plan(response: dict[str, Any], moto: Any) -> None:
-    assert response == {"task_id": TASK_ID, "status": "executing", "approval": False}
+    assert response == {"task_id": TASK_ID, "status": "executing"}
     task = system().store.get(TASK_ID)
     assert task is not None
     assert task.execution_plan is not None
@@ -140,11 +140,16 @@ def check_step(index: int) -> Callable[[dict[str, Any], Any], None]:
     def check(response: dict[str, Any], moto: Any) -> None:
         step_id, _ = STEPS[index]
         assert response == {"task_id": TASK_ID, "step_id": step_id, "status": "completed"}
-        assert event_types()[-3:] == ["step_started", "partial_output", "step_completed"]
+        last = index == len(STEPS) - 1  # the last step's invocation completes the task as well
+        expected = ["step_started", "partial_output", "step_completed", *(["task_completed"] if last else [])]
+        assert event_types()[-len(expected) :] == expected
         task = system().store.get(TASK_ID)
         assert task is not None
         assert task.execution_plan is not None
         assert task.execution_plan.steps[index].output
+        if last:
+            assert task.status is TaskStatus.COMPLETED
+            assert task.final_output == task.execution_plan.steps[index].output
 
     return check
 
@@ -170,9 +175,18 @@ def check_fail(response: dict[str, Any], moto: Any) -> None:
 
 
 def awaiting_approval() -> str:
-    """After the analyzer, the finalize function recorded the wait (the token of the event file)."""
+    """After the analyzer, the writer's function stopped the run at the gate."""
     task_id = after_steps(2)()
-    system().ops.request_approval(task_id, load_event("finalize_await_approval.json")["token"])
+    system().ops.request_approval(task_id)
+    return task_id
+
+
+def approval_overdue() -> str:
+    """Awaiting approval, its deadline passed (the gate's wait began a day and a minute ago)."""
+    import time
+
+    task_id = after_steps(2)()
+    system().ops.request_approval(task_id, now=time.time() - 86460)
     return task_id
 
 
@@ -182,19 +196,26 @@ def failed_at_the_writer() -> str:
     return task_id
 
 
-def check_await_approval(response: dict[str, Any], moto: Any) -> None:
-    assert response == {"task_id": TASK_ID, "status": "awaiting_approval"}
+def check_approval_timeout(response: dict[str, Any], moto: Any) -> None:
+    # the approval's schedule fired: the task fails with States.Timeout
+    assert response == {"task_id": TASK_ID, "status": "failed"}
     task = system().store.get(TASK_ID)
     assert task is not None
-    assert task.approval_token == load_event("finalize_await_approval.json")["token"]
-    assert event_types()[-1] == "approval_requested"
-    # a repeat (a retried invocation of the wait's Lambda) keeps one event and the newest token
-    again = invoke("FinalizeFunction", {**load_event("finalize_await_approval.json"), "token": "newer"})
-    assert again == response
-    assert event_types().count("approval_requested") == 1
+    assert task.error_message == "States.Timeout: nobody approved the task within 86400 s"
+    assert event_types()[-3:] == ["approval_requested", "error", "task_failed"]
+    # a repeat (Scheduler delivers at least once) changes nothing
+    assert invoke("FinalizeFunction", load_event("finalize_approval_timeout.json")) == response
+    assert event_types().count("task_failed") == 1
+
+
+def check_dead_execution(response: dict[str, Any], moto: Any) -> None:
+    # the task's current run ended without finishing it: the task fails with the execution's error
+    assert response == {"task_id": TASK_ID, "status": "failed"}
     task = system().store.get(TASK_ID)
     assert task is not None
-    assert task.approval_token == "newer"
+    assert task.error_message is not None
+    assert task.error_message.startswith(("MarkFailedFailed: ", "States.Timeout: "))
+    assert event_types()[-2:] == ["error", "task_failed"]
 
 
 def check_cancel(response: dict[str, Any], moto: Any) -> None:
@@ -210,11 +231,16 @@ def check_cancel(response: dict[str, Any], moto: Any) -> None:
 
 
 def check_approve(response: dict[str, Any], moto: Any) -> None:
-    # SendTaskSuccess with the file's token: moto knows no such wait (InvalidToken), which is a no-op
     assert response["statusCode"] == 200, response["body"]
     assert body(response)["status"] == "executing"
     assert event_types()[-2:] == ["approval_requested", "approval_granted"]
     assert system().store.read_events(TASK_ID)[-1].data["comment"] == "the analysis looks right; write the report"
+    # the rest runs as a new execution entering at the gated step
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    executions = sfn.list_executions(stateMachineArn=moto["state_machine_arn"])["executions"]
+    assert [e["name"] for e in executions] == [f"{TASK_ID}-approved"]
+    started = sfn.describe_execution(executionArn=executions[0]["executionArn"])
+    assert json.loads(started["input"]) == {"task_id": TASK_ID, "start_at": "step_003"}
 
 
 def check_reject(response: dict[str, Any], moto: Any) -> None:
@@ -234,7 +260,7 @@ def check_retry(response: dict[str, Any], moto: Any) -> None:
     executions = sfn.list_executions(stateMachineArn=moto["state_machine_arn"])["executions"]
     assert [e["name"] for e in executions] == [f"{TASK_ID}-retry-1"]
     started = sfn.describe_execution(executionArn=executions[0]["executionArn"])
-    assert json.loads(started["input"]) == {"task_id": TASK_ID, "start_at": "step_003", "planned": {"approval": False}}
+    assert json.loads(started["input"]) == {"task_id": TASK_ID, "start_at": "step_003"}
 
 
 CASES: dict[str, tuple[str, Callable[[], str], Callable[[dict[str, Any], Any], None]]] = {
@@ -248,7 +274,9 @@ CASES: dict[str, tuple[str, Callable[[], str], Callable[[dict[str, Any], Any], N
     "writer_step.json": ("WriterFunction", after_steps(2), check_step(2)),
     "finalize_complete.json": ("FinalizeFunction", after_steps(3), check_complete),
     "finalize_fail.json": ("FinalizeFunction", planned, check_fail),
-    "finalize_await_approval.json": ("FinalizeFunction", after_steps(2), check_await_approval),
+    "finalize_approval_timeout.json": ("FinalizeFunction", approval_overdue, check_approval_timeout),
+    "finalize_execution_status_change.json": ("FinalizeFunction", after_steps(1), check_dead_execution),
+    "finalize_execution_watchdog.json": ("FinalizeFunction", after_steps(1), check_dead_execution),
     "create_task_cancel.json": ("CreateTaskFunction", created, check_cancel),
     "create_task_approve.json": ("CreateTaskFunction", awaiting_approval, check_approve),
     "create_task_reject.json": ("CreateTaskFunction", awaiting_approval, check_reject),

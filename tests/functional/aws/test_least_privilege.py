@@ -25,7 +25,6 @@ from botocore.client import BaseClient
 from agentic.aws.wiring import get_system
 from agentic.models import TaskStatus
 from tests.functional.aws import support
-from tests.functional.aws.control_support import wait_for_status
 from tests.functional.aws.support import OWNER, REGION, Pipeline, http_event, load_event
 from tests.functional.aws.template_support import function_roles, transformed_template
 
@@ -36,23 +35,30 @@ pytestmark = [
 
 _WRITE = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
 _EXECUTE = {"states:StartExecution", "states:DescribeExecution"}
-#: The task controls (issue 9): cancel stops the task's execution, approve / reject answer the
-#: approval wait's task token, retry starts a new execution (StartExecution, in _EXECUTE).
-_CONTROL = {"states:StopExecution", "states:SendTaskSuccess", "states:SendTaskFailure"}
+#: The task controls (issue 9): cancel stops the task's execution (Standard), approve and retry
+#: start a new execution (StartExecution, in _EXECUTE).
+_CONTROL = {"states:StopExecution"}
+#: The one-time schedules (issue 16): the approval's timeout (created at the gate, deleted by the
+#: controls) and an Express execution's watchdog (created with each start), run as the scheduler's role.
+_TIMER = {"scheduler:CreateSchedule", "scheduler:DeleteSchedule", "iam:PassRole"}
+#: The SQS event source mapping polls the task queue with the function's role (issue 16: scoped).
+_QUEUE = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}
 #: What each function's code calls (DynamoDB transactions need the action of each item: PutItem and
 #: UpdateItem; a task that died is failed by whoever executes it, hence the writes of the stream).
 GRANTS: dict[str, set[str]] = {
-    "CreateTaskFunction": _WRITE | _EXECUTE | _CONTROL,
+    "CreateTaskFunction": _WRITE | _EXECUTE | _CONTROL | _TIMER,
     "QueryTasksFunction": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"},
     # + the knowledge index object and its ETag (issue 15)
     "RetrieverFunction": _WRITE | {"s3:GetObject", "s3:ListBucket"},
     "AnalyzerFunction": _WRITE,
-    "WriterFunction": _WRITE,
+    "WriterFunction": _WRITE | _TIMER,
     "FinalizeFunction": _WRITE,
-    "StreamFunction": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"} | _EXECUTE,
+    "StreamFunction": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+    | _EXECUTE
+    | _TIMER,
     # + the on-failure destination of its asynchronous invocations (SAM grants it from EventInvokeConfig)
-    "S3TriggerFunction": {"s3:GetObject", "s3:GetObjectVersion", "sqs:SendMessage"} | _WRITE | _EXECUTE,
-    "SqsTriggerFunction": _WRITE | _EXECUTE,
+    "S3TriggerFunction": {"s3:GetObject", "s3:GetObjectVersion", "sqs:SendMessage"} | _WRITE | _EXECUTE | _TIMER,
+    "SqsTriggerFunction": _WRITE | _EXECUTE | _TIMER | _QUEUE,
     # the knowledge documents and the index object, nothing of the tasks (issue 15)
     "KnowledgeIndexerFunction": {"s3:GetObject", "s3:PutObject", "s3:ListBucket"},
 }
@@ -109,21 +115,23 @@ def test_the_controls_are_granted_on_this_state_machine_only_where_iam_allows_it
     # StartExecution (create, and each retry's new execution): the state machine itself
     [start] = statements_granting(role, "states:StartExecution")
     assert start["Resource"] == {"Ref": "PipelineStateMachine"}
-    # SendTaskSuccess / SendTaskFailure act on a task token: IAM supports only "*" for them
-    for action in ("states:SendTaskSuccess", "states:SendTaskFailure"):
-        [statement] = statements_granting(role, action)
-        assert statement["Resource"] == "*", action
-        assert set(statement["Action"]) == {"states:SendTaskSuccess", "states:SendTaskFailure"}  # nothing else on "*"
-    # no other function may stop executions or answer tokens
+    # the schedules: this stack's group only; the scheduler's role passed to EventBridge Scheduler only
+    for function in ("CreateTaskFunction", "WriterFunction", "StreamFunction", "S3TriggerFunction"):
+        [schedules] = statements_granting(roles[function], "scheduler:CreateSchedule")
+        assert set(schedules["Action"]) == {"scheduler:CreateSchedule", "scheduler:DeleteSchedule"}
+        assert "schedule/${TimerScheduleGroup}/*" in json.dumps(schedules["Resource"]), function
+        [passing] = statements_granting(roles[function], "iam:PassRole")
+        assert passing["Resource"] == {"Fn::GetAtt": ["TimerSchedulerRole", "Arn"]}, function
+        assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}
+    # no other function may stop executions
     for function, other in roles.items():
         if function != "CreateTaskFunction":
             assert not inline_actions(other) & _CONTROL, function
 
 
-def test_the_state_machine_may_invoke_the_finalize_function_for_the_approval_wait():
-    # AwaitApproval is arn:aws:states:::lambda:invoke.waitForTaskToken on the finalize function: the
-    # state machine's role needs lambda:InvokeFunction on it (SAM's LambdaInvokePolicy grants it on
-    # the function's ARN and its qualifiers).
+def test_the_state_machine_may_invoke_the_finalize_function_for_mark_failed():
+    # MarkFailed invokes the finalize function: the state machine's role needs lambda:InvokeFunction
+    # on it (SAM's LambdaInvokePolicy grants it on the function's ARN and its qualifiers).
     template = transformed_template()
     role = template["Resources"]["PipelineStateMachineRole"]
     invokes = [
@@ -144,8 +152,9 @@ def test_no_function_gets_a_broad_policy_template(roles):
             "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
             "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
         }
-        if function in ("SqsTriggerFunction", "KnowledgeIndexerFunction"):  # its event source mapping polls
+        if function == "KnowledgeIndexerFunction":  # its event source mapping polls the knowledge queue
             allowed.add("arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole")
+        # (not for the SQS trigger: its queue actions are scoped to its queue)
         assert managed <= allowed, function
 
 
@@ -158,7 +167,7 @@ _ITEM_ACTIONS = {
     "Delete": "DeleteItem",
     "ConditionCheck": "ConditionCheckItem",
 }
-_PREFIX = {"dynamodb": "dynamodb", "stepfunctions": "states", "s3": "s3"}
+_PREFIX = {"dynamodb": "dynamodb", "stepfunctions": "states", "s3": "s3", "scheduler": "scheduler"}
 
 
 def iam_actions(service: str, operation: str, params: dict[str, Any]) -> list[str]:
@@ -170,6 +179,8 @@ def iam_actions(service: str, operation: str, params: dict[str, Any]) -> list[st
         return ["s3:GetObjectVersion"]
     if operation == "ListObjectsV2":
         return ["s3:ListBucket"]
+    if operation == "CreateSchedule":  # the schedule runs as a role the caller passes
+        return ["scheduler:CreateSchedule", "iam:PassRole"]
     return [f"{prefix}:{operation}"]
 
 
@@ -219,19 +230,21 @@ def test_every_call_the_handlers_make_is_granted(recorded, pipeline, roles, tmp_
         del event["headers"]["idempotency-key"]
         pipeline.wait(json.loads(invoke("CreateTaskFunction", event)["body"])["task_id"])
     pipeline.configure(FAULTS="")
-    # the task controls: approve (SendTaskSuccess), reject (SendTaskFailure), cancel (StopExecution),
-    # retry (StartExecution of <task>-retry-1)
-    for decision in ("approve", "reject"):
+    # the task controls: approve (StartExecution of <task>-approved, DeleteSchedule), reject
+    # (DeleteSchedule), cancel (DescribeExecution, StopExecution), retry (StartExecution of <task>-retry-1)
+    for decision in ("approve", "reject", "cancel"):
         body = json.dumps({"description": f"Explain {decision}", "execute": True, "approval": True})
         event = http_event("create_task_post.json", body=body)
         del event["headers"]["idempotency-key"]
         waiting = json.loads(invoke("CreateTaskFunction", event)["body"])["task_id"]
-        wait_for_status(waiting, TaskStatus.AWAITING_APPROVAL)
+        pipeline.wait(waiting)  # the run ends at the gate (the writer's function schedules the timeout)
+        assert get_system().store.get(waiting).status is TaskStatus.AWAITING_APPROVAL  # type: ignore[union-attr]
         assert (
             invoke("CreateTaskFunction", http_event(f"create_task_{decision}.json", task_id=waiting))["statusCode"]
             == 200
         )
-        pipeline.wait(waiting)
+        if decision == "approve":
+            pipeline.wait(f"{waiting}-approved")
     body = json.dumps({"description": "Explain cancel", "execute": False})
     event = http_event("create_task_post.json", body=body)
     del event["headers"]["idempotency-key"]

@@ -17,7 +17,7 @@ from agentic.agents.faults import FaultPlan
 from agentic.aws.wiring import get_system
 from agentic.local.wiring import build_local_system
 from agentic.models import TaskStatus
-from tests.functional.aws.control_support import control, create, wait_for_status
+from tests.functional.aws.control_support import control, create
 from tests.functional.aws.support import OWNER, Pipeline, http_event, invoke
 from tests.support import SEED_SEQUENCE, local_settings
 
@@ -122,9 +122,11 @@ def aws_control_run(pipeline: Pipeline, scenario: str) -> tuple[list[tuple[str, 
     pipeline.configure(FAULTS="writer:permanent" if scenario == "retry" else "")
     task_id = create(approval=scenario in DECISIONS, description=DESCRIPTION)
     if scenario in DECISIONS:
-        wait_for_status(task_id, TaskStatus.AWAITING_APPROVAL)
+        pipeline.wait(task_id)  # its run ends at the gate
+        assert get_system().store.get(task_id).status is TaskStatus.AWAITING_APPROVAL  # type: ignore[union-attr]
         assert control(scenario, task_id, DECISIONS[scenario])["statusCode"] == 200
-        pipeline.wait(task_id)
+        if scenario == "approve":
+            pipeline.wait(f"{task_id}-approved")
     else:
         pipeline.wait(task_id)
         pipeline.configure(FAULTS="")

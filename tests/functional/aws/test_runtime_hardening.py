@@ -368,8 +368,7 @@ def test_a_permanent_failure_in_an_early_state_is_caught_and_fails_the_task(pipe
     pipeline.configure(FAULTS=f"{agent}:permanent")
     task_id, execution = run_task(pipeline)
 
-    assert execution["status"] == "FAILED"
-    assert execution["error"] == "TaskFailed"
+    assert execution["status"] == "SUCCEEDED"  # the task's failure is handled, not an execution fault
     history = [e["type"] for e in pipeline.history(task_id)]
     assert history.count("LambdaFunctionFailed") == 1  # not retried
     task = get_system().store.get(task_id)
@@ -408,7 +407,7 @@ def test_in_process_lambda_invocations_hold_the_invocation_lock(pipeline):
     with mock.patch.object(support, "function_handler", checking_handler):
         _, execution = run_task(pipeline)
     assert execution["status"] == "SUCCEEDED"
-    assert len(held) >= 6  # create, plan, three steps, complete
+    assert len(held) >= 5  # create, plan, three steps (the last completes the task)
     assert all(held)
 
 

@@ -86,7 +86,8 @@ def test_the_function_url_is_iam_authenticated_and_streams(template, function):
 def test_the_stream_function_reads_the_table_and_can_only_start_executions(function):
     [policy] = function["Policies"]
     actions = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
-    # reads the task and its log; writes only to fail a task whose execution died (issue 8, item 4)
+    # reads the task and its log; writes only to fail a task whose execution died (issue 8, item 4);
+    # an Express execution it starts gets a watchdog schedule (issue 16)
     assert actions == {
         "dynamodb:GetItem",
         "dynamodb:Query",
@@ -94,6 +95,9 @@ def test_the_stream_function_reads_the_table_and_can_only_start_executions(funct
         "dynamodb:UpdateItem",
         "states:StartExecution",
         "states:DescribeExecution",
+        "scheduler:CreateSchedule",
+        "scheduler:DeleteSchedule",
+        "iam:PassRole",
     }
 
 

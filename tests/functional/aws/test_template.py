@@ -95,11 +95,14 @@ def test_the_query_function_only_reads_and_the_create_function_can_start_executi
     functions = resources(template, "AWS::Serverless::Function")
     assert inline_actions(functions["QueryTasksFunction"]) == READ_ONLY_ACTIONS
     assert "states:StartExecution" in inline_actions(functions["CreateTaskFunction"])
-    step_writes = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
-    for name in ("AnalyzerFunction", "WriterFunction", "FinalizeFunction"):
-        assert inline_actions(functions[name]) == step_writes, name
+    task_writes = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+    for name in ("AnalyzerFunction", "FinalizeFunction"):
+        assert inline_actions(functions[name]) == task_writes, name
     # the retriever also reads the knowledge index object (issue 15)
-    assert inline_actions(functions["RetrieverFunction"]) == step_writes | {"s3:GetObject", "s3:ListBucket"}
+    assert inline_actions(functions["RetrieverFunction"]) == task_writes | {"s3:GetObject", "s3:ListBucket"}
+    # the writer's step stands behind the approval gate: it schedules the wait's timeout
+    timer = {"scheduler:CreateSchedule", "scheduler:DeleteSchedule", "iam:PassRole"}
+    assert inline_actions(functions["WriterFunction"]) == task_writes | timer
 
 
 def test_the_api_uses_iam_auth_and_routes_each_path_to_its_function(template):
@@ -152,9 +155,11 @@ def test_the_layer_is_built_by_its_makefile_for_arm64(template):
     assert "statemachine/pipeline.asl.json" in makefile
 
 
-def test_the_state_machine_is_standard_and_every_placeholder_is_substituted(template, asl):
+def test_the_workflow_type_is_a_parameter_and_every_placeholder_is_substituted(template, asl):
     machine = resources(template, "AWS::Serverless::StateMachine")["PipelineStateMachine"]["Properties"]
-    assert machine["Type"] == "STANDARD"
+    assert machine["Type"] == {"Ref": "WorkflowType"}
+    workflow = template["Parameters"]["WorkflowType"]
+    assert (workflow["Default"], sorted(workflow["AllowedValues"])) == ("EXPRESS", ["EXPRESS", "STANDARD"])
     assert machine["DefinitionUri"] == "statemachine/pipeline.asl.json"
     placeholders = set(re.findall(r"\$\{(\w+)\}", ASL.read_text()))
     assert placeholders == set(machine["DefinitionSubstitutions"]) == set(SUBSTITUTIONS)
@@ -185,9 +190,19 @@ def test_agent_states_retry_transient_errors_with_backoff_and_full_jitter(asl):
         assert asl["States"][catch["Next"]]["Parameters"]["action"] == "fail"
 
 
-def test_completing_retries_store_and_lambda_errors(asl):
-    [retry] = asl["States"]["Complete"]["Retry"]
-    assert set(retry["ErrorEquals"]) == INFRASTRUCTURE_ERRORS
+def test_a_run_without_approval_or_retries_enters_five_states_and_handled_failures_end_it_successfully(asl):
+    # Route, Plan and the three steps (the last one completes the task): 5 billed transitions on Standard
+    states = asl["States"]
+    name, path = asl["StartAt"], []
+    while name is not None:
+        path.append(name)
+        state = states[name]
+        name = None if state.get("End") else state.get("Default", state.get("Next"))
+    assert path == ["Route", "Plan", "Retrieve", "Analyze", "Write"]
+    assert states["Write"]["Parameters"]["approval_timeout_seconds"] == 86400  # the gate stands before it
+    # a caught failure is recorded and the execution ends there, not in a Fail state (no alarm)
+    assert states["MarkFailed"].get("End") is True
+    assert [n for n, s in states.items() if s["Type"] == "Fail"] == ["MarkFailedFailed"]
 
 
 def test_cfn_lint_finds_nothing():

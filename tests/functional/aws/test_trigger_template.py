@@ -57,11 +57,36 @@ def snake(name: str) -> str:
 # --- SQS ----------------------------------------------------------------------------------------------
 
 
+def sqs_mapping(template: dict[str, Any]) -> dict[str, Any]:
+    """The SQS trigger's event source mapping (declared, not a SAM SQS event: see the next test)."""
+    assert "Events" not in resource(template, "SqsTriggerFunction")
+    mapping = template["Resources"]["SqsTriggerEventSource"]
+    assert mapping["Type"] == "AWS::Lambda::EventSourceMapping"
+    properties: dict[str, Any] = mapping["Properties"]
+    assert properties["FunctionName"] == {"Ref": "SqsTriggerFunction"}
+    return properties
+
+
 def test_the_sqs_event_reports_batch_item_failures(template):
-    event = the_event(template, "SqsTriggerFunction")
-    assert event["Queue"] == {"Fn::GetAtt": ["TaskQueue", "Arn"]}
+    event = sqs_mapping(template)
+    assert event["EventSourceArn"] == {"Fn::GetAtt": ["TaskQueue", "Arn"]}
     assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert 1 <= event["BatchSize"] <= 10
+
+
+def test_the_sqs_trigger_may_read_only_its_queue(template):
+    # SAM's SQS event would attach AWSLambdaSQSQueueExecutionRole (every queue of the account): the
+    # mapping polls with an inline statement scoped to the task queue instead
+    [queue] = [
+        s for s in statements(template, "SqsTriggerFunction") if any(str(a).startswith("sqs:") for a in s["Action"])
+    ]
+    assert set(queue["Action"]) == {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ChangeMessageVisibility",
+    }
+    assert queue["Resource"] == {"Fn::GetAtt": ["TaskQueue", "Arn"]}
 
 
 def test_the_queue_redrives_to_the_dead_letter_queue(template):
@@ -79,7 +104,7 @@ def test_the_queue_redrives_to_the_dead_letter_queue(template):
 
 def test_the_visibility_timeout_is_at_least_six_times_the_function_timeout(template):
     timeout = function_setting(template, "SqsTriggerFunction", "Timeout")
-    window = the_event(template, "SqsTriggerFunction").get("MaximumBatchingWindowInSeconds", 0)
+    window = sqs_mapping(template).get("MaximumBatchingWindowInSeconds", 0)
     assert resource(template, "TaskQueue")["VisibilityTimeout"] >= 6 * timeout + window
 
 
@@ -90,6 +115,14 @@ def test_the_sqs_function_can_write_tasks_and_start_executions_only(template):
         "dynamodb:UpdateItem",
         "states:StartExecution",
         "states:DescribeExecution",
+        # issue 16: an Express execution's watchdog schedule; the task queue, scoped
+        "scheduler:CreateSchedule",
+        "scheduler:DeleteSchedule",
+        "iam:PassRole",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ChangeMessageVisibility",
     }
 
 
@@ -222,4 +255,4 @@ def test_the_transformed_template_has_no_circular_dependency():
     cycle = _dependency_cycle(resources)
     assert cycle is None, " -> ".join(cycle or [])
     generated = set(resources)
-    assert {"SqsTriggerFunctionTaskMessages", "S3TriggerFunctionEventInvokeConfig"} <= generated
+    assert {"SqsTriggerEventSource", "S3TriggerFunctionEventInvokeConfig"} <= generated

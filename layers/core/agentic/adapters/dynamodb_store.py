@@ -44,7 +44,6 @@ leave it as ``RetryableStoreError`` (``_retryable``): nothing was applied, the c
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import functools
 import hashlib
@@ -53,7 +52,6 @@ import random
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -730,52 +728,3 @@ class DynamoDBTaskStore:
                 break
             params["ExclusiveStartKey"] = last
         return events[:limit]
-
-
-# --- waiting for events ---------------------------------------------------------------------------
-
-
-class DynamoDBPollingWaiter:
-    """``EventWaiter`` for a remote store: sleep, then let the stream read the log again.
-
-    The interval adapts per task: it starts at ``min_interval`` and grows by ``growth`` each time the
-    stream comes back with nothing new (same ``after``), up to ``max_interval``; a new ``after``
-    (the stream saw events) starts again from ``min_interval``. So an active task is followed
-    closely and an idle one costs few reads.
-    """
-
-    def __init__(
-        self,
-        min_interval: float = 0.02,
-        max_interval: float = 0.2,
-        *,
-        growth: float = 1.5,
-        max_tracked: int = 10_000,
-    ) -> None:
-        if not 0 < min_interval <= max_interval:
-            raise ValueError("need 0 < min_interval <= max_interval")
-        if growth < 1:
-            raise ValueError("growth must be at least 1")
-        self.min_interval = min_interval
-        self.max_interval = max_interval
-        self.growth = growth
-        self.max_tracked = max_tracked
-        # task_id -> (the cursor the last wait was after, the interval for the next wait)
-        self._state: OrderedDict[str, tuple[int, float]] = OrderedDict()
-
-    def next_interval(self, task_id: str, after: int) -> float:
-        """The interval for this wait, and remember the (grown) one for the next."""
-        known = self._state.get(task_id)
-        interval = known[1] if known is not None and known[0] == after else self.min_interval
-        self._state[task_id] = (after, min(interval * self.growth, self.max_interval))
-        self._state.move_to_end(task_id)
-        while len(self._state) > self.max_tracked:
-            self._state.popitem(last=False)
-        return interval
-
-    async def wait(self, task_id: str, after: int, timeout: float) -> None:
-        await asyncio.sleep(max(0.0, min(self.next_interval(task_id, after), timeout)))
-
-    def forget(self, task_id: str) -> None:
-        """Drop a finished task's interval."""
-        self._state.pop(task_id, None)

@@ -9,6 +9,13 @@ The payload carries the id only; the task itself lives in the store.
 that died without recording the task's end (``MarkFailedFailed``, an abort) leaves the task live in
 the store, and the AWS service (``agentic.aws.service``) then fails the task with the execution's
 error instead of attaching a stream to a task nothing runs.
+
+The approval gate is no wait inside an execution: the run ends at the gate (the task
+``awaiting_approval``), ``resume`` starts the rest as a new execution named ``<run>-approved`` that
+enters at the gated step, and the wait's time limit is a schedule (``SchedulerApprovalTimer``) that
+approve, reject and cancel delete. An Express workflow can neither be described nor stopped: there
+``cancel`` leaves the run to the store's fencing (its next write finds the task cancelled) and
+``ended_execution`` knows nothing (the service judges by the task's age instead).
 """
 
 from __future__ import annotations
@@ -17,14 +24,14 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agentic.errors import AgenticError, Backpressure, InvalidTransition
-from agentic.models import TaskState
+from agentic.errors import AgenticError, Backpressure
+from agentic.models import StepStatus, TaskState
 from agentic.observability import logger
 
-#: SendTask* errors of a wait that is already over (answered, timed out, or its execution stopped).
-_TOKEN_GONE = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
+if TYPE_CHECKING:
+    from agentic.adapters.scheduler_timer import SchedulerApprovalTimer
 
 #: StartExecution errors that mean "not now": the task stays pending and can be executed later.
 _BUSY_CODES = frozenset({"ExecutionLimitExceeded", "ThrottlingException", "TooManyRequestsException"})
@@ -50,9 +57,19 @@ class ExecutorNotConfigured(AgenticError):
 
 
 class StepFunctionsExecutor:
-    def __init__(self, state_machine_arn: str, client: Any | None = None, *, retry_after_seconds: int = 1) -> None:
+    def __init__(
+        self,
+        state_machine_arn: str,
+        client: Any | None = None,
+        *,
+        retry_after_seconds: int = 1,
+        workflow_type: str = "STANDARD",
+        timer: SchedulerApprovalTimer | None = None,
+    ) -> None:
         self.state_machine_arn = state_machine_arn
         self.retry_after_seconds = retry_after_seconds
+        self.express = workflow_type == "EXPRESS"
+        self.timer = timer
         self._client = client
 
     @property
@@ -92,7 +109,13 @@ class StepFunctionsExecutor:
             raise
         arn: str = response["executionArn"]
         logger.info("execution started", extra={"task_id": task_id, "execution_arn": arn})
+        self._watch(task_id, task_id)
         return arn
+
+    def _watch(self, task_id: str, execution: str) -> None:
+        """An Express execution that dies is reported by nobody: a schedule looks after it."""
+        if self.express and self.timer is not None:
+            self.timer.watch(task_id, execution)
 
     async def start(self, task_id: str) -> None:
         await asyncio.to_thread(self.start_sync, task_id)
@@ -118,44 +141,88 @@ class StepFunctionsExecutor:
                 raise
             logger.info(f"{what}: nothing to do ({code})", extra={"task_id": task_id})
 
-    async def cancel(self, task: TaskState) -> None:
-        """StopExecution; late writes of agent Lambdas still running are refused by the store."""
-        arn = self.execution_arn(self.execution_name(task))
-        await asyncio.to_thread(
-            self._call_ignoring,
+    @staticmethod
+    def continuation_name(task: TaskState) -> str:
+        """The execution that runs an approved task's rest: its run's name, ``-approved``."""
+        return f"{StepFunctionsExecutor.execution_name(task)}-approved"
+
+    @staticmethod
+    def current_name(task: TaskState) -> str:
+        """The execution that runs the task now: an approved run's continuation, else the run's own.
+
+        (A retry from the gated step of an approved task keeps the approval and runs as the retry's
+        own execution; this names its continuation, which never starts: such a run is not watched.)
+        """
+        if task.approval_granted:
+            return StepFunctionsExecutor.continuation_name(task)
+        return StepFunctionsExecutor.execution_name(task)
+
+    def _stop(self, name: str, task_id: str) -> None:
+        """StopExecution of ``name`` if it runs: a repeated cancel (finishing what a failed one left)
+        asks again, and a run that ended (at the approval gate, or done) is left as it ended."""
+        from botocore.exceptions import ClientError
+
+        arn = self.execution_arn(name)
+        try:
+            status = self.client.describe_execution(executionArn=arn).get("status")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") != "ExecutionDoesNotExist":
+                raise
+            return
+        if status != "RUNNING":
+            return
+        self._call_ignoring(
             frozenset({"ExecutionDoesNotExist"}),
             lambda: self.client.stop_execution(executionArn=arn, error="TaskCancelled", cause="cancelled by a user"),
             "stop execution",
-            task.task_id,
+            task_id,
         )
+
+    def _disarm(self, task: TaskState) -> None:
+        if self.timer is not None:
+            self.timer.disarm(task)
+
+    async def cancel(self, task: TaskState) -> None:
+        """Delete the approval timer and StopExecution (Standard); late writes of agent Lambdas still
+        running are refused by the store (on Express that is all there is: it cannot be stopped)."""
+
+        def stop() -> None:
+            self._disarm(task)
+            if self.express:
+                return
+            if task.approval_granted:
+                self._stop(self.continuation_name(task), task.task_id)
+            self._stop(self.execution_name(task), task.task_id)
+
+        await asyncio.to_thread(stop)
 
     async def resume(self, task: TaskState) -> None:
-        """SendTaskSuccess with the wait's token: the execution goes on to the final step."""
-        token = task.approval_token
-        if not token:
-            raise InvalidTransition(f"task {task.task_id} has no approval wait to resume")
-        await asyncio.to_thread(
-            self._call_ignoring,
-            _TOKEN_GONE,
-            lambda: self.client.send_task_success(taskToken=token, output=json.dumps({"approved": True})),
-            "send task success",
-            task.task_id,
-        )
+        """Start the rest of an approved task: a new execution entering at the gated step (the first
+        step not completed). Named, so a repeated approval starts it at most once on Standard; on
+        Express a second start would find the steps done and change nothing."""
+        plan = task.execution_plan
+        step = next((s.step_id for s in plan.steps if s.status is not StepStatus.COMPLETED), None) if plan else None
+        body = {"task_id": task.task_id, "start_at": step}
+
+        def start() -> None:
+            self._disarm(task)
+            self._call_ignoring(
+                frozenset({"ExecutionAlreadyExists"}),
+                lambda: self.client.start_execution(
+                    stateMachineArn=self.state_machine_arn,
+                    name=self.continuation_name(task),
+                    input=json.dumps(body, separators=(",", ":")),
+                ),
+                "start approved execution",
+                task.task_id,
+            )
+            self._watch(task.task_id, self.continuation_name(task))
+
+        await asyncio.to_thread(start)
 
     async def reject(self, task: TaskState, reason: str | None) -> None:
-        """SendTaskFailure: the wait fails and the execution's Catch records the (already failed) task."""
-        token = task.approval_token
-        if not token:
-            return
-        await asyncio.to_thread(
-            self._call_ignoring,
-            _TOKEN_GONE,
-            lambda: self.client.send_task_failure(
-                taskToken=token, error="ApprovalRejected", cause=(reason or "rejected")[:32768]
-            ),
-            "send task failure",
-            task.task_id,
-        )
+        """Nothing runs while a task waits: only its approval timer goes."""
+        await asyncio.to_thread(self._disarm, task)
 
     async def retry(self, task: TaskState, start_at: str) -> None:
         """A new execution for the retry, entering the pipeline at ``start_at`` (the ASL's Route).
@@ -163,9 +230,7 @@ class StepFunctionsExecutor:
         Not RedriveExecution: every failure of this pipeline is caught into MarkFailed and ends in
         a Fail state, which is where a redrive would restart, and cancelled runs are aborted ones.
         """
-        body = {"task_id": task.task_id, "start_at": start_at, "planned": {"approval": task.approval}}
-        if task.approval_granted:
-            body["planned"] = {"approval": False}
+        body = {"task_id": task.task_id, "start_at": start_at}
 
         def start() -> None:
             self.client.start_execution(
@@ -173,6 +238,7 @@ class StepFunctionsExecutor:
                 name=self.execution_name(task),
                 input=json.dumps(body, separators=(",", ":")),
             )
+            self._watch(task.task_id, self.execution_name(task))
 
         await asyncio.to_thread(
             self._call_ignoring, frozenset({"ExecutionAlreadyExists"}), start, "start retry execution", task.task_id
@@ -181,16 +247,21 @@ class StepFunctionsExecutor:
     def execution_arn(self, task_id: str) -> str:
         return self.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{task_id}"
 
-    def ended_execution(self, name: str) -> ExecutionEnd | None:
+    def ended_execution(self, name: str, fallback: str | None = None) -> ExecutionEnd | None:
         """How the execution ``name`` ended (``execution_name(task)``: a task's current run), or None
-        while it runs (or may be redriven)."""
+        while it runs (or may be redriven, or cannot be described: Express). ``fallback``: the
+        execution to describe when ``name`` was never started (an approved run's continuation)."""
         from botocore.exceptions import ClientError
 
+        if self.express:
+            return None
         try:
             response = self.client.describe_execution(executionArn=self.execution_arn(name))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code", "") != "ExecutionDoesNotExist":
                 raise
+            if fallback is not None:
+                return self.ended_execution(fallback)
             # Started once (the name is taken) but no longer described: its history has expired.
             return ExecutionEnd("UNKNOWN", "ExecutionNotFound", "the task's execution no longer exists")
         status = str(response.get("status", ""))

@@ -12,6 +12,7 @@ from typing import Any
 
 from agentic.adapters.model_clients import build_model_client
 from agentic.adapters.s3_reader import S3DocumentReader
+from agentic.adapters.scheduler_timer import SchedulerApprovalTimer
 from agentic.adapters.sfn_executor import StepFunctionsExecutor, UnconfiguredExecutor
 from agentic.agents.catalog import registry_for
 from agentic.errors import AgenticError
@@ -40,6 +41,8 @@ class AwsSystem:
     documents: S3DocumentReader = field(default_factory=S3DocumentReader)
     #: What the retriever searches: the S3 index object (KNOWLEDGE_BUCKET), else the built-in documents.
     knowledge: KnowledgeBase | None = None
+    #: The approval timeout's schedules (None where the function has no scheduler to call).
+    timer: SchedulerApprovalTimer | None = None
 
 
 def build_aws_system(
@@ -48,7 +51,8 @@ def build_aws_system(
     """The AWS wiring. A function deployed without ``STATE_MACHINE_ARN`` cannot start tasks."""
     if settings.store != "dynamodb":
         raise ConfigurationError(f"the AWS wiring runs on DynamoDB; STORE is {settings.store!r}")
-    from agentic.adapters.dynamodb_store import DynamoDBPollingWaiter, DynamoDBTaskStore
+    from agentic.adapters.dynamodb_store import DynamoDBTaskStore
+    from agentic.adapters.dynamodb_waiter import DynamoDBPollingWaiter
 
     store = DynamoDBTaskStore(settings.table_name, dynamodb_client)
     knowledge: KnowledgeBase | None = None
@@ -60,16 +64,30 @@ def build_aws_system(
     ops = PipelineOps.configured(
         store, registry_for(settings, model, knowledge), load_pipeline(settings.pipeline_definition), settings
     )
+    timer = None
+    if settings.approval_timeout_target_arn and settings.scheduler_role_arn:
+        timer = SchedulerApprovalTimer(
+            settings.approval_timeout_target_arn, settings.scheduler_role_arn, settings.approval_schedule_group
+        )
     executor: Executor
     if settings.state_machine_arn:
         executor = StepFunctionsExecutor(
-            settings.state_machine_arn, sfn_client, retry_after_seconds=settings.retry_after_seconds
+            settings.state_machine_arn,
+            sfn_client,
+            retry_after_seconds=settings.retry_after_seconds,
+            workflow_type=settings.workflow_type,
+            timer=timer,
         )
     else:
         executor = UnconfiguredExecutor()
-    waiter = DynamoDBPollingWaiter(settings.stream_poll_min_seconds, settings.stream_poll_max_seconds)
+    waiter = DynamoDBPollingWaiter(
+        settings.stream_poll_min_seconds,
+        settings.stream_poll_max_seconds,
+        idle_after=settings.stream_idle_after_seconds,
+        idle_interval=settings.stream_idle_poll_seconds,
+    )
     service = AwsTaskService(store, executor, waiter, settings, ops=ops)
-    return AwsSystem(settings, store, ops, executor, service, knowledge=knowledge)
+    return AwsSystem(settings, store, ops, executor, service, knowledge=knowledge, timer=timer)
 
 
 @lru_cache(maxsize=1)

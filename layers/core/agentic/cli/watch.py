@@ -2,7 +2,9 @@
 
 The stream is read line by line; each event is shown once (events at or below the last cursor seen
 are skipped), and when the connection drops, times out or the server ends the stream early
-(``stream_timeout``), the watcher re-attaches with ``Last-Event-ID`` = the last cursor.
+(``stream_timeout``), the watcher re-attaches with ``Last-Event-ID`` = the last cursor. A server that
+ends the stream while the task waits for a person (``stream_paused``) is asked again after the
+``retry_after_seconds`` it named, for as long as the task waits.
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ class Watcher:
         self.after = 0
         self.reattached = 0
         self.final: dict[str, Any] | None = None
+        #: Seconds to wait before coming back, when the server paused the stream (None: it did not).
+        self.paused: float | None = None
 
     def run(self, *, execute: bool = False) -> str:
         if self.raw:
@@ -138,6 +142,13 @@ class Watcher:
                 # earlier end followed by task_retried, so the last terminal event is what counts.
                 if self.final is not None:
                     return
+                if self.paused is not None:
+                    # Not a failure: the task waits for a person, and the server said when to look again.
+                    wait, self.paused = self.paused, None
+                    failures, delay = 0, 0.5
+                    execute = False
+                    self.sleep(wait)
+                    continue
                 reason = "the stream ended early"
                 if stopping is not None:  # the server stops; the task goes on (here later, or elsewhere)
                     reason = "the server is stopping"
@@ -163,7 +174,9 @@ class Watcher:
         """Show one line of the stream; True if it was a new event."""
         cursor = event.get("cursor")
         if not isinstance(cursor, int):
-            return False  # keepalive, stream_timeout: control lines without a cursor
+            if event.get("event_type") == "stream_paused":
+                self.paused = float((event.get("data") or {}).get("retry_after_seconds") or 1.0)
+            return False  # keepalive, stream_timeout, stream_paused: control lines without a cursor
         if cursor <= self.after:
             return False  # already shown before a re-attach
         self.after = cursor

@@ -160,13 +160,15 @@ class PipelineOps(StepAttempts):
     ) -> TaskState:
         """executing -> awaiting_approval, with what a person needs to decide (``approval_requested``).
 
-        ``token`` is the Step Functions task token of the wait (AWS); locally the wait is the
-        task's status, and the deadline comes from the gate's ``TimeoutSeconds``.
+        The wait is the task's status (no execution waits: on AWS the run ends at the gate), and
+        the deadline comes from the gate's ``approval_timeout_seconds``. ``token`` is kept for a
+        caller that waits on a task token.
         """
         gate = self.definition.approval
         task = self._load(task_id)
         if task.status is TaskStatus.AWAITING_APPROVAL:  # a repeat (a retried Lambda): keep the newest token
-            token = token or task.approval_token
+            if token is None or token == task.approval_token:
+                return task  # nothing to change (AWS ends the run at the gate: no token)
             return self.store.update(task_id, {TaskStatus.AWAITING_APPROVAL}, approval_token=token)
         outputs = {s.agent_type: s.output or "" for s in (task.execution_plan.steps if task.execution_plan else [])}
         timeout = gate.timeout_seconds if gate is not None else None

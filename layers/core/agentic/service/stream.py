@@ -7,7 +7,9 @@ been started (the stream then waits for someone to execute it), ``stream_timeout
 must end before the task does, ``store_unavailable`` when the store cannot be read and
 ``server_stopping`` when the server stops (SIGTERM, Ctrl-C) while the task goes on (all three name
 the cursor to resume from and the path to re-attach to, on this server once it is back or on any
-other sharing its store).
+other sharing its store), and ``stream_paused`` when the task waits for a person and the wiring would
+rather not hold a connection meanwhile (``pause_seconds``: on AWS a held stream is a Lambda billed by
+the second): it names the cursor and ``retry_after_seconds``, and the clients come back by themselves.
 
 A stream always ends with its task: when the log shows nothing new, the task's status is checked
 (at most every ``STATUS_CHECK_SECONDS``), so a client that resumed at or past the terminal event is
@@ -21,7 +23,7 @@ import json
 from collections.abc import AsyncIterator
 
 from agentic.errors import StoreUnavailable
-from agentic.models import EventType, utcnow
+from agentic.models import EventType, TaskStatus, utcnow
 from agentic.ports import EventWaiter, TaskStore
 from agentic.service.io import call_store
 
@@ -32,10 +34,14 @@ STORE_UNAVAILABLE = "store_unavailable"
 SERVER_STOPPING = "server_stopping"
 #: How long a client whose stream ended with ``server_stopping`` waits before it re-attaches.
 REATTACH_AFTER_SECONDS = 1
+STREAM_PAUSED = "stream_paused"
 #: Re-read the log at least this often even without a notification (another process may write).
 MAX_WAIT_SECONDS = 1.0
-#: How often an idle stream asks whether its task ended with an event before its cursor.
+#: How often an idle stream asks whether its task ended with an event before its cursor (a client
+#: that resumed past the end); after IDLE_SECONDS without events, every IDLE_STATUS_CHECK_SECONDS.
 STATUS_CHECK_SECONDS = 1.0
+IDLE_SECONDS = 10.0
+IDLE_STATUS_CHECK_SECONDS = 10.0
 #: The pause after a wake-up that found nothing new, so a stream can never spin.
 MIN_IDLE_SECONDS = 0.05
 
@@ -60,6 +66,8 @@ async def tail_events(
     max_seconds: float = 0.0,
     finished: bool = False,
     not_started: bool = False,
+    max_wait_seconds: float = MAX_WAIT_SECONDS,
+    pause_seconds: float = 0.0,
 ) -> AsyncIterator[str]:
     """NDJSON lines of the task's events after ``after``, until its terminal event or its end.
 
@@ -69,7 +77,7 @@ async def tail_events(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_seconds if max_seconds else None
-    last_sent = loop.time()
+    last_sent = last_new = loop.time()
     next_status_check = loop.time()
     woke_early = False
     if not_started:
@@ -94,12 +102,16 @@ async def tail_events(
         try:
             events = await call_store(store, store.read_events, task_id, after)
             if not events and not finished and loop.time() >= next_status_check:
-                next_status_check = loop.time() + STATUS_CHECK_SECONDS
+                idle = loop.time() - last_new >= IDLE_SECONDS
+                next_status_check = loop.time() + (IDLE_STATUS_CHECK_SECONDS if idle else STATUS_CHECK_SECONDS)
                 task = await call_store(store, store.get, task_id)
                 if task is None or task.status.is_terminal:
                     # Its terminal event is in the log: past our cursor (read it) or not (we are done).
                     finished = True
                     events = await call_store(store, store.read_events, task_id, after)
+                elif pause_seconds and task.status is TaskStatus.AWAITING_APPROVAL:
+                    yield _paused(task_id, after, pause_seconds)
+                    return
         except StoreUnavailable as exc:
             yield control_line(
                 STORE_UNAVAILABLE,
@@ -122,8 +134,12 @@ async def tail_events(
                 if event.event_type.is_terminal and not retried:
                     yield "".join(chunk)
                     return
+            if pause_seconds and events[-1].event_type is EventType.APPROVAL_REQUESTED:
+                chunk.append(_paused(task_id, after, pause_seconds))
+                yield "".join(chunk)
+                return
             yield "".join(chunk)
-            last_sent = loop.time()
+            last_sent = last_new = loop.time()
             woke_early = False
             continue
         if finished:
@@ -144,9 +160,23 @@ async def tail_events(
         if woke_early:
             # A notification that led to nothing to read: never turn that into a busy loop.
             await asyncio.sleep(MIN_IDLE_SECONDS)
-        timeout = min(MAX_WAIT_SECONDS, keepalive_seconds - (now - last_sent))
+        # A keepalive goes out at the first wake-up after it is due (a little late at most): waking
+        # exactly for it would cost a polling waiter one more read each time.
+        timeout = min(max_wait_seconds, keepalive_seconds)
         if deadline is not None:
             timeout = min(timeout, deadline - now)
         started_wait = loop.time()
         await waiter.wait(task_id, after, max(timeout, 0.0))
-        woke_early = loop.time() - started_wait < min(timeout, MAX_WAIT_SECONDS) / 2
+        woke_early = loop.time() - started_wait < min(timeout, max_wait_seconds) / 2
+
+
+def _paused(task_id: str, after: int, pause_seconds: float) -> str:
+    return control_line(
+        STREAM_PAUSED,
+        task_id,
+        cursor=after,
+        reason="awaiting_approval",
+        message="the task waits for a person; this stream ends meanwhile: re-attach after retry_after_seconds",
+        retry_after_seconds=pause_seconds,
+        resume=f"/tasks/{task_id}/events?after={after}",
+    )

@@ -7,14 +7,14 @@ import uuid
 from collections.abc import AsyncIterator
 
 from agentic.errors import IdempotencyConflict, InvalidInput, TaskAlreadyExists, TaskNotFound
-from agentic.models import TaskPage, TaskState, TaskStatus
+from agentic.models import StepStatus, TaskPage, TaskState, TaskStatus
 from agentic.observability import logger, record_metric
 from agentic.pipeline import load_pipeline
 from agentic.ports import EventWaiter, Executor, TaskStore
 from agentic.service.control import TaskControl
 from agentic.service.io import call_store
 from agentic.service.pipeline_ops import PipelineOps
-from agentic.service.stream import tail_events
+from agentic.service.stream import MAX_WAIT_SECONDS, tail_events
 from agentic.settings import Settings
 
 # Task ids derived from idempotency keys: the same key always names the same task.
@@ -131,33 +131,47 @@ class TaskService:
             max_seconds=self.settings.stream_max_seconds,
             finished=task.status.is_terminal,
             not_started=not_started,
+            # A polling waiter decides how often to read (it backs off when idle); a notified one
+            # is woken, and re-reads at least every MAX_WAIT_SECONDS.
+            max_wait_seconds=getattr(self.waiter, "max_wait_seconds", MAX_WAIT_SECONDS),
+            pause_seconds=self.settings.stream_approval_pause_seconds,
         )
 
     # --- task control --------------------------------------------------------------------------
 
+    # A repeated control request finishes what a failed one left: the store's change is made once,
+    # and the executor's part (stop the run, start the rest, drop the approval timer) is done again
+    # whenever the task shows it may be missing; each of those calls is safe to repeat.
+
     async def cancel(self, owner: str, task_id: str, reason: str | None = None) -> TaskState:
         """Cancel a live task and stop its run; a cancelled task answers the same again."""
         task = await self.get(owner, task_id)
-        updated, changed = await call_store(self.store, self.control.cancel, task, reason, owner)
-        if changed:
-            await self.executor.cancel(updated)
+        updated, _ = await call_store(self.store, self.control.cancel, task, reason, owner)
+        await self.executor.cancel(updated)
         return updated
 
     async def approve(self, owner: str, task_id: str, comment: str | None = None) -> TaskState:
-        """Let a task awaiting approval go on to its final step."""
+        """Let a task awaiting approval go on to its gated step."""
         task = await self.get(owner, task_id)
         updated, changed = await call_store(self.store, self.control.approve, task, comment, owner)
-        if changed:
-            # The token of the wait (AWS) is the one stored while it waited.
-            await self.executor.resume(updated.model_copy(update={"approval_token": task.approval_token}))
+        if changed or self._rest_not_started(updated):
+            await self.executor.resume(updated)
         return updated
+
+    def _rest_not_started(self, task: TaskState) -> bool:
+        """An approved task whose gated step has not started: its run may never have been resumed."""
+        gate = self.control.definition.approval
+        if task.status is not TaskStatus.EXECUTING or not task.approval_granted or gate is None:
+            return False
+        plan = task.execution_plan
+        step = next((s for s in plan.steps if s.step_id == gate.before_step), None) if plan else None
+        return step is not None and step.status is StepStatus.PENDING
 
     async def reject(self, owner: str, task_id: str, reason: str | None = None) -> TaskState:
         """End a task awaiting approval as failed (``ApprovalRejected``)."""
         task = await self.get(owner, task_id)
-        updated, changed = await call_store(self.store, self.control.reject, task, reason, owner)
-        if changed:
-            await self.executor.reject(updated.model_copy(update={"approval_token": task.approval_token}), reason)
+        updated, _ = await call_store(self.store, self.control.reject, task, reason, owner)
+        await self.executor.reject(updated, reason)
         return updated
 
     async def retry(self, owner: str, task_id: str, from_step: str | None = None) -> TaskState:

@@ -355,7 +355,8 @@ function stopFollowing() {
 }
 
 // Reads the task's stream to its terminal event, re-attaching after the last cursor whenever the
-// connection drops or the server ends the stream early (stream_timeout, server_stopping).
+// connection drops or the server ends the stream early (stream_timeout, server_stopping). While the task
+// waits for a person the server may end the stream with stream_paused: come back after its retry_after_seconds.
 async function follow(taskId, execute) {
   stopFollowing();
   const controller = new AbortController();
@@ -366,6 +367,7 @@ async function follow(taskId, execute) {
   const path = `/tasks/${encodeURIComponent(taskId)}/${execute ? "execute" : "events"}`;
   while (!controller.signal.aborted) {
     let ended = false;
+    let pausedMs = 0;
     try {
       setStreamState(reconnects ? "reconnecting" : "connecting");
       const headers = authHeaders(after ? { "Last-Event-ID": String(after) } : {});
@@ -396,7 +398,10 @@ async function follow(taskId, execute) {
             const event = JSON.parse(line);
             // The server stops (the task goes on): re-attach once it or another server answers.
             if (event.event_type === "server_stopping") delay = Math.max(delay, 1000 * Number(event.data.retry_after || 1));
-            // keepalive, stream_timeout and server_stopping carry no cursor; events already shown are skipped.
+            if (event.event_type === "stream_paused") {
+              pausedMs = 1000 * Number((event.data && event.data.retry_after_seconds) || 1);
+            }
+            // keepalive, stream_timeout, server_stopping and stream_paused carry no cursor; events already shown are skipped.
             if (typeof event.cursor !== "number" || event.cursor <= after) continue;
             after = event.cursor;
             delay = 250;
@@ -417,6 +422,12 @@ async function follow(taskId, execute) {
       return;
     }
     if (controller.signal.aborted) return;
+    if (pausedMs) {
+      // Waiting for a person: not a lost connection. Look again when the server said.
+      setStreamState("waiting");
+      await sleep(pausedMs);
+      continue;
+    }
     reconnects += 1;
     $("#reconnects").textContent = `(re-attached ${reconnects}×)`;
     $("#reconnects").dataset.count = String(reconnects);
