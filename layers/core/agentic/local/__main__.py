@@ -78,7 +78,13 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"cannot open DATABASE_PATH={str(settings.database_path)!r}: {exc}")
     # The app logs each task as structured JSON with its task_id; ACCESS_LOG=true adds a line per request.
     config = uvicorn.Config(app, access_log=settings.access_log, log_level=settings.log_level.lower())
-    uvicorn.Server(config).run(sockets=[sock])
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{sock.getsockname()[1]}"
+    print(f"{PROG}: listening on {url} (web view {url}/ui, API docs {url}/docs); Ctrl-C stops", file=sys.stderr)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        print(f"{PROG}: stopped", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -100,9 +100,11 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
         max_request_bytes=settings.max_request_bytes,
         lifespan=lifespan,
         bearer_auth=True,
+        offline_docs=True,
     )
     app.state.system = system
     app.state.metrics = system.metrics
+    app.add_middleware(local_metrics.HttpMetrics, sink=system.metrics)
     app.include_router(local_metrics.router)
     app.include_router(ui_router)  # the web view at /ui; / redirects to it
     return app
