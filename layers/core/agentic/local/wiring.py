@@ -14,6 +14,7 @@ from agentic.agents.catalog import default_registry
 from agentic.agents.faults import FaultPlan
 from agentic.api.app import create_app
 from agentic.api.identity import bearer_identity
+from agentic.api.routes import pipeline as pipeline_routes
 from agentic.api.ui import router as ui_router
 from agentic.local import metrics as local_metrics
 from agentic.observability import add_metric_sink, logger, remove_metric_sink
@@ -106,5 +107,6 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = system.metrics
     app.add_middleware(local_metrics.HttpMetrics, sink=system.metrics)
     app.include_router(local_metrics.router)
+    app.include_router(pipeline_routes.router)  # the state machine, drawn by the web view
     app.include_router(ui_router)  # the web view at /ui; / redirects to it
     return app
