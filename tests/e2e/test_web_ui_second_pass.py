@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.e2e.server import REPO, LocalServer
+from tests.e2e.test_cli_finding import colliding_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -237,3 +238,25 @@ def test_docs_and_redoc_render_with_no_network_but_the_server(tmp_path, page):
         page.goto(f"{server.url}/redoc")
         page.wait_for_selector("h1:has-text('Agentic task system')")
     assert outside == []
+
+
+def test_a_short_id_in_the_address_opens_its_task_or_lists_the_candidates(tmp_path, page):
+    first_key, second_key = colliding_keys()
+    with LocalServer(tmp_path / "db.sqlite") as server, httpx.Client(base_url=server.url, timeout=30) as api:
+        first, second = (
+            api.post("/tasks", json={"description": name}, headers={"Idempotency-Key": key}).json()["task_id"]
+            for name, key in (("first", first_key), ("second", second_key))
+        )
+        shared = first[:4]
+        unique = first[: next(i for i in range(5, 36) if first[:i] != second[:i])]
+        # A unique prefix opens the task, under its full id
+        page.goto(f"{server.url}/ui#/tasks/{unique}")
+        page.wait_for_selector(f"#task-id:has-text('{first}')")
+        assert page.text_content("#task-title") == "first"
+        assert page.url.endswith(f"#/tasks/{first}")
+        # A prefix two tasks share lists both, as links
+        page.goto(f"{server.url}/ui#/tasks/{shared}")
+        page.wait_for_selector("#task-error a.candidate")
+        assert page.text_content("#task-title") == f"2 tasks start with {shared}"
+        links = page.eval_on_selector_all("#task-error a.candidate", "as => as.map(a => a.getAttribute('href'))")
+        assert sorted(links) == sorted([f"#/tasks/{first}", f"#/tasks/{second}"])

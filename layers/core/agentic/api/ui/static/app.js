@@ -319,6 +319,7 @@ async function showTask(taskId) {
     task = await api("GET", `/tasks/${encodeURIComponent(taskId)}/status`);
   } catch (err) {
     if (state.taskId !== taskId) return;
+    if (err.status === 404 && (await resolvePrefix(taskId))) return;
     if (err.status === 404) $("#task-title").textContent = "No such task";
     if (err.status !== 401) $("#task-error").textContent = err.message;
     return;

@@ -1,6 +1,7 @@
 "use strict";
-// The caller's tasks: a page at a time ("More" goes on with the API's cursor), filtered by status
+// Finding tasks. The list: a page at a time ("More" goes on with the API's cursor), filtered by status
 // (the API's filter) and by words and a date (read page by page here: the API has no such filter).
+// And a short id in the address: the task it is the start of.
 // Uses app.js's globals ($, el, api, badge, state).
 
 const LIST_PAGE = 20;
@@ -102,4 +103,30 @@ function setupList() {
       $("#create-button").disabled = false;
     }
   });
+}
+
+// A short id (#/tasks/0a620ca9): the one task whose id starts with it, as git resolves a short
+// commit id. Several: they are listed to pick from. Returns whether it handled the page.
+async function resolvePrefix(prefix) {
+  if (!/^[0-9a-f][0-9a-f-]{3,34}$/.test(prefix)) return false;
+  const found = [];
+  let cursor = null;
+  do {
+    const params = new URLSearchParams({ limit: "100" });
+    if (cursor) params.set("cursor", cursor);
+    const page = await api("GET", `/tasks?${params}`);
+    found.push(...page.items.filter((task) => task.task_id.startsWith(prefix)));
+    cursor = page.next_cursor;
+  } while (cursor && state.taskId === prefix);
+  if (state.taskId !== prefix || found.length === 0) return state.taskId !== prefix;
+  if (found.length === 1) {
+    location.replace(`#/tasks/${found[0].task_id}`);
+    return true;
+  }
+  $("#task-title").textContent = `${found.length} tasks start with ${prefix}`;
+  $("#task-error").replaceChildren(
+    "Which one? ",
+    ...found.slice(0, 20).map((task) => el("a", { href: `#/tasks/${task.task_id}`, className: "candidate", text: `${task.task_id} (${task.user_input.slice(0, 40)}) ` })),
+  );
+  return true;
 }
