@@ -129,8 +129,9 @@ def test_a_unique_id_prefix_is_resolved_and_an_ambiguous_one_refused_with_the_ca
 
 
 def test_watching_a_task_that_gets_cancelled_ends_with_the_reason_and_no_running_step(tmp_path):
+    # (the retriever takes 5 s: the cancel lands while it runs, however slow the machine)
     with (
-        LocalServer(tmp_path / "db.sqlite", AGENT_LATENCY_SCALE="10") as server,
+        LocalServer(tmp_path / "db.sqlite", AGENT_LATENCY_SCALE="50") as server,
         httpx.Client(base_url=server.url, timeout=30) as api,
     ):
         task_id = api.post("/tasks", json={"description": DESCRIPTION, "execute": True}).json()["task_id"]

@@ -102,10 +102,10 @@ def test_an_unknown_task_id_keeps_nothing_of_the_task_before(tmp_path, page):
 
 
 def test_a_retry_counts_down_then_runs_and_the_timeline_shows_both_attempts(tmp_path, page):
-    # Given an analyzer whose first attempt fails, with a 1 s wait before the second (which takes 1 s)
+    # Given an analyzer whose first attempt fails, with a 3 s wait before the second (which takes 1 s)
     with (
         LocalServer(
-            tmp_path / "db.sqlite", AGENT_LATENCY_SCALE="5", RETRY_TIME_SCALE="1", FAULTS="analyzer:transient:1"
+            tmp_path / "db.sqlite", AGENT_LATENCY_SCALE="5", RETRY_TIME_SCALE="3", FAULTS="analyzer:transient:1"
         ) as server,
         httpx.Client(base_url=server.url, timeout=30) as api,
     ):
