@@ -10,7 +10,7 @@ export PORT AGENT_LATENCY_SCALE
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 
-.PHONY: run test lint lint-template format typecheck unit functional e2e bench bench-storage coldstart cost build clean browser
+.PHONY: run test lint lint-template format typecheck unit functional e2e bench bench-storage coldstart cost build clean browser test-figures
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,8 +69,11 @@ lint-template: $(VENV)/.installed-dev $(SAM)
 	$(SAM) validate --lint
 
 ## build: sam build (no Docker, no local python3.13: the layer is built from arm64 wheels)
+# The functions have no requirements.txt: their dependencies are the CoreLayer's. sam says so once per
+# function ("requirements.txt file not found"); that line is dropped, and said once here instead.
 build: $(VENV)/.installed-dev $(SAM)
-	LAYER_PYTHON=$(CURDIR)/$(BIN)/python $(SAM) build
+	@echo "sam build (the functions take their dependencies from the CoreLayer: they have no requirements.txt)"
+	@set -o pipefail; LAYER_PYTHON=$(CURDIR)/$(BIN)/python $(SAM) build 2>&1 | { grep -v 'requirements.txt file not found' || true; }
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q tests/unit
@@ -96,6 +99,10 @@ bench-storage: $(VENV)/.installed-dev
 ## cost: AWS requests, units and dollars per task (Standard and Express), measured under moto (prints, never asserts)
 cost: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.cost
+
+## test-figures: run lint, type checks and the tests, and write their counts and times into README.md
+test-figures: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.readme_figures
 
 ## coldstart: import time of each Lambda handler as a ratio to `import boto3` (prints, never asserts)
 coldstart: $(VENV)/.installed-dev

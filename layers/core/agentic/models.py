@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 
 def utcnow() -> datetime:
@@ -165,6 +165,30 @@ class StreamEvent(BaseModel):
         return self.model_dump_json() + "\n"
 
 
+class StreamLine(BaseModel):
+    """One line of ``/tasks/{id}/execute`` and ``/tasks/{id}/events`` (documentation of the NDJSON stream).
+
+    An event (one of ``EventType``, with its ``cursor``), or a control line without a cursor that is
+    not stored: ``keepalive``, ``task_pending``, ``stream_timeout`` or ``store_unavailable`` (the last
+    two name the cursor to resume from in ``data.cursor``).
+    """
+
+    event_type: str = Field(
+        description="An event (`task_started`, `plan_created`, `step_started`, `step_retrying`, "
+        "`partial_output`, `step_completed`, `error`, `approval_requested`, `approval_granted`, "
+        "`approval_rejected`, `task_retried`, `task_queued`, and the ends `task_completed`, `task_failed`, "
+        "`task_cancelled`) or a control line (`keepalive`, `task_pending`, `stream_timeout`, "
+        "`store_unavailable`).",
+        examples=["step_started"],
+    )
+    task_id: str
+    timestamp: datetime
+    cursor: int | None = Field(
+        default=None, description="Events only: strictly increasing; resume after it with `?after=` or Last-Event-ID."
+    )
+    data: dict[str, Any] = Field(default_factory=dict, description="What happened: depends on `event_type`.")
+
+
 class NewEvent(BaseModel):
     """An event before the store gives it a cursor. ``key`` makes the write idempotent."""
 
@@ -215,9 +239,17 @@ class StepPublic(BaseModel):
     status: StepStatus
     attempts: int
     error: str | None = None
+    started_at: datetime | None = Field(default=None, description="When the step's first attempt started.")
+    completed_at: datetime | None = Field(default=None, description="When the step completed.")
     model_id: str | None = None
     usage: dict[str, int] | None = Field(default=None, description="input_tokens and output_tokens of a model step")
     cost_usd: float | None = Field(default=None, description="the step's tokens at MODEL_PRICES (null if unpriced)")
+
+    @computed_field(description="Seconds from the step's start to its completion (null until it completes).")
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return round((self.completed_at - self.started_at).total_seconds(), 3)
 
 
 class TaskUsage(BaseModel):
@@ -240,6 +272,12 @@ class TaskPublic(BaseModel):
     cost_usd: float | None = Field(default=None, description="the task's model cost at MODEL_PRICES")
     created_at: datetime
     updated_at: datetime
+
+    @computed_field(description="Seconds from the task's creation to its end (null while it is not finished).")
+    def duration_seconds(self) -> float | None:
+        if not self.status.is_terminal:
+            return None
+        return round((self.updated_at - self.created_at).total_seconds(), 3)
 
     @classmethod
     def of(cls, task: TaskState) -> TaskPublic:

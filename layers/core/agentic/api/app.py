@@ -50,9 +50,24 @@ def create_app(
     max_request_bytes: int = 64 * 1024,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
     bearer_auth: bool = False,
+    offline_docs: bool = False,
 ) -> FastAPI:
-    """``bearer_auth``: the identity is a bearer token (local); on AWS it is the caller's SigV4 identity."""
-    app = FastAPI(title="Agentic task system", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    """``bearer_auth``: the identity is a bearer token (local); on AWS it is the caller's SigV4 identity.
+
+    ``offline_docs``: serve ``/docs`` and ``/redoc`` with packaged assets (needs the ``local`` extra).
+    """
+    app = FastAPI(
+        title="Agentic task system",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None if offline_docs else "/docs",
+        redoc_url=None if offline_docs else "/redoc",
+    )
+    if offline_docs:
+        from agentic.api.docs import install_offline_docs
+
+        install_offline_docs(app)
     app.state.service = service
     app.state.identity = identity
     for router in routers:
@@ -67,4 +82,16 @@ def create_app(
         )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
+    _describe_stream_lines(app)
     return app
+
+
+def _describe_stream_lines(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = stream.describe_lines(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

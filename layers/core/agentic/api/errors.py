@@ -33,6 +33,10 @@ STATUS_OF: dict[type[errors.AgenticError], int] = {
     errors.StoreUnavailable: 503,
 }
 
+#: The code an error answers with, where it is not the error's own: a bad value is a
+#: ``validation_error`` whether FastAPI or the service found it (one code for one kind of mistake).
+CODE_OF: dict[type[errors.AgenticError], str] = {errors.InvalidInput: "validation_error"}
+
 #: Errors of the HTTP layer (routing, body parsing, content negotiation): status -> code.
 HTTP_CODES: dict[int, str] = {
     400: "bad_request",
@@ -40,6 +44,12 @@ HTTP_CODES: dict[int, str] = {
     405: "method_not_allowed",
     413: "input_too_large",
     415: "unsupported_media_type",
+}
+
+#: Why FastAPI could not parse a body (its 400's cause), in words.
+_UNPARSABLE: dict[type[BaseException], str] = {
+    UnicodeDecodeError: "it is not UTF-8 encoded",
+    RecursionError: "it is nested too deeply",
 }
 
 #: Statuses that tell the client to come back later; their responses carry ``Retry-After``.
@@ -70,7 +80,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     413: "The request body is over `MAX_REQUEST_BYTES` (`input_too_large`)",
     415: "The body is not `application/json` (`unsupported_media_type`)",
     422: "Invalid input (`validation_error`): a missing, blank or wrong-typed field, a body that is not a UTF-8 JSON "
-    "object, a bad query parameter or header (`invalid_input`)",
+    "object (or is nested too deeply to parse), a bad query parameter or header",
     429: "Too many executions (`too_many_executions`); the task stays pending: retry after `Retry-After` seconds",
     503: "The store is unavailable or a write kept conflicting; retry after `Retry-After` seconds",
 }
@@ -95,6 +105,13 @@ def error_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict
 
 def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
     return {"error": code, "message": message, **extra}
+
+
+def code_for(exc: errors.AgenticError) -> str:
+    for cls in type(exc).__mro__:
+        if cls in CODE_OF:
+            return CODE_OF[cls]
+    return exc.code
 
 
 def status_for(exc: errors.AgenticError) -> int:
@@ -148,7 +165,7 @@ def install_error_handlers(app: FastAPI) -> None:
             logger.warning("service unavailable", extra={"error": exc.code, "reason": str(exc)})
         elif status >= 500:
             logger.exception("unexpected domain error")
-        return JSONResponse(error_body(exc.code, str(exc)), status_code=status, headers=headers)
+        return JSONResponse(error_body(code_for(exc), str(exc)), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -167,13 +184,16 @@ def install_error_handlers(app: FastAPI) -> None:
                 return Response(status_code=204, headers={"Allow": allow})
             headers["Allow"] = allow
             message = f"{request.method} is not allowed here; allowed: {allow}"
-        if status == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
-            # FastAPI answers a body it cannot decode with a bare 400; it is invalid JSON like any other.
+        if status == 400:
+            # FastAPI answers a body it cannot parse (not UTF-8, or JSON nested past the parser's
+            # recursion limit) with a bare 400; it is invalid JSON like any other: 422.
+            cause = exc.__cause__
+            reason = _UNPARSABLE.get(type(cause), "it cannot be parsed") if cause else "it cannot be parsed"
             return JSONResponse(
                 error_body(
                     "validation_error",
-                    "body: not valid JSON (it is not UTF-8 encoded)",
-                    detail=[{"type": "json_invalid", "loc": ["body"], "msg": "not UTF-8"}],
+                    f"body: not valid JSON ({reason})",
+                    detail=[{"type": "json_invalid", "loc": ["body"], "msg": reason}],
                 ),
                 status_code=422,
             )

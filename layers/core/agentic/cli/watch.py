@@ -71,8 +71,10 @@ class TaskView:
                 icon = Spinner("dots", style="cyan")
             else:
                 icon = Text(
-                    {"completed": "✓", "failed": "✗", "retrying": "↻"}.get(step.state, "·"),
-                    style={"completed": "green", "failed": "red", "retrying": "yellow"}.get(step.state, "dim"),
+                    {"completed": "✓", "failed": "✗", "retrying": "↻", "cancelled": "⊘"}.get(step.state, "·"),
+                    style={"completed": "green", "failed": "red", "retrying": "yellow", "cancelled": "yellow"}.get(
+                        step.state, "dim"
+                    ),
                 )
             table.add_row(
                 icon,
@@ -119,9 +121,12 @@ class Watcher:
         if self.raw:
             self._follow(execute)
         else:
-            with Live(self.view, console=self.console, refresh_per_second=12, transient=False):
-                self._follow(execute)
-            self.console.print()
+            try:
+                with Live(self.view, console=self.console, refresh_per_second=12, transient=False):
+                    self._follow(execute)
+            finally:
+                # Live leaves its last line open: end it, also on Ctrl-C (then a notice follows).
+                self.console.print()
             self._show_result()
         assert self.final is not None
         return TERMINAL[self.final["event_type"]]
@@ -214,6 +219,8 @@ class Watcher:
             step = view.step(data)
             step.state = "running"
             step.text = ""
+            attempt = data.get("attempt") or 1
+            step.note = f"attempt {attempt} running" if attempt > 1 else ""
         elif kind == "step_retrying":
             step = view.step(data)
             step.state = "retrying"
@@ -239,7 +246,7 @@ class Watcher:
             if data.get("step_id"):
                 step = view.step(data)
                 step.state = "failed"
-                step.note = f"{data.get('error')}: {data.get('message')}"
+                step.note = error_text(data)
         elif kind == "approval_requested":
             view.status = "awaiting approval"
             view.banner = (
@@ -251,6 +258,12 @@ class Watcher:
             view.status = "executing"
         elif kind in TERMINAL:
             view.status = TERMINAL[kind]
+            if kind != "task_completed":
+                # The run stopped: a step still in flight will not finish (no spinner left turning).
+                for step in view.steps.values():
+                    if step.state in ("running", "retrying"):
+                        step.state = "cancelled" if kind == "task_cancelled" else "failed"
+                        step.note = "stopped: task cancelled" if kind == "task_cancelled" else "stopped"
 
     def _print_output(self, step: StepView, output: str, max_lines: int = 8) -> None:
         lines = output.splitlines()
@@ -271,7 +284,17 @@ class Watcher:
         elif self.final["event_type"] == "task_failed":
             self.console.print(Text(f"✗ task {self.task_id} failed: {data.get('error_message')}", style="bold red"))
         else:
-            self.console.print(Text(f"task {self.task_id} {TERMINAL[self.final['event_type']]}", style="bold"))
+            reason = data.get("reason")
+            said = f": {reason}" if reason else " (no reason given)"
+            self.console.print(Text(f"⊘ task {self.task_id} cancelled{said}", style="bold yellow"))
+
+
+def error_text(data: dict[str, Any]) -> str:
+    """``Error: message`` of an error event, once: the message often starts with the error's name."""
+    error, message = str(data.get("error") or ""), str(data.get("message") or "")
+    if not error or message.startswith(f"{error}:") or message == error:
+        return message or error
+    return f"{error}: {message}" if message else error
 
 
 def hard_breaks(markdown: str) -> str:

@@ -95,7 +95,13 @@ def main(argv: list[str] | None = None) -> None:
     config = uvicorn.Config(
         app, access_log=settings.access_log, log_level=settings.log_level.lower(), timeout_keep_alive=30
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{sock.getsockname()[1]}"
+    print(f"{PROG}: listening on {url} (web view {url}/ui, API docs {url}/docs); Ctrl-C stops", file=sys.stderr)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        print(f"{PROG}: stopped", file=sys.stderr)
 
 
 if __name__ == "__main__":

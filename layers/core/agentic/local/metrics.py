@@ -9,7 +9,7 @@ module, so ``prometheus_client`` never loads in a Lambda.
 | Prometheus series | Type | From |
 |---|---|---|
 | ``agentic_tasks_created_total`` | counter | ``TasksCreated`` |
-| ``agentic_tasks_finished_total{outcome}`` | counter | ``TasksCompleted``, ``TasksFailed`` (``Tasks<Outcome>``) |
+| ``agentic_tasks_finished_total{outcome}`` | counter | ``TasksCompleted``, ``TasksFailed``, ``TasksCancelled`` |
 | ``agentic_task_duration_seconds{outcome}`` | histogram | the runner: start of a run to its end |
 | ``agentic_step_duration_seconds{agent_type}`` | histogram | ``StepLatency`` (successful attempts) |
 | ``agentic_steps_total{agent_type,outcome}`` | counter | ``StepLatency`` (succeeded), ``StepRetries``      |
@@ -17,6 +17,12 @@ module, so ``prometheus_client`` never loads in a Lambda.
 | ``agentic_model_tokens_total{model_id,direction}`` | counter | ``ModelInputTokens``, ``ModelOutputTokens`` |
 | ``agentic_queue_size`` | gauge | tasks waiting for an execution slot |
 | ``agentic_running_executions`` | gauge | tasks running |
+| ``agentic_http_requests_total{method,route,status}`` | counter | ``HttpMetrics``: each request answered |
+| ``agentic_http_request_duration_seconds{method,route}`` | histogram | ``HttpMetrics``: until the response's |
+|                                                       |           | headers (a stream's length is no latency) |
+
+``route`` is the route's template (``/tasks/{task_id}/status``), never the raw path, so task ids do
+not make a series each; a request no route matched is ``route="unmatched"``.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentic.models import Lease
 from agentic.observability import logger
@@ -45,6 +52,7 @@ from agentic.ports import TaskStore
 PREFIX = "agentic"
 #: Seconds. Steps take ~0.1-0.2 s at the seed's latencies, a task ~0.4 s; retries add up to seconds.
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 Run = Callable[[str, Lease], Awaitable[None]]
@@ -102,6 +110,19 @@ class PrometheusSink:
             f"{PREFIX}_queue_size", "Tasks waiting for an execution slot (backpressure)", registry=self.registry
         )
         self.running = Gauge(f"{PREFIX}_running_executions", "Tasks running now", registry=self.registry)
+        self.http_requests = Counter(
+            f"{PREFIX}_http_requests",
+            "HTTP requests answered, by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.http_duration = Histogram(
+            f"{PREFIX}_http_request_duration_seconds",
+            "Time from a request to its response's headers, by method and route template",
+            ["method", "route"],
+            buckets=HTTP_BUCKETS,
+            registry=self.registry,
+        )
         self._other: dict[str, Counter] = {}
 
     def watch_executor(self, waiting: Callable[[], int], running: Callable[[], int]) -> None:
@@ -153,6 +174,38 @@ class PrometheusSink:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class HttpMetrics:
+    """ASGI middleware: count each HTTP request and time it to its response's headers."""
+
+    def __init__(self, app: ASGIApp, sink: PrometheusSink) -> None:
+        self.app = app
+        self.sink = sink
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # an app that raised before it answered: what the server sends
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                self.sink.http_duration.labels(scope["method"], _route(scope)).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            self.sink.http_requests.labels(scope["method"], _route(scope), str(status)).inc()
+
+
+def _route(scope: Scope) -> str:
+    # The router writes the matched route into the request's scope.
+    return str(getattr(scope.get("route"), "path", "unmatched"))
 
 
 router = APIRouter(tags=["health"])

@@ -19,6 +19,7 @@ from agentic.adapters.sqlite_store import SQLiteTaskStore
 from agentic.agents.catalog import registry_for
 from agentic.api.app import create_app
 from agentic.api.identity import bearer_identity
+from agentic.api.routes import pipeline as pipeline_routes
 from agentic.api.ui import router as ui_router
 from agentic.knowledge.base import KnowledgeBase
 from agentic.knowledge.builtin import shared_builtin_index
@@ -174,10 +175,13 @@ def create_local_app(settings: Settings | None = None, *, pipelines_thread: bool
         max_request_bytes=settings.max_request_bytes,
         lifespan=lifespan,
         bearer_auth=True,
+        offline_docs=True,
     )
     app.state.system = system
     app.state.knowledge = system.knowledge
     app.state.metrics = system.metrics
+    app.add_middleware(local_metrics.HttpMetrics, sink=system.metrics)
     app.include_router(local_metrics.router)
+    app.include_router(pipeline_routes.router)  # the state machine, drawn by the web view
     app.include_router(ui_router)  # the web view at /ui; / redirects to it
     return app

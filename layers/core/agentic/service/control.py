@@ -20,7 +20,7 @@ from agentic.models import (
     TaskState,
     TaskStatus,
 )
-from agentic.observability import logger
+from agentic.observability import logger, record_metric
 from agentic.pipeline import PipelineDefinition
 from agentic.ports import TaskStore
 from agentic.service.step_attempts import run_key
@@ -99,6 +99,7 @@ class TaskControl:
                 task = self._reread(task)
                 continue
             logger.info("task cancelled", extra={"task_id": task.task_id, "by": by})
+            record_metric("TasksCancelled", 1)  # as TasksCompleted and TasksFailed: a task that ended
             return updated, True
         raise InvalidTransition(f"task {task.task_id} kept changing; try again")
 

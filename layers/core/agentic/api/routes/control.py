@@ -8,19 +8,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Depends
 
 from agentic.api.deps import Owner, Service, TaskId
 from agentic.api.errors import error_responses
+from agentic.api.limits import require_json
 from agentic.models import ApproveRequest, CancelRequest, RejectRequest, RetryRequest, TaskPublic
 
-router = APIRouter(prefix="/tasks", tags=["control"])
+# A body, when sent, is JSON: anything else is a 415 (as for POST /tasks), before FastAPI tries to parse it.
+router = APIRouter(prefix="/tasks", tags=["control"], dependencies=[Depends(require_json)])
 
 
 @router.post(
     "/{task_id}/cancel",
     response_model=TaskPublic,
-    responses=error_responses(404, 409, 422, 503, s409="The task has finished (`invalid_transition`)"),
+    responses=error_responses(404, 409, 413, 415, 422, 503, s409="The task has finished (`invalid_transition`)"),
 )
 async def cancel_task(
     task_id: TaskId, service: Service, owner: Owner, body: Annotated[CancelRequest | None, Body()] = None
@@ -32,7 +34,9 @@ async def cancel_task(
 @router.post(
     "/{task_id}/approve",
     response_model=TaskPublic,
-    responses=error_responses(404, 409, 422, 503, s409="The task is not awaiting approval (`invalid_transition`)"),
+    responses=error_responses(
+        404, 409, 413, 415, 422, 503, s409="The task is not awaiting approval (`invalid_transition`)"
+    ),
 )
 async def approve_task(
     task_id: TaskId, service: Service, owner: Owner, body: Annotated[ApproveRequest | None, Body()] = None
@@ -44,7 +48,9 @@ async def approve_task(
 @router.post(
     "/{task_id}/reject",
     response_model=TaskPublic,
-    responses=error_responses(404, 409, 422, 503, s409="The task is not awaiting approval (`invalid_transition`)"),
+    responses=error_responses(
+        404, 409, 413, 415, 422, 503, s409="The task is not awaiting approval (`invalid_transition`)"
+    ),
 )
 async def reject_task(
     task_id: TaskId, service: Service, owner: Owner, body: Annotated[RejectRequest | None, Body()] = None
@@ -59,6 +65,8 @@ async def reject_task(
     responses=error_responses(
         404,
         409,
+        413,
+        415,
         422,
         503,
         s409="The task is not failed or cancelled, or was retried `MAX_TASK_RETRIES` times (`invalid_transition`)",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
@@ -10,17 +10,35 @@ from fastapi.responses import StreamingResponse
 from agentic.api.deps import Owner, Service, TaskId
 from agentic.api.errors import error_responses
 from agentic.errors import InvalidInput
-from agentic.models import MAX_CURSOR
+from agentic.models import MAX_CURSOR, StreamLine
 
 router = APIRouter(prefix="/tasks", tags=["stream"])
 
 NDJSON = "application/x-ndjson"
 _STREAM_OK: dict[int | str, dict[str, object]] = {
     200: {
+        "model": StreamLine,
         "content": {NDJSON: {}},
-        "description": "One JSON event per line until task_completed or task_failed",
+        "description": "One JSON object per line (schema `StreamLine`, the shape of each line), written as it "
+        "happens, until the task ends: `task_completed`, `task_failed` or `task_cancelled` (a retried task's "
+        "log goes on after `task_retried`). Events carry a `cursor`; control lines (`keepalive`, "
+        "`task_pending`, `stream_timeout`, `store_unavailable`, ...) have none and are not stored.",
     },
 }
+
+
+def describe_lines(spec: dict[str, Any]) -> dict[str, Any]:
+    """A stream's 200 is NDJSON whose lines each are a ``StreamLine``: ``itemSchema``, as OpenAPI 3.2 (and
+    FastAPI's own JSON Lines responses) describe a sequence. FastAPI files the model under
+    ``application/json``, which a stream never answers; its errors stay JSON."""
+    for path in spec.get("paths", {}).values():
+        for operation in path.values():
+            content = operation.get("responses", {}).get("200", {}).get("content", {})
+            if NDJSON in content and "application/json" in content:
+                content[NDJSON] = {"itemSchema": content.pop("application/json")["schema"]}
+    return spec
+
+
 # Proxies (nginx, some API gateways) buffer unless told not to.
 _NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -62,7 +80,9 @@ async def execute_task(
 
 
 @router.get(
-    "/{task_id}/events", response_class=StreamingResponse, responses={**_STREAM_OK, **error_responses(404, 422, 503)}
+    "/{task_id}/events",
+    response_class=StreamingResponse,
+    responses={**_STREAM_OK, **error_responses(404, 422, 503)},
 )
 async def task_events(
     task_id: TaskId,

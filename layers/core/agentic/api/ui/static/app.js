@@ -6,6 +6,8 @@
 //                   reader; after a dropped connection it re-attaches with Last-Event-ID (the last
 //                   cursor seen), so no event is shown twice and none is lost.
 // Task controls (approve, reject, cancel, retry) appear only if the server's OpenAPI has their routes.
+// list.js holds the task list, events.js what each event does to the task page, timeline.js draws the steps' attempts over time, graph.js the pipeline
+// (GET /pipeline, the ASL file). They share this file's globals (classic scripts, no build step).
 
 const TOKEN_KEY = "agentic.token";
 const TERMINAL_EVENTS = new Set(["task_completed", "task_failed", "task_cancelled", "task_rejected"]);
@@ -39,8 +41,14 @@ const state = {
   autorun: null, // a task created by the form: its page executes it
   taskId: null,
   status: null,
+  after: 0, // the last cursor shown on the task page: a new stream (after retry, approve) goes on from it
   listCursor: null,
   listTimer: null,
+  listShown: 0,
+  countdowns: new Map(), // step_id -> interval of a retry's countdown
+  steps: new Map(), // step_id -> {agent, state}: what the step list shows, for the graph and retry-from
+  pipeline: null, // GET /pipeline, drawn once it is known
+  timeline: null,
 };
 
 class ApiError extends Error {
@@ -81,6 +89,12 @@ async function detectFeatures() {
     const create = schemas.TaskCreate;
     state.features.approval = Boolean(create && create.properties && create.properties.approval);
     if (schemas.TaskStatus && Array.isArray(schemas.TaskStatus.enum)) state.features.statuses = schemas.TaskStatus.enum;
+  } catch (err) {
+    // No OpenAPI: the basic view still works, without task controls.
+  }
+  try {
+    const response = await fetch("/pipeline");
+    if (response.ok) state.pipeline = await response.json();
   } catch (err) {
     // No OpenAPI: the basic view still works, without task controls.
   }
@@ -129,6 +143,14 @@ function badge(node, status) {
   node.dataset.status = status;
 }
 
+// "Error: message" once: a message often starts with its error's name already.
+function errorText(d) {
+  const error = d.error || "";
+  const message = d.message || "";
+  if (!error || message === error || message.startsWith(`${error}:`)) return message || error;
+  return message ? `${error}: ${message}` : error;
+}
+
 function clock(timestamp) {
   const date = new Date(timestamp);
   return Number.isNaN(date.getTime()) ? "" : date.toLocaleTimeString([], { hour12: false }) + "." + String(date.getMilliseconds()).padStart(3, "0");
@@ -136,217 +158,45 @@ function clock(timestamp) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// --- the list ---------------------------------------------------------------------------------
-
-async function loadList(append = false) {
-  const params = new URLSearchParams({ limit: "20" });
-  const status = $("#status-filter").value;
-  if (status) params.set("status", status);
-  if (append && state.listCursor) params.set("cursor", state.listCursor);
-  try {
-    const page = await api("GET", `/tasks?${params}`);
-    const body = $("#task-table tbody");
-    if (!append) body.replaceChildren();
-    for (const task of page.items) {
-      const status = el("span");
-      badge(status, task.status);
-      body.append(
-        el(
-          "tr",
-          { dataset: { taskId: task.task_id } },
-          el("td", {}, status),
-          el("td", {}, el("a", { href: `#/tasks/${task.task_id}`, text: task.user_input.slice(0, 140) })),
-          el("td", { className: "muted", text: new Date(task.created_at).toLocaleString() }),
-        ),
-      );
-    }
-    state.listCursor = page.next_cursor;
-    $("#more").hidden = !page.next_cursor;
-    $("#list-empty").hidden = body.children.length > 0;
-    $("#list-error").textContent = "";
-  } catch (err) {
-    if (err.status !== 401) $("#list-error").textContent = err.message;
-  }
-}
-
-function showList() {
-  $("#list-view").hidden = false;
-  $("#approval-label").hidden = !state.features.approval;
-  loadList();
-  // Keep the statuses fresh while the list is on screen.
-  state.listTimer = setInterval(() => {
-    if (!document.hidden && !state.listCursor) loadList();
-  }, 5000);
-}
-
-function setupList() {
-  const filter = $("#status-filter");
-  for (const status of state.features.statuses) filter.append(el("option", { value: status, text: status.replace(/_/g, " ") }));
-  filter.addEventListener("change", () => loadList());
-  $("#refresh").addEventListener("click", () => loadList());
-  $("#more").addEventListener("click", () => loadList(true));
-  $("#create-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const description = $("#description").value;
-    const body = { description };
-    if (state.features.approval && $("#approval").checked) body.approval = true;
-    $("#create-button").disabled = true;
-    try {
-      const task = await api("POST", "/tasks", body);
-      $("#description").value = "";
-      $("#create-error").textContent = "";
-      state.autorun = task.task_id;
-      location.hash = `#/tasks/${task.task_id}`;
-    } catch (err) {
-      if (err.status !== 401) $("#create-error").textContent = err.message;
-    } finally {
-      $("#create-button").disabled = false;
-    }
-  });
-}
-
 // --- the task page ----------------------------------------------------------------------------
 
 function setStatus(status) {
   state.status = status;
-  badge($("#task-status"), status);
+  $("#task-status").hidden = !status;
+  if (status) badge($("#task-status"), status);
   for (const button of document.querySelectorAll("[data-action]")) {
     const action = button.dataset.action;
-    button.hidden = !(state.features.actions.has(action) && ACTION_ALLOWED[action](status));
+    button.hidden = !(status && state.features.actions.has(action) && ACTION_ALLOWED[action](status));
   }
+  $("#retry-from-label").hidden = $('[data-action="retry"]').hidden || state.steps.size === 0;
+  if (status !== "awaiting_approval") $("#approval-box").hidden = true;
+  drawWhere();
+}
+
+// The pipeline graph's highlight: the step running, or planning, or the approval wait.
+function drawWhere() {
+  if (!state.pipeline) return;
+  const done = new Set([...state.steps].filter(([, s]) => s.state === "completed").map(([id]) => id));
+  const running = [...state.steps].find(([, s]) => s.state === "running" || s.state === "retrying");
+  let current = running ? running[0] : null;
+  if (state.status === "analyzing") current = "plan";
+  if (state.status === "awaiting_approval") current = "await_approval";
+  window.pipelineGraph.highlight($("#pipeline"), current, done);
+}
+
+function setNotice(text) {
+  $("#task-notice").textContent = text;
+  $("#task-notice").hidden = !text;
+}
+
+function stopCountdown(stepId) {
+  clearInterval(state.countdowns.get(stepId));
+  state.countdowns.delete(stepId);
 }
 
 function setStreamState(text) {
   $("#stream-state").textContent = text;
   $("#stream-state").dataset.state = text;
-}
-
-function stepRow(stepId, agentType, description) {
-  let row = document.querySelector(`#steps li[data-step-id="${CSS.escape(stepId)}"]`);
-  if (!row) {
-    row = el(
-      "li",
-      { className: "step", dataset: { stepId, state: "pending" } },
-      el("span", { className: "icon", ariaHidden: "true" }),
-      el("strong", { className: "agent", text: agentType || "" }),
-      " ",
-      el("span", { className: "desc muted", text: description || "" }),
-      el("div", { className: "step-state", text: "pending" }),
-    );
-    $("#steps").append(row);
-  }
-  return row;
-}
-
-function setStep(data, stepState, text) {
-  const row = stepRow(data.step_id, data.agent_type, data.description);
-  if (data.agent_type) row.querySelector(".agent").textContent = data.agent_type;
-  if (data.description) row.querySelector(".desc").textContent = data.description;
-  row.dataset.state = stepState;
-  row.querySelector(".step-state").textContent = text;
-  return row;
-}
-
-function showReport(markdown) {
-  const report = $("#report");
-  report.replaceChildren(window.renderMarkdown(markdown));
-  report.dataset.ready = "true";
-}
-
-function summary(event) {
-  const d = event.data || {};
-  switch (event.event_type) {
-    case "task_queued":
-      return `waiting for a free slot (position ${d.position})`;
-    case "plan_created":
-      return (d.steps || []).map((s) => s.agent_type).join(" → ");
-    case "step_started":
-      return `${d.step_id} ${d.agent_type}`;
-    case "step_retrying":
-      return `${d.step_id} ${d.agent_type}: attempt ${d.attempt} in ${d.delay_seconds ?? "?"} s after ${d.error}`;
-    case "partial_output":
-      if (d.delta !== undefined) return `${d.step_id} ${d.agent_type}: +${d.delta.length} characters`;
-      return `${d.step_id} ${d.agent_type}: ${String(d.output || "").split("\n")[0].slice(0, 120)}`;
-    case "step_completed":
-      return `${d.step_id} ${d.agent_type} in ${d.attempts} attempt(s)`;
-    case "error":
-      return `${d.step_id || ""} ${d.error}: ${d.message}`;
-    case "task_failed":
-      return d.error_message || "";
-    case "task_completed":
-      return "the report is ready";
-    default:
-      return Object.keys(d).length ? JSON.stringify(d).slice(0, 200) : "";
-  }
-}
-
-function clearStreamed(d) {
-  const pre = stepRow(d.step_id, d.agent_type).querySelector(".output pre");
-  if (pre) pre.textContent = "";
-}
-
-function applyEvent(event) {
-  const d = event.data || {};
-  $("#events").append(
-    el(
-      "li",
-      { dataset: { cursor: String(event.cursor), type: event.event_type } },
-      el("time", { text: clock(event.timestamp) }),
-      " ",
-      el("code", { text: event.event_type }),
-      " ",
-      el("span", { text: summary(event) }),
-    ),
-  );
-  if (STATUS_AFTER[event.event_type]) setStatus(STATUS_AFTER[event.event_type]);
-  switch (event.event_type) {
-    case "plan_created":
-      for (const step of d.steps || []) stepRow(step.step_id, step.agent_type, step.description);
-      break;
-    case "step_started":
-      setStep(d, "running", "running…");
-      clearStreamed(d);
-      break;
-    case "step_retrying":
-      clearStreamed(d); // the next attempt streams its answer again from the start
-      setStep(d, "retrying", `attempt ${d.attempt - 1} failed (${d.error}); attempt ${d.attempt} in ${d.delay_seconds ?? "?"} s`);
-      break;
-    case "partial_output": {
-      const row = stepRow(d.step_id, d.agent_type);
-      let output = row.querySelector(".output");
-      if (!output) {
-        output = el("details", { className: "output" }, el("summary", { text: "output" }), el("pre"));
-        row.append(output);
-      }
-      if (d.delta !== undefined) {
-        // A model's answer as it streams: the batches add up to the step's output.
-        output.open = true;
-        output.querySelector("pre").textContent += d.delta;
-      } else {
-        output.querySelector("pre").textContent = d.output || "";
-      }
-      break;
-    }
-    case "step_completed":
-      setStep(d, "completed", `done in ${d.attempts} attempt${d.attempts === 1 ? "" : "s"}`);
-      break;
-    case "error":
-      if (d.step_id) setStep(d, "failed", `failed: ${d.message || d.error}`);
-      break;
-    case "approval_requested":
-      $("#task-error").textContent = "This task waits for your approval before the report.";
-      break;
-    case "task_completed":
-      showReport(d.final_output || "");
-      break;
-    case "task_failed":
-    case "task_cancelled":
-    case "task_rejected":
-      $("#task-error").textContent = d.error_message || d.reason || event.event_type.replace(/_/g, " ");
-      break;
-    default:
-      break;
-  }
 }
 
 function stopFollowing() {
@@ -361,7 +211,7 @@ async function follow(taskId, execute) {
   stopFollowing();
   const controller = new AbortController();
   state.follow = controller;
-  let after = 0;
+  let after = state.after;
   let delay = 250;
   let reconnects = 0;
   const path = `/tasks/${encodeURIComponent(taskId)}/${execute ? "execute" : "events"}`;
@@ -404,6 +254,7 @@ async function follow(taskId, execute) {
             // keepalive, stream_timeout, server_stopping and stream_paused carry no cursor; events already shown are skipped.
             if (typeof event.cursor !== "number" || event.cursor <= after) continue;
             after = event.cursor;
+            state.after = after;
             delay = 250;
             applyEvent(event);
             // A retried task's log holds an earlier end followed by task_retried: the last end counts.
@@ -440,15 +291,33 @@ async function follow(taskId, execute) {
 async function refreshTask(taskId) {
   try {
     const task = await api("GET", `/tasks/${encodeURIComponent(taskId)}/status`);
-    if (state.taskId === taskId) setStatus(task.status);
+    if (state.taskId === taskId) {
+      setStatus(task.status);
+      showTotal(task);
+    }
   } catch (err) {
     // The timeline already shows what the stream said.
   }
 }
 
+function showTotal(task) {
+  $("#task-total").textContent = task.duration_seconds == null ? "" : ` · took ${task.duration_seconds.toFixed(2)} s`;
+}
+
 async function showTask(taskId) {
   state.taskId = taskId;
   $("#task-view").hidden = false;
+  // Nothing of the task shown before stays: title, badge, controls, steps, notices.
+  for (const stepId of state.countdowns.keys()) stopCountdown(stepId);
+  state.steps.clear();
+  state.after = 0;
+  $("#retry-from").replaceChildren(el("option", { value: "", text: "the step that did not complete" }));
+  $("#task-title").textContent = "";
+  $("#task-total").textContent = "";
+  setStatus(null);
+  setNotice("");
+  $("#approval-box").hidden = true;
+  state.timeline.reset();
   $("#steps").replaceChildren();
   $("#events").replaceChildren();
   $("#report").replaceChildren(el("p", { className: "muted", text: "The writer's report appears here when the task completes." }));
@@ -462,12 +331,17 @@ async function showTask(taskId) {
   try {
     task = await api("GET", `/tasks/${encodeURIComponent(taskId)}/status`);
   } catch (err) {
+    if (state.taskId !== taskId) return;
+    if (err.status === 404 && (await resolvePrefix(taskId))) return;
+    if (err.status === 404) $("#task-title").textContent = "No such task";
     if (err.status !== 401) $("#task-error").textContent = err.message;
     return;
   }
+  if (state.taskId !== taskId) return; // the user went on to another page meanwhile
   $("#task-title").textContent = task.user_input;
-  setStatus(task.status);
   for (const step of task.steps) stepRow(step.step_id, step.agent_type, step.description);
+  setStatus(task.status);
+  showTotal(task);
   const autorun = state.autorun === taskId;
   state.autorun = null;
   if (task.status === "pending" && !autorun) {
@@ -486,8 +360,11 @@ function setupTask() {
     button.addEventListener("click", async () => {
       const action = button.dataset.action;
       const taskId = state.taskId;
+      if (action === "cancel" && !window.confirm("Cancel this task? Its run stops now; you can retry it later.")) return;
+      const body = {};
+      if (action === "retry" && $("#retry-from").value) body.from_step = $("#retry-from").value;
       try {
-        const task = await api("POST", `/tasks/${encodeURIComponent(taskId)}/${action}`, {});
+        const task = await api("POST", `/tasks/${encodeURIComponent(taskId)}/${action}`, body);
         $("#task-error").textContent = "";
         if (task && task.status) setStatus(task.status);
         if (action === "retry" || action === "approve") follow(taskId, false);
@@ -517,7 +394,12 @@ function route() {
 }
 
 async function main() {
+  state.timeline = window.createTimeline($("#timeline"), $("#timeline-total"));
   await detectFeatures();
+  if (state.pipeline) {
+    window.pipelineGraph.draw($("#pipeline"), state.pipeline);
+    $("#pipeline-details").hidden = false;
+  }
   setupToken();
   setupList();
   setupTask();
