@@ -17,6 +17,7 @@ from typing import Any
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
+from urllib3.exceptions import HTTPError as TransportError
 
 from agentic.chat import ChatReply, ChatRequest, DeltaSink, StructuredSchema, Usage
 from agentic.errors import PermanentAgentError, TransientAgentError
@@ -33,11 +34,6 @@ TRANSIENT_CODES = frozenset(
         "ModelStreamErrorException",
         "ServiceQuotaExceededException",
         "ModelErrorException",
-        # the same, as the stream's own event names
-        "throttlingException",
-        "serviceUnavailableException",
-        "internalServerException",
-        "modelStreamErrorException",
     }
 )
 
@@ -46,6 +42,8 @@ def client_error(exc: ClientError, model_id: str) -> Exception:
     """The core's error for a Bedrock ``ClientError``: the one table of this adapter."""
     error = exc.response.get("Error", {})
     code = str(error.get("Code") or "")
+    # An error inside the event stream has the event's name ("throttlingException"): one table for both.
+    code = code[:1].upper() + code[1:]
     message = str(error.get("Message") or exc)[:300]
     if code in TRANSIENT_CODES:
         return TransientAgentError(f"Bedrock {code}: {message}")
@@ -177,13 +175,7 @@ class BedrockChatModel:
                     if "metadata" in value:
                         used = value["metadata"].get("usage", {})
                         usage = Usage(int(used.get("inputTokens", 0)), int(used.get("outputTokens", 0)))
-                    for name in TRANSIENT_CODES:
-                        if name in value:  # an error event inside the stream
-                            raise TransientAgentError(f"Bedrock {name}: {value[name].get('message', '')}")
-                    if "validationException" in value:
-                        raise PermanentAgentError(
-                            f"Bedrock validationException: {value['validationException'].get('message', '')}"
-                        )
+                    # (an exception frame inside the stream reaches us as botocore's EventStreamError)
         except TimeoutError:
             raise TransientAgentError(
                 f"Bedrock did not finish within MODEL_TIMEOUT_SECONDS={self.timeout_seconds:g}"
@@ -193,6 +185,10 @@ class BedrockChatModel:
             for stream in opened:  # a cancelled or failed step: close the connection now
                 _quietly(stream.close)
             reader.add_done_callback(lambda f: f.exception())  # the thread ends on the closed stream
+        if stop_reason is None:
+            # The body ended cleanly but the answer did not (a proxy or the service closed early):
+            # what arrived is not the whole answer, so it must not become the step's output.
+            raise TransientAgentError("Bedrock's stream ended before the answer did (no messageStop)")
         if stop_reason == "max_tokens":
             logger.warning("the model stopped at MODEL_MAX_OUTPUT_TOKENS", extra={"model_id": self.model_id})
         text = "".join(tool_input) if arguments.get("toolConfig") else "".join(parts)
@@ -209,6 +205,8 @@ class BedrockChatModel:
             )
         if isinstance(exc, ConnectionError | BotoCoreError):
             return TransientAgentError(f"the connection to Bedrock failed: {exc}")
+        if isinstance(exc, TransportError):  # the body broke off mid-answer
+            return TransientAgentError(f"the connection to Bedrock broke mid-answer: {exc}")
         if isinstance(exc, json.JSONDecodeError):
             return TransientAgentError(f"Bedrock sent a malformed event: {exc}")
         return TransientAgentError(f"the Bedrock call failed: {type(exc).__name__}: {exc}")
