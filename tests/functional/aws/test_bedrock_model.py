@@ -137,7 +137,7 @@ def test_a_slow_stream_times_out_and_the_connection_is_closed(fake_bedrock: Fake
     fake_bedrock.script(Reply(text="slow " * 200, chunk=5, delay=0.2))
     # When the adapter waits at most 0.6 s
     started = time.monotonic()
-    with pytest.raises(TransientAgentError, match="MODEL_TIMEOUT_SECONDS=0.6"):
+    with pytest.raises(TransientAgentError, match=r"MODEL_TIMEOUT_SECONDS=0\.6"):
         stream(model(timeout=0.6))
     # Then the server sees the client go away (it does not keep streaming to nobody)
     assert wait_for(lambda: fake_bedrock.disconnects)

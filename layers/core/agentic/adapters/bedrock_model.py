@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from botocore.config import Config
@@ -182,8 +181,8 @@ class BedrockChatModel:
             ) from None
         finally:
             stop.set()
-            for stream in opened:  # a cancelled or failed step: close the connection now
-                _quietly(stream.close)
+            for stream in opened:  # a cancelled or failed step: hang up now
+                _hang_up(stream)
             reader.add_done_callback(lambda f: f.exception())  # the thread ends on the closed stream
         if stop_reason is None:
             # The body ended cleanly but the answer did not (a proxy or the service closed early):
@@ -212,6 +211,18 @@ class BedrockChatModel:
         return TransientAgentError(f"the Bedrock call failed: {type(exc).__name__}: {exc}")
 
 
-def _quietly(close: Callable[[], Any]) -> None:
-    with contextlib.suppress(Exception):  # closing an already broken stream
-        close()
+def _hang_up(stream: Any) -> None:
+    """End the connection of a ConverseStream whose reader thread may be blocked in a read.
+
+    Closing the response from this thread would wait for the reader's lock (a model thinking for
+    seconds keeps it), so the socket is shut down instead: the blocked read returns at once and the
+    reader thread closes the connection (its ``finally``). Only without urllib3's ``shutdown``
+    (before 2.3) is the stream closed from here.
+    """
+    shutdown = getattr(getattr(stream, "_raw_stream", None), "shutdown", None)
+    with contextlib.suppress(Exception):  # an already closed or broken stream
+        if shutdown is not None:
+            shutdown()
+            return
+    with contextlib.suppress(Exception):
+        stream.close()
