@@ -3,14 +3,19 @@
 Table layout (``template.yaml`` declares the same table; ``create_table`` builds it for tests)::
 
     pk (S, hash)      sk (S, range)            attributes
-    TASK#<task_id>    TASK                     doc (the TaskState as JSON), status, owner,
+    TASK#<task_id>    TASK                     doc (the TaskState as JSON, without step outputs),
+                                               final_out (S, the sk of the output that is the
+                                               final output), status, owner,
                                                created_at, version (N), event_seq (N),
                                                gsi1pk = OWNER#<owner>,
+                                               gsi2pk = OWNER#<owner>#STATUS#<status>
                                                gsi1sk = <created_at, fixed-width UTC>#<task_id>
     TASK#<task_id>    KEY#<event key>          expires_at (N): this idempotency key was written
-
-                                               gsi2pk = OWNER#<owner>#STATUS#<status>
-    TASK#<task_id>    EVT#<cursor, 12 digits>  event_type, timestamp, data (JSON), expires_at (N)
+    TASK#<task_id>    OUT#<step_id>#<attempts> text (S, raw UTF-8), expires_at (N): the output of
+                                               the step's attempt that completed it
+    TASK#<task_id>    EVT#<cursor, 12 digits>  event_type, timestamp, data (JSON), expires_at (N),
+                                               ref + ref_field (S, S): data[ref_field] is the text
+                                               of the OUT# item ref
 
     GSI gsi1: hash gsi1pk, range gsi1sk (an owner's tasks, newest first).
     GSI gsi2: hash gsi2pk, range gsi1sk (an owner's tasks in one status, newest first).
@@ -19,6 +24,16 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
     TTL on expires_at: events and keys expire event_ttl_days after they were written; the task item's
     expiry moves forward with every update, so a task never expires before the end of its log.
     On-demand billing.
+
+Step outputs are stored once, as their own items: the transaction that completes a step puts its
+``OUT#`` item (its text as a raw string, so a 3-byte character costs 3 bytes, not a 6-byte JSON
+escape) and its ``partial_output`` event refers to it; the task item holds no output, and the final
+output is a reference to the last step's ``OUT#`` item (the ``task_completed`` event refers to it
+too). The task item therefore stays a few KB however long the outputs are, and every update, which
+rewrites it, costs the same. ``get`` and ``read_events`` put the texts back (one BatchGetItem; an
+output never changes once written, so a container keeps the ones it read); ``list`` and
+``list_in_status`` put back the final output only, as the SQLite store's listings do. An ``OUT#``
+item expires like the events, ``event_ttl_days`` after it was written.
 
 How the contract of ``TaskStore`` holds here:
 
@@ -73,7 +88,7 @@ from agentic.errors import (
     TaskNotFound,
     WriteConflict,
 )
-from agentic.models import EventType, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
+from agentic.models import EventType, NewEvent, StepStatus, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
 from agentic.ports import Mutation
 
 if TYPE_CHECKING:
@@ -105,6 +120,12 @@ _BATCH_GET_MAX_KEYS = 100
 _TASK_SK = "TASK"
 _EVENT_PREFIX = "EVT#"
 _KEY_PREFIX = "KEY#"
+_OUTPUT_PREFIX = "OUT#"
+#: The stored task document leaves out step outputs (they are OUT# items).
+_WITHOUT_OUTPUTS: Any = {"execution_plan": {"steps": {"__all__": {"output"}}}}
+_WITHOUT_OUTPUTS_AND_FINAL: Any = {**_WITHOUT_OUTPUTS, "final_output": True}
+#: Output texts a container keeps (they never change once written), in characters.
+_TEXT_CACHE_CHARS = 8_000_000
 _CURSOR_DIGITS = 12
 _MAX_CURSOR = 10**_CURSOR_DIGITS - 1
 #: Per-item reason codes of a cancelled transaction that mean "a condition or a concurrent write".
@@ -240,6 +261,55 @@ def _key_sk(key: str) -> str:
     return _KEY_PREFIX + key
 
 
+def _output_sk(step_id: str, attempts: int) -> str:
+    return f"{_OUTPUT_PREFIX}{step_id}#{attempts}"
+
+
+def _completed_outputs(task: TaskState) -> dict[str, str]:
+    """The OUT# sk of each completed step of ``task`` -> its output (None-free)."""
+    plan = task.execution_plan
+    if plan is None:
+        return {}
+    return {
+        _output_sk(s.step_id, s.attempts): s.output
+        for s in plan.steps
+        if s.status is StepStatus.COMPLETED and s.output is not None
+    }
+
+
+def _final_sk(task: TaskState, stored: Collection[str]) -> str | None:
+    """The OUT# item holding the task's final output (the last completed step whose output it is)."""
+    if task.final_output is None or task.execution_plan is None:
+        return None
+    for step in reversed(task.execution_plan.steps):
+        sk = _output_sk(step.step_id, step.attempts)
+        if step.status is StepStatus.COMPLETED and step.output == task.final_output and sk in stored:
+            return sk
+    return None
+
+
+def _reference(
+    event: NewEvent, task: TaskState, final_sk: str | None, stored: Collection[str]
+) -> tuple[str, str] | None:
+    """(field, OUT# sk) when ``event`` carries a text stored as an output item of ``task``.
+
+    A step's ``partial_output`` with its whole output, and the ``task_completed`` with the final
+    output: their data keep a reference instead of a second copy.
+    """
+    data = event.data
+    if event.event_type is EventType.PARTIAL_OUTPUT and isinstance(data.get("output"), str):
+        plan = task.execution_plan
+        for step in plan.steps if plan is not None else []:
+            if step.step_id == data.get("step_id") and step.status is StepStatus.COMPLETED:
+                sk = _output_sk(step.step_id, step.attempts)
+                if step.output == data["output"] and sk in stored:
+                    return "output", sk
+    final = data.get("final_output")
+    if event.event_type is EventType.TASK_COMPLETED and final_sk is not None and final == task.final_output:
+        return "final_output", final_sk
+    return None
+
+
 def _gsi1sk(created_at: str, task_id: str) -> str:
     return f"{created_at}#{task_id}"
 
@@ -261,6 +331,16 @@ def _parse_task(item: Item) -> TaskState:
     return TaskState.model_validate_json(item["doc"]["S"])
 
 
+def _final_out(item: Item) -> str | None:
+    value = item.get("final_out")
+    return value["S"] if value is not None and "S" in value else None
+
+
+def _dump(task: TaskState, final_sk: str | None) -> str:
+    """The stored document: no step outputs, and no final output when an OUT# item holds it."""
+    return task.model_dump_json(exclude=_WITHOUT_OUTPUTS if final_sk is None else _WITHOUT_OUTPUTS_AND_FINAL)
+
+
 def _invalid_cursor() -> InvalidInput:
     return InvalidInput("cursor is not valid: pass back the next_cursor of a previous page")
 
@@ -276,12 +356,15 @@ class _PendingEvent:
 
     event: NewEvent
     data: str
+    #: (field, OUT# sk): ``data`` lacks that field, which is the text of that output item.
+    ref: tuple[str, str] | None = None
 
     @classmethod
-    def of(cls, event: NewEvent) -> _PendingEvent:
-        data = json.dumps(event.data, default=str)
+    def of(cls, event: NewEvent, ref: tuple[str, str] | None = None) -> _PendingEvent:
+        stored = event.data if ref is None else {k: v for k, v in event.data.items() if k != ref[0]}
+        data = json.dumps(stored, default=str, ensure_ascii=False)  # 3 bytes a CJK character, not 6
         check_payload_size(f"the data of a {event.event_type.value} event of task {event.task_id}", data)
-        return cls(event, data)
+        return cls(event, data, ref)
 
     @property
     def cost(self) -> tuple[int, int]:
@@ -311,6 +394,10 @@ class DynamoDBTaskStore:
         self.event_ttl_seconds = event_ttl_days * 86400
         self._client: DynamoDBClient | None = client
         self._client_lock = threading.Lock()
+        # (task_id, OUT# sk) -> text: outputs never change once written, so reading one once is enough.
+        self._texts: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._texts_chars = 0
+        self._texts_lock = threading.Lock()
 
     @property
     def client(self) -> DynamoDBClient:
@@ -337,11 +424,104 @@ class DynamoDBTaskStore:
     def _expires_at(self) -> str:
         return str(int(time.time()) + self.event_ttl_seconds)
 
+    # --- output texts ----------------------------------------------------------------------------
+
+    def _remember_texts(self, task_id: str, texts: Mapping[str, str]) -> None:
+        with self._texts_lock:
+            for sk, text in texts.items():
+                key = (task_id, sk)
+                if key in self._texts:
+                    self._texts.move_to_end(key)
+                    continue
+                self._texts[key] = text
+                self._texts_chars += len(text)
+            while self._texts_chars > _TEXT_CACHE_CHARS and self._texts:
+                _, dropped = self._texts.popitem(last=False)
+                self._texts_chars -= len(dropped)
+
+    def _texts_of(self, wanted: Collection[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The texts of the OUT# items ``(task_id, sk)`` that exist: cached, or read (BatchGetItem)."""
+        found: dict[tuple[str, str], str] = {}
+        missing: builtins.list[tuple[str, str]] = []
+        with self._texts_lock:
+            for key in dict.fromkeys(wanted):
+                text = self._texts.get(key)
+                if text is None:
+                    missing.append(key)
+                else:
+                    found[key] = text
+        for start in range(0, len(missing), _BATCH_GET_MAX_KEYS):
+            request: dict[str, KeysAndAttributesTypeDef] = {
+                self.table_name: {
+                    "Keys": [{"pk": {"S": _task_pk(t)}, "sk": {"S": sk}} for t, sk in missing[start : start + 100]],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "pk, sk, #text",
+                    "ExpressionAttributeNames": {"#text": "text"},
+                }
+            }
+            for attempt in range(MAX_ATTEMPTS):
+                response = self.client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self.table_name, []):
+                    task_id = item["pk"]["S"].removeprefix("TASK#")
+                    found[(task_id, item["sk"]["S"])] = item["text"]["S"]
+                    self._remember_texts(task_id, {item["sk"]["S"]: item["text"]["S"]})
+                unprocessed = response.get("UnprocessedKeys", {})
+                if not unprocessed:
+                    break
+                request = cast("dict[str, KeysAndAttributesTypeDef]", unprocessed)  # throttled or over 16 MB
+                _pause(attempt)
+            else:
+                raise RetryableStoreError("DynamoDB kept some step outputs unread; try again")
+        return found
+
+    def _with_texts(
+        self, stored: builtins.list[tuple[TaskState, str | None]], *, outputs: bool = True
+    ) -> builtins.list[tuple[TaskState, set[str]]]:
+        """Tasks as read (document, final_out) with their texts put back, and the OUT# sks that exist.
+
+        ``outputs=False`` puts back the final output only (a listing).
+        """
+        wanted: builtins.list[tuple[str, str]] = []
+        for task, final_sk in stored:
+            plan = task.execution_plan
+            if outputs and plan is not None:
+                wanted += [
+                    (task.task_id, _output_sk(s.step_id, s.attempts))
+                    for s in plan.steps
+                    if s.status is StepStatus.COMPLETED and s.output is None
+                ]
+            if final_sk is not None and task.final_output is None:
+                wanted.append((task.task_id, final_sk))
+        texts = self._texts_of(wanted) if wanted else {}
+        filled: builtins.list[tuple[TaskState, set[str]]] = []
+        for task, final_sk in stored:
+            exist = {sk for (task_id, sk) in texts if task_id == task.task_id}
+            changes: dict[str, Any] = {}
+            plan = task.execution_plan
+            if outputs and plan is not None and any(_output_sk(s.step_id, s.attempts) in exist for s in plan.steps):
+                steps = [
+                    s.model_copy(update={"output": texts[(task.task_id, sk)]})
+                    if s.status is StepStatus.COMPLETED
+                    and s.output is None
+                    and (sk := _output_sk(s.step_id, s.attempts)) in exist
+                    else s
+                    for s in plan.steps
+                ]
+                changes["execution_plan"] = plan.model_copy(update={"steps": steps})
+            if final_sk is not None and task.final_output is None:
+                changes["final_output"] = texts.get((task.task_id, final_sk))
+            filled.append((task.model_copy(update=changes) if changes else task, exist))
+        return filled
+
+    def _inflate(self, item: Item) -> tuple[TaskState, set[str]]:
+        """The task of a task item, whole, and the OUT# sks of it that exist."""
+        return self._with_texts([(_parse_task(item), _final_out(item))])[0]
+
     # --- tasks ---------------------------------------------------------------------------------
 
     @_retryable
     def create(self, task: TaskState) -> TaskState:
-        doc = task.model_dump_json()
+        doc = task.model_dump_json()  # a new task: no step has run, nothing is stored elsewhere yet
         check_payload_size(f"task {task.task_id}", doc)
         created_at = sort_key(task.created_at)
         item: dict[str, AttributeValueTypeDef] = {
@@ -383,11 +563,11 @@ class DynamoDBTaskStore:
             TableName=self.table_name,
             Key=_task_key(task_id),
             ConsistentRead=True,
-            ProjectionExpression="#doc",
+            ProjectionExpression="#doc, final_out",
             ExpressionAttributeNames={"#doc": "doc"},
         )
         item = response.get("Item")
-        return _parse_task(item) if item and "doc" in item else None
+        return self._inflate(item)[0] if item and "doc" in item else None
 
     @_retryable
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
@@ -453,18 +633,20 @@ class DynamoDBTaskStore:
             self.table_name: {
                 "Keys": [{"pk": {"S": pk}, "sk": {"S": _TASK_SK}} for pk in pks],
                 "ConsistentRead": True,
-                "ProjectionExpression": "pk, #doc",
+                "ProjectionExpression": "pk, #doc, final_out",
                 "ExpressionAttributeNames": {"#doc": "doc"},
             }
         }
+        stored: dict[str, tuple[TaskState, str | None]] = {}
         for attempt in range(MAX_ATTEMPTS):
             response = self.client.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(self.table_name, []):
                 if "doc" in item:
-                    docs[item["pk"]["S"]] = _parse_task(item)
+                    stored[item["pk"]["S"]] = (_parse_task(item), _final_out(item))
             unprocessed = response.get("UnprocessedKeys", {})
             if not unprocessed:
-                return docs
+                filled = self._with_texts(builtins.list(stored.values()), outputs=False)
+                return {pk: task for pk, (task, _) in zip(stored, filled, strict=True)}
             request = cast("dict[str, KeysAndAttributesTypeDef]", unprocessed)  # throttled or over 16 MB
             _pause(attempt)
         raise RetryableStoreError("DynamoDB kept some of the page unread; try again")
@@ -485,7 +667,8 @@ class DynamoDBTaskStore:
         tasks: builtins.list[TaskState] = []
         while True:
             response = self.client.scan(**params)
-            tasks.extend(_parse_task(item) for item in response.get("Items", []) if "doc" in item)
+            found = [(_parse_task(item), _final_out(item)) for item in response.get("Items", []) if "doc" in item]
+            tasks.extend(task for task, _ in self._with_texts(found, outputs=False))
             last = response.get("LastEvaluatedKey")
             if not last:
                 return tasks
@@ -502,7 +685,7 @@ class DynamoDBTaskStore:
         **changes: Any,
     ) -> TaskState:
         expected = {TaskStatus(s) for s in expect}
-        pending = [_PendingEvent.of(e) for e in events if e.task_id == task_id]
+        remaining = [e for e in events if e.task_id == task_id]
         elsewhere = [e for e in events if e.task_id != task_id]
         for attempt in range(MAX_ATTEMPTS):
             # Read, check, write conditionally; a failed condition loops back here, where the
@@ -510,14 +693,24 @@ class DynamoDBTaskStore:
             item = self._read_task_item(task_id)
             if item is None:
                 raise TaskNotFound(task_id)
-            task = _parse_task(item)
+            task, stored = self._inflate(item)
             if task.status not in expected:
                 raise InvalidTransition.unexpected(task_id, task.status.value, (s.value for s in expected))
             applied = {**changes, **mutate(task)} if mutate is not None else changes
             updated = task.model_copy(update={**applied, "updated_at": utcnow()})
-            doc = updated.model_dump_json()
+            # A step completed by this write: its output becomes an OUT# item, written with it.
+            outputs = {sk: text for sk, text in _completed_outputs(updated).items() if sk not in stored}
+            for sk, text in outputs.items():
+                check_payload_size(f"the output {sk} of task {task_id}", text)
+            stored = stored | set(outputs)
+            final_sk = _final_sk(updated, stored)
+            doc = _dump(updated, final_sk)
             check_payload_size(f"task {task_id}", doc)
-            batch, rest = self._fit_transaction(pending, len(doc))
+            pending = [_PendingEvent.of(e, _reference(e, updated, final_sk, stored)) for e in remaining]
+            output_puts = [self._output_put(task_id, sk, text) for sk, text in outputs.items()]
+            batch, rest = self._fit_transaction(
+                pending, len(doc) + sum(len(text.encode()) for text in outputs.values()), len(output_puts)
+            )
             version = _number(item, "version")
             seq = _number(item, "event_seq")
             names = {"#doc": "doc", "#status": "status", "#version": "version"}
@@ -534,6 +727,13 @@ class DynamoDBTaskStore:
             values[":expires"] = {"N": self._expires_at()}
             names["#gsi2pk"] = "gsi2pk"
             values[":gsi2pk"] = {"S": _gsi2pk(updated.owner, updated.status)}
+            names["#final_out"] = "final_out"
+            remove = ""
+            if final_sk is None:
+                remove = " REMOVE #final_out"
+            else:
+                sets += ", #final_out = :final_out"
+                values[":final_out"] = {"S": final_sk}
             condition = f"attribute_exists(pk) AND #status IN ({', '.join(f':e{i}' for i in range(len(expected)))})"
             if version is None:
                 condition += " AND attribute_not_exists(#version)"
@@ -552,23 +752,25 @@ class DynamoDBTaskStore:
             change: UpdateTypeDef = {
                 "TableName": self.table_name,
                 "Key": _task_key(task_id),
-                "UpdateExpression": sets,
+                "UpdateExpression": sets + remove,
                 "ConditionExpression": condition,
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
             }
-            if not batch:
+            if not batch and not output_puts:
                 codes = self._attempt(partial(self.client.update_item, **change))
                 if codes is None:
                     break
                 _pause(attempt)
                 continue
-            written, already = self._write_events(task_id, {"Update": change}, batch, seq or 0)
+            written, already = self._write_events(task_id, {"Update": change}, batch, seq or 0, output_puts)
             if written is not None:
+                self._remember_texts(task_id, outputs)
                 break
             if already:
                 # Some keys were written before: drop those events and write at once.
-                pending = [p for p in pending if p not in already]
+                skipped = {id(p.event) for p in already}
+                remaining = [e for e in remaining if id(e) not in skipped]
                 continue
             _pause(attempt)
         else:
@@ -579,12 +781,25 @@ class DynamoDBTaskStore:
             self.append_event(event)
         return updated
 
+    def _output_put(self, task_id: str, sk: str, text: str) -> TransactWriteItemTypeDef:
+        return {
+            "Put": {
+                "TableName": self.table_name,
+                "Item": {
+                    "pk": {"S": _task_pk(task_id)},
+                    "sk": {"S": sk},
+                    "text": {"S": text},
+                    "expires_at": {"N": self._expires_at()},
+                },
+            }
+        }
+
     @staticmethod
     def _fit_transaction(
-        pending: builtins.list[_PendingEvent], doc_bytes: int
+        pending: builtins.list[_PendingEvent], doc_bytes: int, other_items: int = 0
     ) -> tuple[builtins.list[_PendingEvent], builtins.list[_PendingEvent]]:
-        """The events that fit in one transaction with the task item, and the rest."""
-        items, size = 1, doc_bytes + _ITEM_OVERHEAD_BYTES
+        """The events that fit in one transaction with the task item (and ``other_items``), and the rest."""
+        items, size = 1 + other_items, doc_bytes + (1 + other_items) * _ITEM_OVERHEAD_BYTES
         for index, event in enumerate(pending):
             more_items, more_bytes = event.cost
             items, size = items + more_items, size + more_bytes
@@ -596,7 +811,20 @@ class DynamoDBTaskStore:
 
     @_retryable
     def append_event(self, event: NewEvent) -> StreamEvent | None:
-        return self._append(_PendingEvent.of(event))
+        return self._append(self._pending_alone(event))
+
+    def _pending_alone(self, event: NewEvent) -> _PendingEvent:
+        """An event written on its own; one that repeats a stored output refers to its OUT# item."""
+        data = event.data
+        carries_text = (event.event_type is EventType.PARTIAL_OUTPUT and isinstance(data.get("output"), str)) or (
+            event.event_type is EventType.TASK_COMPLETED and isinstance(data.get("final_output"), str)
+        )
+        if carries_text:
+            item = self._read_task_item(event.task_id)
+            if item is not None:
+                task, stored = self._inflate(item)
+                return _PendingEvent.of(event, _reference(event, task, _final_sk(task, stored), stored))
+        return _PendingEvent.of(event)
 
     def _append(self, pending: _PendingEvent) -> StreamEvent | None:
         task_id = pending.event.task_id
@@ -640,8 +868,9 @@ class DynamoDBTaskStore:
         task_write: TransactWriteItemTypeDef,
         batch: builtins.list[_PendingEvent],
         seq: int,
+        others: Sequence[TransactWriteItemTypeDef] = (),
     ) -> tuple[builtins.list[StreamEvent] | None, set[_PendingEvent]]:
-        """One transaction: ``task_write`` (which moves event_seq past the batch) and the events.
+        """One transaction: ``task_write`` (which moves event_seq past the batch), the events, ``others``.
 
         Returns the written events, or None and the events whose key was already written.
         """
@@ -667,22 +896,26 @@ class DynamoDBTaskStore:
                         }
                     }
                 )
+            stored: dict[str, AttributeValueTypeDef] = {
+                "pk": {"S": _task_pk(task_id)},
+                "sk": {"S": _event_sk(cursor)},
+                "event_type": {"S": event.event_type.value},
+                "timestamp": {"S": event.timestamp.isoformat()},
+                "data": {"S": pending.data},
+                "expires_at": {"N": expires_at},
+            }
+            if pending.ref is not None:
+                stored["ref_field"], stored["ref"] = {"S": pending.ref[0]}, {"S": pending.ref[1]}
             items.append(
                 {
                     "Put": {
                         "TableName": self.table_name,
-                        "Item": {
-                            "pk": {"S": _task_pk(task_id)},
-                            "sk": {"S": _event_sk(cursor)},
-                            "event_type": {"S": event.event_type.value},
-                            "timestamp": {"S": event.timestamp.isoformat()},
-                            "data": {"S": pending.data},
-                            "expires_at": {"N": expires_at},
-                        },
+                        "Item": stored,
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }
                 }
             )
+        items.extend(others)
         token = _request_token(task_id, items)
         codes = self._attempt(lambda: self.client.transact_write_items(TransactItems=items, ClientRequestToken=token))
         if codes is None:
@@ -711,24 +944,32 @@ class DynamoDBTaskStore:
             "ScanIndexForward": True,
         }
         events: builtins.list[StreamEvent] = []
+        refs: builtins.list[tuple[dict[str, Any], str, str]] = []
         while len(events) < limit:
             params["Limit"] = limit - len(events)
             response = self.client.query(**params)
-            # Items this store wrote itself: build them without validating again.
-            events.extend(
-                StreamEvent.model_construct(
-                    event_type=EventType(item["event_type"]["S"]),
-                    task_id=task_id,
-                    timestamp=datetime.fromisoformat(item["timestamp"]["S"]),
-                    cursor=int(item["sk"]["S"][len(_EVENT_PREFIX) :]),
-                    data=json.loads(item["data"]["S"]),
+            for item in response.get("Items", []):
+                data = json.loads(item["data"]["S"])
+                if "ref" in item:
+                    refs.append((data, item["ref_field"]["S"], item["ref"]["S"]))
+                # Items this store wrote itself: build them without validating again.
+                events.append(
+                    StreamEvent.model_construct(
+                        event_type=EventType(item["event_type"]["S"]),
+                        task_id=task_id,
+                        timestamp=datetime.fromisoformat(item["timestamp"]["S"]),
+                        cursor=int(item["sk"]["S"][len(_EVENT_PREFIX) :]),
+                        data=data,
+                    )
                 )
-                for item in response.get("Items", [])
-            )
             last = response.get("LastEvaluatedKey")
             if not last:
                 break
             params["ExclusiveStartKey"] = last
+        if refs:
+            texts = self._texts_of([(task_id, sk) for _, _, sk in refs])
+            for data, name, sk in refs:
+                data[name] = texts.get((task_id, sk))
         return events[:limit]
 
 
