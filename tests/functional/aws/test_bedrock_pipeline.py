@@ -129,3 +129,53 @@ def test_a_permanent_bedrock_error_fails_the_task_naming_the_setting(
     assert setting in task.error_message
     assert len(fake_bedrock.requests) == 1  # no retry of a permanent error
     assert "step_retrying" not in types(events)
+
+
+# --- outputs of any realistic size -------------------------------------------------------------------
+
+#: 100,000 characters of 3 bytes each (CJK): 300,000 bytes of UTF-8, 600,000 as JSON \u escapes.
+CJK_REPORT = "".join(("指数退避与抖动" * 9 + "\n") if n % 50 == 0 else "重试" for n in range(50_000))[:100_000]
+
+
+def raw_items(task_id: str) -> dict[str, dict[str, Any]]:
+    client = get_system().store.client
+    items = client.query(
+        TableName=get_system().settings.table_name,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"TASK#{task_id}"}},
+        ConsistentRead=True,
+    )["Items"]
+    return {item["sk"]["S"]: item for item in items}
+
+
+def item_bytes(item: dict[str, Any]) -> int:
+    """DynamoDB's item size: attribute names plus values (strings as UTF-8)."""
+    return sum(len(name.encode()) + len(next(iter(value.values())).encode()) for name, value in item.items())
+
+
+def test_a_100k_character_cjk_report_completes_and_the_task_item_stays_flat(pipeline, fake_bedrock: FakeBedrock):
+    # Given Bedrock streaming a 10-character report for one task, 100,000 CJK characters for another
+    on_bedrock(pipeline)
+    pipeline.configure(STREAM_DELTA_CHARS="1000")
+    fake_bedrock.script(Reply(tool_input=analysis()), Reply(text="short text"))
+    small_id, _ = run_task(pipeline)
+    fake_bedrock.script(Reply(tool_input=analysis()), Reply(text=CJK_REPORT, chunk=2000))
+    # When the second task runs through the real state machine and handlers
+    task_id, events = run_task(pipeline)
+    # Then it completed with the whole report, in the task (as the status API shows it) and in the log
+    assert types(events) == SEED_SEQUENCE
+    response = invoke("QueryTasksFunction", http_event("query_tasks_status.json", task_id=task_id))
+    final = json.loads(response["body"])["final_output"]
+    assert final.startswith(CJK_REPORT)
+    assert final == get_system().store.get(task_id).final_output
+    writer_partial = [e.data for e in events if e.event_type.value == "partial_output" and "output" in e.data][-1]
+    assert writer_partial["output"] == final
+    assert events[-1].data["final_output"] == final
+    assert "".join(e.data["delta"] for e in events if "delta" in e.data) == final
+    # And every item is under DynamoDB's 400 KB, and the task item did not grow with the report
+    items, small = raw_items(task_id), raw_items(small_id)
+    assert max(item_bytes(item) for item in items.values()) < 400 * 1024
+    assert item_bytes(items["TASK"]) < 8 * 1024
+    assert abs(item_bytes(items["TASK"]) - item_bytes(small["TASK"])) < 256
+    # And no Step Functions payload carried it: the whole execution history is far under 256 KB
+    assert len(json.dumps(pipeline.history(task_id), default=str).encode()) < 256 * 1024
