@@ -509,7 +509,9 @@ def test_step_outputs_and_the_final_output_read_back_whole(store):
     assert listed.final_output == CJK_OUTPUT
     # And the log's events carry the texts they were written with
     partials = [e.data for e in log if e.event_type is EventType.PARTIAL_OUTPUT]
-    assert [(d["step_id"], d["output"]) for d in partials] == list(zip(["step_001", "step_002", "step_003"], outputs))
+    assert [(d["step_id"], d["output"]) for d in partials] == list(
+        zip(["step_001", "step_002", "step_003"], outputs, strict=True)
+    )
     assert log[-1].data == {"final_output": CJK_OUTPUT}
 
 

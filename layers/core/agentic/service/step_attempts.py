@@ -50,6 +50,7 @@ def bound_output(text: str) -> str:
         return text
     return encoded[:MAX_OUTPUT_BYTES].decode(errors="ignore")  # drops a character cut in two
 
+
 #: Given the error name and the failed attempt (0-based): seconds until the retry, or None.
 RetryDelay = Callable[[str, int], float | None]
 
