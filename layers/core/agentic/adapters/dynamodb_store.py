@@ -439,8 +439,12 @@ class DynamoDBTaskStore:
                 _, dropped = self._texts.popitem(last=False)
                 self._texts_chars -= len(dropped)
 
-    def _texts_of(self, wanted: Collection[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        """The texts of the OUT# items ``(task_id, sk)`` that exist: cached, or read (BatchGetItem)."""
+    def _texts_of(self, wanted: Collection[tuple[str, str]], *, batch: bool = False) -> dict[tuple[str, str], str]:
+        """The texts of the OUT# items ``(task_id, sk)`` that exist: cached, or read.
+
+        One task's outputs (a few) are read with GetItem, which every function that reads a task
+        holds; a listing's final outputs (``batch``) with BatchGetItem, as the listing's documents.
+        """
         found: dict[tuple[str, str], str] = {}
         missing: builtins.list[tuple[str, str]] = []
         with self._texts_lock:
@@ -450,6 +454,19 @@ class DynamoDBTaskStore:
                     missing.append(key)
                 else:
                     found[key] = text
+        if not batch:
+            for task_id, sk in missing:
+                item = self.client.get_item(
+                    TableName=self.table_name,
+                    Key={"pk": {"S": _task_pk(task_id)}, "sk": {"S": sk}},
+                    ConsistentRead=True,
+                    ProjectionExpression="#text",
+                    ExpressionAttributeNames={"#text": "text"},
+                ).get("Item")
+                if item is not None and "text" in item:
+                    found[(task_id, sk)] = item["text"]["S"]
+                    self._remember_texts(task_id, {sk: item["text"]["S"]})
+            return found
         for start in range(0, len(missing), _BATCH_GET_MAX_KEYS):
             request: dict[str, KeysAndAttributesTypeDef] = {
                 self.table_name: {
@@ -492,7 +509,7 @@ class DynamoDBTaskStore:
                 ]
             if final_sk is not None and task.final_output is None:
                 wanted.append((task.task_id, final_sk))
-        texts = self._texts_of(wanted) if wanted else {}
+        texts = self._texts_of(wanted, batch=not outputs) if wanted else {}
         filled: builtins.list[tuple[TaskState, set[str]]] = []
         for task, final_sk in stored:
             exist = {sk for (task_id, sk) in texts if task_id == task.task_id}
