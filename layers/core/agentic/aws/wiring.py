@@ -13,7 +13,7 @@ from typing import Any
 from agentic.adapters.model_clients import build_model_client
 from agentic.adapters.s3_reader import S3DocumentReader
 from agentic.adapters.sfn_executor import StepFunctionsExecutor, UnconfiguredExecutor
-from agentic.agents.catalog import registry_for
+from agentic.agents.catalog import check_model_settings, registry_for
 from agentic.errors import AgenticError
 from agentic.pipeline import load_pipeline
 from agentic.ports import Executor, TaskStore
@@ -48,10 +48,13 @@ def build_aws_system(
     from agentic.adapters.dynamodb_store import DynamoDBPollingWaiter, DynamoDBTaskStore
 
     store = DynamoDBTaskStore(settings.table_name, dynamodb_client)
-    model = build_model_client(settings)
-    ops = PipelineOps.configured(
-        store, registry_for(settings, model), load_pipeline(settings.pipeline_definition), settings
-    )
+    definition = load_pipeline(settings.pipeline_definition)
+    try:
+        check_model_settings(settings, definition)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    model = build_model_client(settings, api_key=model_api_key(settings))
+    ops = PipelineOps.configured(store, registry_for(settings, model), definition, settings)
     executor: Executor
     if settings.state_machine_arn:
         executor = StepFunctionsExecutor(
@@ -62,6 +65,42 @@ def build_aws_system(
     waiter = DynamoDBPollingWaiter(settings.stream_poll_min_seconds, settings.stream_poll_max_seconds)
     service = AwsTaskService(store, executor, waiter, settings, ops=ops)
     return AwsSystem(settings, store, ops, executor, service)
+
+
+def model_api_key(settings: Settings) -> str | None:
+    """The OpenAI-compatible server's key from MODEL_API_KEY_PARAMETER, or None.
+
+    ``secretsmanager:<secret name or ARN>`` (the secret's string) or ``ssm:<parameter name>`` (a
+    SecureString, decrypted). Read with Powertools Parameters when the container builds its system,
+    so once per container; a key that cannot be read stops the function with a clear error.
+    """
+    reference = settings.model_api_key_parameter.strip()
+    if settings.model_provider != "openai" or not reference:
+        return None
+    kind, _, name = reference.partition(":")
+    if kind not in ("secretsmanager", "ssm") or not name:
+        raise ConfigurationError(
+            f"MODEL_API_KEY_PARAMETER={reference!r} must be 'secretsmanager:<secret name or ARN>' or "
+            "'ssm:<parameter name>'"
+        )
+    from aws_lambda_powertools.utilities import parameters
+
+    try:
+        if kind == "secretsmanager":
+            value = parameters.get_secret(name, max_age=_KEY_CACHE_SECONDS)
+        else:
+            value = parameters.get_parameter(name, decrypt=True, max_age=_KEY_CACHE_SECONDS)
+    except parameters.exceptions.GetParameterError as exc:
+        raise ConfigurationError(
+            f"the model's API key could not be read from MODEL_API_KEY_PARAMETER={reference!r}: {exc}"
+        ) from exc
+    key = value.decode() if isinstance(value, bytes) else str(value)
+    return key.strip() or None
+
+
+#: Powertools' cache of the key: the container reads it when it builds its system; this only
+#: matters to a rebuilt system (tests), which then reads it again after this long.
+_KEY_CACHE_SECONDS = 300
 
 
 @lru_cache(maxsize=1)
