@@ -17,7 +17,9 @@ from agentic.adapters.bedrock_model import BedrockChatModel
 from agentic.agents.model_agents import ANALYSIS_SCHEMA, parse_analysis
 from agentic.chat import ChatMessage, ChatRequest
 from agentic.errors import PermanentAgentError, TransientAgentError
+from agentic.local.wiring import build_local_system
 from tests.fake_bedrock import FakeBedrock, Reply, analysis
+from tests.support import local_settings
 
 pytestmark = pytest.mark.functional
 
@@ -187,3 +189,30 @@ def wait_for(condition, seconds: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return bool(condition())
+
+
+def test_cancelling_a_task_hangs_up_its_running_bedrock_step_within_2_seconds(tmp_path, fake_bedrock: FakeBedrock):
+    # Given a local server on Bedrock whose writer gets one delta, then a model that thinks for 30 s
+    fake_bedrock.script(Reply(tool_input=analysis()), Reply(text="word " * 100, chunk=5, stall=30.0))
+    system = build_local_system(local_settings(tmp_path, model_provider="bedrock", model_id=MODEL_ID))
+
+    async def scenario() -> float:
+        task, _ = await system.service.create("alice", "Explain backoff with jitter")
+        await system.service.execute("alice", task.task_id)
+        for _ in range(500):  # until the writer's first delta is in the log (at most 10 s)
+            if any("delta" in e.data for e in system.store.read_events(task.task_id)):
+                break
+            await asyncio.sleep(0.02)
+        # When the task is cancelled while the writer's step waits on the model
+        await system.service.cancel("alice", task.task_id, reason="changed my mind")
+        cancelled_at = time.monotonic()
+        await system.executor.drain()
+        return cancelled_at
+
+    try:
+        cancelled_at = asyncio.run(scenario())
+    finally:
+        system.store.close()
+    # Then the model's server sees its client go away within 2 s, not after the 30 s answer
+    assert wait_for(lambda: fake_bedrock.disconnects, seconds=2.0)
+    assert fake_bedrock.disconnects[0] - cancelled_at < 2.0
