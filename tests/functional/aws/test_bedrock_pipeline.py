@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from agentic.aws import powertools
 from agentic.aws.wiring import get_system
 from tests.fake_bedrock import FakeBedrock, Reply, analysis
 from tests.functional.aws.support import Pipeline, http_event, invoke
@@ -62,6 +63,7 @@ def test_a_task_on_bedrock_streams_its_report_and_records_the_tokens(
 ):
     # Given Bedrock answering the analyzer's tool call, then streaming the writer's report
     on_bedrock(pipeline)
+    powertools.metrics.clear_metrics()  # what local runs of earlier tests recorded in the same process
     fake_bedrock.script(Reply(tool_input=analysis(), usage=(300, 50)), Reply(text=REPORT, chunk=10, usage=(900, 120)))
     # When a task runs through the state machine
     task_id, events = run_task(pipeline)
