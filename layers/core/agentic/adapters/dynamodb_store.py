@@ -25,7 +25,7 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
     expiry moves forward with every update, so a task never expires before the end of its log.
     On-demand billing.
 
-Step outputs are stored once, as their own items: the transaction that completes a step puts its
+Step outputs are stored once, as their own items (``dynamodb_outputs``): the transaction that completes a step puts its
 ``OUT#`` item (its text as a raw string, so a 3-byte character costs 3 bytes, not a 6-byte JSON
 escape) and its ``partial_output`` event refers to it; the task item holds no output, and the final
 output is a reference to the last step's ``OUT#`` item (the ``task_completed`` event refers to it
@@ -79,6 +79,16 @@ from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
 # Shared with the SQLite store: the cursor format and the payload bound (MAX_PAYLOAD_BYTES, 350 KB of
 # a document or an event's data, leaving room in DynamoDB's 400 KB item for the other attributes).
+from agentic.adapters.dynamodb_outputs import (
+    OutputTexts,
+    completed_outputs,
+    dump_task,
+    final_out,
+    final_output_sk,
+    output_put,
+    reference,
+    task_pk,
+)
 from agentic.adapters.sqlite_store import check_payload_size, decode_cursor, encode_cursor, sort_key
 from agentic.errors import (
     InvalidInput,
@@ -88,7 +98,7 @@ from agentic.errors import (
     TaskNotFound,
     WriteConflict,
 )
-from agentic.models import EventType, NewEvent, StepStatus, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
+from agentic.models import EventType, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
 from agentic.ports import Mutation
 
 if TYPE_CHECKING:
@@ -120,12 +130,6 @@ _BATCH_GET_MAX_KEYS = 100
 _TASK_SK = "TASK"
 _EVENT_PREFIX = "EVT#"
 _KEY_PREFIX = "KEY#"
-_OUTPUT_PREFIX = "OUT#"
-#: The stored task document leaves out step outputs (they are OUT# items).
-_WITHOUT_OUTPUTS: Any = {"execution_plan": {"steps": {"__all__": {"output"}}}}
-_WITHOUT_OUTPUTS_AND_FINAL: Any = {**_WITHOUT_OUTPUTS, "final_output": True}
-#: Output texts a container keeps (they never change once written), in characters.
-_TEXT_CACHE_CHARS = 8_000_000
 _CURSOR_DIGITS = 12
 _MAX_CURSOR = 10**_CURSOR_DIGITS - 1
 #: Per-item reason codes of a cancelled transaction that mean "a condition or a concurrent write".
@@ -243,12 +247,8 @@ def _request_token(task_id: str, items: object) -> str:
     return str(uuid.uuid5(_TOKEN_NAMESPACE, f"{task_id}\x1f{digest}"))
 
 
-def _task_pk(task_id: str) -> str:
-    return f"TASK#{task_id}"
-
-
 def _task_key(task_id: str) -> dict[str, AttributeValueTypeDef]:
-    return {"pk": {"S": _task_pk(task_id)}, "sk": {"S": _TASK_SK}}
+    return {"pk": {"S": task_pk(task_id)}, "sk": {"S": _TASK_SK}}
 
 
 def _event_sk(cursor: int) -> str:
@@ -259,55 +259,6 @@ def _key_sk(key: str) -> str:
     if len(key.encode()) > _MAX_KEY_BYTES:
         key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
     return _KEY_PREFIX + key
-
-
-def _output_sk(step_id: str, attempts: int) -> str:
-    return f"{_OUTPUT_PREFIX}{step_id}#{attempts}"
-
-
-def _completed_outputs(task: TaskState) -> dict[str, str]:
-    """The OUT# sk of each completed step of ``task`` -> its output (None-free)."""
-    plan = task.execution_plan
-    if plan is None:
-        return {}
-    return {
-        _output_sk(s.step_id, s.attempts): s.output
-        for s in plan.steps
-        if s.status is StepStatus.COMPLETED and s.output is not None
-    }
-
-
-def _final_sk(task: TaskState, stored: Collection[str]) -> str | None:
-    """The OUT# item holding the task's final output (the last completed step whose output it is)."""
-    if task.final_output is None or task.execution_plan is None:
-        return None
-    for step in reversed(task.execution_plan.steps):
-        sk = _output_sk(step.step_id, step.attempts)
-        if step.status is StepStatus.COMPLETED and step.output == task.final_output and sk in stored:
-            return sk
-    return None
-
-
-def _reference(
-    event: NewEvent, task: TaskState, final_sk: str | None, stored: Collection[str]
-) -> tuple[str, str] | None:
-    """(field, OUT# sk) when ``event`` carries a text stored as an output item of ``task``.
-
-    A step's ``partial_output`` with its whole output, and the ``task_completed`` with the final
-    output: their data keep a reference instead of a second copy.
-    """
-    data = event.data
-    if event.event_type is EventType.PARTIAL_OUTPUT and isinstance(data.get("output"), str):
-        plan = task.execution_plan
-        for step in plan.steps if plan is not None else []:
-            if step.step_id == data.get("step_id") and step.status is StepStatus.COMPLETED:
-                sk = _output_sk(step.step_id, step.attempts)
-                if step.output == data["output"] and sk in stored:
-                    return "output", sk
-    final = data.get("final_output")
-    if event.event_type is EventType.TASK_COMPLETED and final_sk is not None and final == task.final_output:
-        return "final_output", final_sk
-    return None
 
 
 def _gsi1sk(created_at: str, task_id: str) -> str:
@@ -329,16 +280,6 @@ def _number(item: Item, name: str) -> int | None:
 
 def _parse_task(item: Item) -> TaskState:
     return TaskState.model_validate_json(item["doc"]["S"])
-
-
-def _final_out(item: Item) -> str | None:
-    value = item.get("final_out")
-    return value["S"] if value is not None and "S" in value else None
-
-
-def _dump(task: TaskState, final_sk: str | None) -> str:
-    """The stored document: no step outputs, and no final output when an OUT# item holds it."""
-    return task.model_dump_json(exclude=_WITHOUT_OUTPUTS if final_sk is None else _WITHOUT_OUTPUTS_AND_FINAL)
 
 
 def _invalid_cursor() -> InvalidInput:
@@ -394,10 +335,7 @@ class DynamoDBTaskStore:
         self.event_ttl_seconds = event_ttl_days * 86400
         self._client: DynamoDBClient | None = client
         self._client_lock = threading.Lock()
-        # (task_id, OUT# sk) -> text: outputs never change once written, so reading one once is enough.
-        self._texts: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self._texts_chars = 0
-        self._texts_lock = threading.Lock()
+        self._outputs = OutputTexts(table_name, lambda: self.client, attempts=MAX_ATTEMPTS, pause=_pause)
 
     @property
     def client(self) -> DynamoDBClient:
@@ -423,116 +361,6 @@ class DynamoDBTaskStore:
 
     def _expires_at(self) -> str:
         return str(int(time.time()) + self.event_ttl_seconds)
-
-    # --- output texts ----------------------------------------------------------------------------
-
-    def _remember_texts(self, task_id: str, texts: Mapping[str, str]) -> None:
-        with self._texts_lock:
-            for sk, text in texts.items():
-                key = (task_id, sk)
-                if key in self._texts:
-                    self._texts.move_to_end(key)
-                    continue
-                self._texts[key] = text
-                self._texts_chars += len(text)
-            while self._texts_chars > _TEXT_CACHE_CHARS and self._texts:
-                _, dropped = self._texts.popitem(last=False)
-                self._texts_chars -= len(dropped)
-
-    def _texts_of(self, wanted: Collection[tuple[str, str]], *, batch: bool = False) -> dict[tuple[str, str], str]:
-        """The texts of the OUT# items ``(task_id, sk)`` that exist: cached, or read.
-
-        One task's outputs (a few) are read with GetItem, which every function that reads a task
-        holds; a listing's final outputs (``batch``) with BatchGetItem, as the listing's documents.
-        """
-        found: dict[tuple[str, str], str] = {}
-        missing: builtins.list[tuple[str, str]] = []
-        with self._texts_lock:
-            for key in dict.fromkeys(wanted):
-                text = self._texts.get(key)
-                if text is None:
-                    missing.append(key)
-                else:
-                    found[key] = text
-        if not batch:
-            for task_id, sk in missing:
-                item = self.client.get_item(
-                    TableName=self.table_name,
-                    Key={"pk": {"S": _task_pk(task_id)}, "sk": {"S": sk}},
-                    ConsistentRead=True,
-                    ProjectionExpression="#text",
-                    ExpressionAttributeNames={"#text": "text"},
-                ).get("Item")
-                if item is not None and "text" in item:
-                    found[(task_id, sk)] = item["text"]["S"]
-                    self._remember_texts(task_id, {sk: item["text"]["S"]})
-            return found
-        for start in range(0, len(missing), _BATCH_GET_MAX_KEYS):
-            request: dict[str, KeysAndAttributesTypeDef] = {
-                self.table_name: {
-                    "Keys": [{"pk": {"S": _task_pk(t)}, "sk": {"S": sk}} for t, sk in missing[start : start + 100]],
-                    "ConsistentRead": True,
-                    "ProjectionExpression": "pk, sk, #text",
-                    "ExpressionAttributeNames": {"#text": "text"},
-                }
-            }
-            for attempt in range(MAX_ATTEMPTS):
-                response = self.client.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(self.table_name, []):
-                    task_id = item["pk"]["S"].removeprefix("TASK#")
-                    found[(task_id, item["sk"]["S"])] = item["text"]["S"]
-                    self._remember_texts(task_id, {item["sk"]["S"]: item["text"]["S"]})
-                unprocessed = response.get("UnprocessedKeys", {})
-                if not unprocessed:
-                    break
-                request = cast("dict[str, KeysAndAttributesTypeDef]", unprocessed)  # throttled or over 16 MB
-                _pause(attempt)
-            else:
-                raise RetryableStoreError("DynamoDB kept some step outputs unread; try again")
-        return found
-
-    def _with_texts(
-        self, stored: builtins.list[tuple[TaskState, str | None]], *, outputs: bool = True
-    ) -> builtins.list[tuple[TaskState, set[str]]]:
-        """Tasks as read (document, final_out) with their texts put back, and the OUT# sks that exist.
-
-        ``outputs=False`` puts back the final output only (a listing).
-        """
-        wanted: builtins.list[tuple[str, str]] = []
-        for task, final_sk in stored:
-            plan = task.execution_plan
-            if outputs and plan is not None:
-                wanted += [
-                    (task.task_id, _output_sk(s.step_id, s.attempts))
-                    for s in plan.steps
-                    if s.status is StepStatus.COMPLETED and s.output is None
-                ]
-            if final_sk is not None and task.final_output is None:
-                wanted.append((task.task_id, final_sk))
-        texts = self._texts_of(wanted, batch=not outputs) if wanted else {}
-        filled: builtins.list[tuple[TaskState, set[str]]] = []
-        for task, final_sk in stored:
-            exist = {sk for (task_id, sk) in texts if task_id == task.task_id}
-            changes: dict[str, Any] = {}
-            plan = task.execution_plan
-            if outputs and plan is not None and any(_output_sk(s.step_id, s.attempts) in exist for s in plan.steps):
-                steps = [
-                    s.model_copy(update={"output": texts[(task.task_id, sk)]})
-                    if s.status is StepStatus.COMPLETED
-                    and s.output is None
-                    and (sk := _output_sk(s.step_id, s.attempts)) in exist
-                    else s
-                    for s in plan.steps
-                ]
-                changes["execution_plan"] = plan.model_copy(update={"steps": steps})
-            if final_sk is not None and task.final_output is None:
-                changes["final_output"] = texts.get((task.task_id, final_sk))
-            filled.append((task.model_copy(update=changes) if changes else task, exist))
-        return filled
-
-    def _inflate(self, item: Item) -> tuple[TaskState, set[str]]:
-        """The task of a task item, whole, and the OUT# sks of it that exist."""
-        return self._with_texts([(_parse_task(item), _final_out(item))])[0]
 
     # --- tasks ---------------------------------------------------------------------------------
 
@@ -584,7 +412,7 @@ class DynamoDBTaskStore:
             ExpressionAttributeNames={"#doc": "doc"},
         )
         item = response.get("Item")
-        return self._inflate(item)[0] if item and "doc" in item else None
+        return self._outputs.inflate(item)[0] if item and "doc" in item else None
 
     @_retryable
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
@@ -659,10 +487,10 @@ class DynamoDBTaskStore:
             response = self.client.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(self.table_name, []):
                 if "doc" in item:
-                    stored[item["pk"]["S"]] = (_parse_task(item), _final_out(item))
+                    stored[item["pk"]["S"]] = (_parse_task(item), final_out(item))
             unprocessed = response.get("UnprocessedKeys", {})
             if not unprocessed:
-                filled = self._with_texts(builtins.list(stored.values()), outputs=False)
+                filled = self._outputs.fill(builtins.list(stored.values()), outputs=False)
                 return {pk: task for pk, (task, _) in zip(stored, filled, strict=True)}
             request = cast("dict[str, KeysAndAttributesTypeDef]", unprocessed)  # throttled or over 16 MB
             _pause(attempt)
@@ -684,8 +512,8 @@ class DynamoDBTaskStore:
         tasks: builtins.list[TaskState] = []
         while True:
             response = self.client.scan(**params)
-            found = [(_parse_task(item), _final_out(item)) for item in response.get("Items", []) if "doc" in item]
-            tasks.extend(task for task, _ in self._with_texts(found, outputs=False))
+            found = [(_parse_task(item), final_out(item)) for item in response.get("Items", []) if "doc" in item]
+            tasks.extend(task for task, _ in self._outputs.fill(found, outputs=False))
             last = response.get("LastEvaluatedKey")
             if not last:
                 return tasks
@@ -710,21 +538,23 @@ class DynamoDBTaskStore:
             item = self._read_task_item(task_id)
             if item is None:
                 raise TaskNotFound(task_id)
-            task, stored = self._inflate(item)
+            task, stored = self._outputs.inflate(item)
             if task.status not in expected:
                 raise InvalidTransition.unexpected(task_id, task.status.value, (s.value for s in expected))
             applied = {**changes, **mutate(task)} if mutate is not None else changes
             updated = task.model_copy(update={**applied, "updated_at": utcnow()})
             # A step completed by this write: its output becomes an OUT# item, written with it.
-            outputs = {sk: text for sk, text in _completed_outputs(updated).items() if sk not in stored}
+            outputs = {sk: text for sk, text in completed_outputs(updated).items() if sk not in stored}
             for sk, text in outputs.items():
                 check_payload_size(f"the output {sk} of task {task_id}", text)
             stored = stored | set(outputs)
-            final_sk = _final_sk(updated, stored)
-            doc = _dump(updated, final_sk)
+            final_sk = final_output_sk(updated, stored)
+            doc = dump_task(updated, final_sk)
             check_payload_size(f"task {task_id}", doc)
-            pending = [_PendingEvent.of(e, _reference(e, updated, final_sk, stored)) for e in remaining]
-            output_puts = [self._output_put(task_id, sk, text) for sk, text in outputs.items()]
+            pending = [_PendingEvent.of(e, reference(e, updated, final_sk, stored)) for e in remaining]
+            output_puts = [
+                output_put(self.table_name, task_id, sk, text, self._expires_at()) for sk, text in outputs.items()
+            ]
             batch, rest = self._fit_transaction(
                 pending, len(doc) + sum(len(text.encode()) for text in outputs.values()), len(output_puts)
             )
@@ -782,7 +612,7 @@ class DynamoDBTaskStore:
                 continue
             written, already = self._write_events(task_id, {"Update": change}, batch, seq or 0, output_puts)
             if written is not None:
-                self._remember_texts(task_id, outputs)
+                self._outputs.remember(task_id, outputs)
                 break
             if already:
                 # Some keys were written before: drop those events and write at once.
@@ -797,19 +627,6 @@ class DynamoDBTaskStore:
         for event in elsewhere:
             self.append_event(event)
         return updated
-
-    def _output_put(self, task_id: str, sk: str, text: str) -> TransactWriteItemTypeDef:
-        return {
-            "Put": {
-                "TableName": self.table_name,
-                "Item": {
-                    "pk": {"S": _task_pk(task_id)},
-                    "sk": {"S": sk},
-                    "text": {"S": text},
-                    "expires_at": {"N": self._expires_at()},
-                },
-            }
-        }
 
     @staticmethod
     def _fit_transaction(
@@ -839,8 +656,8 @@ class DynamoDBTaskStore:
         if carries_text:
             item = self._read_task_item(event.task_id)
             if item is not None:
-                task, stored = self._inflate(item)
-                return _PendingEvent.of(event, _reference(event, task, _final_sk(task, stored), stored))
+                task, stored = self._outputs.inflate(item)
+                return _PendingEvent.of(event, reference(event, task, final_output_sk(task, stored), stored))
         return _PendingEvent.of(event)
 
     def _append(self, pending: _PendingEvent) -> StreamEvent | None:
@@ -905,7 +722,7 @@ class DynamoDBTaskStore:
                         "Put": {
                             "TableName": self.table_name,
                             "Item": {
-                                "pk": {"S": _task_pk(task_id)},
+                                "pk": {"S": task_pk(task_id)},
                                 "sk": {"S": _key_sk(event.key)},
                                 "expires_at": {"N": expires_at},
                             },
@@ -914,7 +731,7 @@ class DynamoDBTaskStore:
                     }
                 )
             stored: dict[str, AttributeValueTypeDef] = {
-                "pk": {"S": _task_pk(task_id)},
+                "pk": {"S": task_pk(task_id)},
                 "sk": {"S": _event_sk(cursor)},
                 "event_type": {"S": event.event_type.value},
                 "timestamp": {"S": event.timestamp.isoformat()},
@@ -953,7 +770,7 @@ class DynamoDBTaskStore:
             "TableName": self.table_name,
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
             "ExpressionAttributeValues": {
-                ":pk": {"S": _task_pk(task_id)},
+                ":pk": {"S": task_pk(task_id)},
                 ":first": {"S": _event_sk(start)},
                 ":last": {"S": _event_sk(_MAX_CURSOR)},
             },
@@ -984,7 +801,7 @@ class DynamoDBTaskStore:
                 break
             params["ExclusiveStartKey"] = last
         if refs:
-            texts = self._texts_of([(task_id, sk) for _, _, sk in refs])
+            texts = self._outputs.read([(task_id, sk) for _, _, sk in refs])
             for data, name, sk in refs:
                 data[name] = texts.get((task_id, sk))
         return events[:limit]
