@@ -7,6 +7,7 @@ by the ASL's Retry (``step_retrying``), permanent ones fail the task with the se
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from agentic.aws import powertools
 from agentic.aws.wiring import get_system
 from tests.fake_bedrock import FakeBedrock, Reply, analysis
-from tests.functional.aws.support import Pipeline, http_event, invoke
+from tests.functional.aws.support import OWNER, Pipeline, http_event, invoke
 from tests.support import SEED_SEQUENCE
 
 pytestmark = [
@@ -181,3 +182,30 @@ def test_a_100k_character_cjk_report_completes_and_the_task_item_stays_flat(pipe
     assert abs(item_bytes(items["TASK"]) - item_bytes(small["TASK"])) < 256
     # And no Step Functions payload carried it: the whole execution history is far under 256 KB
     assert len(json.dumps(pipeline.history(task_id), default=str).encode()) < 256 * 1024
+
+
+# --- cancel on AWS: the writer's next write is refused, which hangs up its Bedrock call ---------------
+
+
+def test_cancelling_a_task_on_aws_hangs_up_the_writers_bedrock_call(pipeline, fake_bedrock: FakeBedrock):
+    # Given a writer whose model sends one delta, thinks for 3 s, then streams for another 4 s
+    on_bedrock(pipeline)
+    long_tail = "word " * 400
+    fake_bedrock.script(Reply(tool_input=analysis()), Reply(text="first " + long_tail, chunk=5, stall=3.0, delay=0.01))
+    event = http_event("create_task_post.json", body=json.dumps({"description": "Explain backoff", "execute": True}))
+    del event["headers"]["idempotency-key"]
+    task_id = json.loads(invoke("CreateTaskFunction", event)["body"])["task_id"]
+    store = get_system().store
+    deadline = time.monotonic() + 20
+    while not any("delta" in e.data for e in store.read_events(task_id)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polls the log; the writer's Lambda is idle in the model's 3 s pause meanwhile
+    # When the task is cancelled in the store during the pause (what the cancel route records first)
+    get_system().service.control.cancel(store.get(task_id), "changed my mind", OWNER)
+    pipeline.wait(task_id)
+    # Then the writer's Bedrock call was hung up at its next delta, long before the answer's end
+    assert fake_bedrock.disconnects
+    task = store.get(task_id)
+    assert task.status.value == "cancelled"
+    writer_deltas = "".join(e.data.get("delta", "") for e in store.read_events(task_id))
+    assert len(writer_deltas) < len(long_tail) // 2
+    assert "step_completed" not in [e.event_type.value for e in store.read_events(task_id)][-3:]
