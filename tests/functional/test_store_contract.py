@@ -808,3 +808,36 @@ def test_outputs_are_read_once_per_store(monkeypatch, dynamodb_store):
     fresh.read_events("t-1")
     # Then no output was read from the table again (they never change once written)
     assert calls == ["TASK"]
+
+
+def test_a_retried_task_keeps_its_outputs_as_long_as_itself(dynamodb_store):
+    # Given a completed task whose output items were written long ago (they would expire soon)
+    run_to_completion(dynamodb_store, "t-1", ["passages", "analysis", "report"])
+    soon = int(time.time()) + 3600
+    for sk in ("OUT#step_001#1", "OUT#step_002#1", "OUT#step_003#1"):
+        dynamodb_store.client.update_item(
+            TableName=TABLE_NAME,
+            Key={"pk": {"S": "TASK#t-1"}, "sk": {"S": sk}},
+            UpdateExpression="SET expires_at = :e",
+            ExpressionAttributeValues={":e": {"N": str(soon)}},
+        )
+
+    # When it is retried from its last step (the first two steps and their outputs are kept)
+    def reset_last(task: TaskState) -> dict[str, Any]:
+        steps = list(task.execution_plan.steps)
+        steps[2] = steps[2].model_copy(update={"status": StepStatus.PENDING, "output": None})
+        return {"execution_plan": task.execution_plan.model_copy(update={"steps": steps})}
+
+    dynamodb_store.update(
+        "t-1", {TaskStatus.COMPLETED}, status=TaskStatus.EXECUTING, final_output=None, mutate=reset_last
+    )
+    # Then the kept outputs expire with the task again, the one to be replaced keeps its expiry
+    items = raw_items(dynamodb_store, "t-1")
+    month = int(time.time()) + 30 * 86400
+    assert [abs(int(items[sk]["expires_at"]["N"]) - month) < 60 for sk in ("OUT#step_001#1", "OUT#step_002#1")] == [
+        True,
+        True,
+    ]
+    assert int(items["OUT#step_003#1"]["expires_at"]["N"]) == soon
+    assert items["OUT#step_001#1"]["text"] == {"S": "passages"}
+    assert dynamodb_store.get("t-1").execution_plan.steps[1].output == "analysis"

@@ -113,6 +113,19 @@ def output_put(table_name: str, task_id: str, sk: str, text: str, expires_at: st
     }
 
 
+def output_expiry(table_name: str, task_id: str, sk: str, expires_at: str) -> TransactWriteItemTypeDef:
+    """Move an output item's expiry (TTL) to ``expires_at``."""
+    return {
+        "Update": {
+            "TableName": table_name,
+            "Key": {"pk": {"S": task_pk(task_id)}, "sk": {"S": sk}},
+            "UpdateExpression": "SET #expires = :expires",
+            "ExpressionAttributeNames": {"#expires": "expires_at"},
+            "ExpressionAttributeValues": {":expires": {"N": expires_at}},
+        }
+    }
+
+
 class OutputTexts:
     """Reads output items (GetItem for one task's, BatchGetItem for a listing's) and keeps them."""
 

@@ -33,7 +33,8 @@ too). The task item therefore stays a few KB however long the outputs are, and e
 rewrites it, costs the same. ``get`` and ``read_events`` put the texts back (one BatchGetItem; an
 output never changes once written, so a container keeps the ones it read); ``list`` and
 ``list_in_status`` put back the final output only, as the SQLite store's listings do. An ``OUT#``
-item expires like the events, ``event_ttl_days`` after it was written.
+item expires like the events, ``event_ttl_days`` after it was written; a retried task's kept
+outputs (which its steps run again read) are given the task's expiry again by the retry's write.
 
 How the contract of ``TaskStore`` holds here:
 
@@ -85,6 +86,7 @@ from agentic.adapters.dynamodb_outputs import (
     dump_task,
     final_out,
     final_output_sk,
+    output_expiry,
     output_put,
     reference,
     task_pk,
@@ -555,6 +557,11 @@ class DynamoDBTaskStore:
             output_puts = [
                 output_put(self.table_name, task_id, sk, text, self._expires_at()) for sk, text in outputs.items()
             ]
+            if task.status.is_terminal and not updated.status.is_terminal:
+                # A retried task keeps the outputs of its completed steps, which the steps it runs
+                # again read: they expire with the task from now on, not with the first run's log.
+                kept = sorted(set(completed_outputs(updated)) - set(outputs))
+                output_puts += [output_expiry(self.table_name, task_id, sk, self._expires_at()) for sk in kept]
             batch, rest = self._fit_transaction(
                 pending, len(doc) + sum(len(text.encode()) for text in outputs.values()), len(output_puts)
             )
