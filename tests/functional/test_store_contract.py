@@ -795,7 +795,7 @@ def test_a_retried_step_keeps_the_output_of_each_completion(dynamodb_store):
     ] == ["first report"]
 
 
-def test_outputs_are_read_once_per_store(monkeypatch, dynamodb_store):
+def test_a_tasks_outputs_are_read_once_per_store(monkeypatch, dynamodb_store):
     # Given a completed task read once
     run_to_completion(dynamodb_store, "t-1", ["passages", CJK_OUTPUT])
     fresh = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)
@@ -803,11 +803,29 @@ def test_outputs_are_read_once_per_store(monkeypatch, dynamodb_store):
     calls: list[str] = []
     original = fresh.client.get_item
     monkeypatch.setattr(fresh.client, "get_item", lambda **kw: calls.append(kw["Key"]["sk"]["S"]) or original(**kw))
-    # When it is read again, with its log
+    # When it is read again
     fresh.get("t-1")
-    fresh.read_events("t-1")
     # Then no output was read from the table again (they never change once written)
     assert calls == ["TASK"]
+
+
+def test_a_task_made_again_with_the_same_id_shows_its_own_outputs(dynamodb_store):
+    # Given a task whose items are gone (expired), read through a store that saw its outputs
+    run_to_completion(dynamodb_store, "t-1", ["passages", "the first report"])
+    assert dynamodb_store.get("t-1").final_output == "the first report"
+    for sk in raw_items(dynamodb_store, "t-1"):
+        dynamodb_store.client.delete_item(TableName=TABLE_NAME, Key={"pk": {"S": "TASK#t-1"}, "sk": {"S": sk}})
+    # When a new task gets the same id (the same idempotency key, later) and completes
+    dynamodb_store.create(make_task("t-1", seconds=60))
+    dynamodb_store.update(
+        "t-1", {TaskStatus.PENDING}, status=TaskStatus.EXECUTING, execution_plan=plan_of("t-1", "a", "b")
+    )
+    complete_step(dynamodb_store, "t-1", 0, "passages")
+    complete_step(dynamodb_store, "t-1", 1, "the second report")
+    # Then the store shows the new task's outputs, not the ones it saw before under the same keys
+    fresh_read = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client).get("t-1")
+    assert dynamodb_store.get("t-1") == fresh_read
+    assert [s.output for s in fresh_read.execution_plan.steps] == ["passages", "the second report"]
 
 
 def test_a_retried_task_keeps_its_outputs_as_long_as_itself(dynamodb_store):

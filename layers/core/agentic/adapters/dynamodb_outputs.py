@@ -126,6 +126,11 @@ def output_expiry(table_name: str, task_id: str, sk: str, expires_at: str) -> Tr
     }
 
 
+def instance_of(task: TaskState) -> str:
+    """What tells a task apart from an earlier one of the same id: when it was created."""
+    return task.created_at.isoformat()
+
+
 class OutputTexts:
     """Reads output items (GetItem for one task's, BatchGetItem for a listing's) and keeps them."""
 
@@ -141,15 +146,19 @@ class OutputTexts:
         self._client = client
         self.attempts = attempts
         self.pause = pause
-        # (task_id, OUT# sk) -> text, least recently used first
-        self._texts: OrderedDict[tuple[str, str], str] = OrderedDict()
+        # (task_id, instance, OUT# sk) -> text, least recently used first. The instance (the task's
+        # creation time) tells a task apart from a later one of the same id (an idempotency key
+        # used again once the first task expired), whose outputs have the same keys.
+        self._texts: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._texts_chars = 0
         self._texts_lock = threading.Lock()
 
-    def remember(self, task_id: str, texts: Mapping[str, str]) -> None:
+    def remember(self, task: TaskState, texts: Mapping[str, str]) -> None:
+        """Keep ``task``'s output texts (by OUT# sk)."""
+        instance = instance_of(task)
         with self._texts_lock:
             for sk, text in texts.items():
-                key = (task_id, sk)
+                key = (task.task_id, instance, sk)
                 if key in self._texts:
                     self._texts.move_to_end(key)
                     continue
@@ -159,21 +168,31 @@ class OutputTexts:
                 _, dropped = self._texts.popitem(last=False)
                 self._texts_chars -= len(dropped)
 
-    def read(self, wanted: Collection[tuple[str, str]], *, batch: bool = False) -> dict[tuple[str, str], str]:
-        """The texts of the OUT# items ``(task_id, sk)`` that exist: cached, or read.
+    def read(
+        self,
+        wanted: Collection[tuple[str, str]],
+        *,
+        batch: bool = False,
+        tasks: Mapping[str, TaskState] | None = None,
+    ) -> dict[tuple[str, str], str]:
+        """The texts of the OUT# items ``(task_id, sk)`` that exist.
 
-        One task's outputs (a few) are read with GetItem, which every function that reads a task
-        holds; a listing's final outputs (``batch``) with BatchGetItem, as the listing's documents.
+        Those of ``tasks`` (by id) come from the cache when it has them and are kept; others (an
+        event log's references, whose task was not read) are read each time. One task's outputs (a
+        few) are read with GetItem, which every function that reads a task holds; a listing's final
+        outputs (``batch``) with BatchGetItem, as the listing's documents.
         """
+        known = tasks or {}
         found: dict[tuple[str, str], str] = {}
         missing: list[tuple[str, str]] = []
         with self._texts_lock:
-            for key in dict.fromkeys(wanted):
-                text = self._texts.get(key)
+            for task_id, sk in dict.fromkeys(wanted):
+                task = known.get(task_id)
+                text = self._texts.get((task_id, instance_of(task), sk)) if task is not None else None
                 if text is None:
-                    missing.append(key)
+                    missing.append((task_id, sk))
                 else:
-                    found[key] = text
+                    found[(task_id, sk)] = text
         if not batch:
             for task_id, sk in missing:
                 item = (
@@ -189,7 +208,8 @@ class OutputTexts:
                 )
                 if item is not None and "text" in item:
                     found[(task_id, sk)] = item["text"]["S"]
-                    self.remember(task_id, {sk: item["text"]["S"]})
+                    if task_id in known:
+                        self.remember(known[task_id], {sk: item["text"]["S"]})
             return found
         for start in range(0, len(missing), _BATCH_GET_MAX_KEYS):
             request: dict[str, KeysAndAttributesTypeDef] = {
@@ -205,7 +225,8 @@ class OutputTexts:
                 for item in response.get("Responses", {}).get(self.table_name, []):
                     task_id = item["pk"]["S"].removeprefix("TASK#")
                     found[(task_id, item["sk"]["S"])] = item["text"]["S"]
-                    self.remember(task_id, {item["sk"]["S"]: item["text"]["S"]})
+                    if task_id in known:
+                        self.remember(known[task_id], {item["sk"]["S"]: item["text"]["S"]})
                 unprocessed = response.get("UnprocessedKeys", {})
                 if not unprocessed:
                     break
@@ -233,7 +254,8 @@ class OutputTexts:
                 ]
             if final_sk is not None and task.final_output is None:
                 wanted.append((task.task_id, final_sk))
-        texts = self.read(wanted, batch=not outputs) if wanted else {}
+        tasks = {task.task_id: task for task, _ in stored}
+        texts = self.read(wanted, batch=not outputs, tasks=tasks) if wanted else {}
         filled: list[tuple[TaskState, set[str]]] = []
         for task, final_sk in stored:
             exist = {sk for (task_id, sk) in texts if task_id == task.task_id}

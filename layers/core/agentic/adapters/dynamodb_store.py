@@ -619,7 +619,7 @@ class DynamoDBTaskStore:
                 continue
             written, already = self._write_events(task_id, {"Update": change}, batch, seq or 0, output_puts)
             if written is not None:
-                self._outputs.remember(task_id, outputs)
+                self._outputs.remember(updated, outputs)
                 break
             if already:
                 # Some keys were written before: drop those events and write at once.
