@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -222,6 +223,11 @@ def test_ctrl_c_without_a_terminal_puts_its_notice_on_a_line_of_its_own(tmp_path
 
 
 def test_shell_completion_is_offered():
-    result = subprocess.run([str(AGENTIC), "--show-completion", "bash"], capture_output=True, text=True, check=False)
+    # Typer detects the user's shell from the parent process; under make or CI there may be none to
+    # detect, so name it (Typer's switch for exactly this) instead of depending on who runs the test.
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    result = subprocess.run(
+        [str(AGENTIC), "--show-completion", "bash"], capture_output=True, text=True, check=False, env=env
+    )
     assert result.returncode == 0, result.stderr
     assert "_agentic_completion" in result.stdout

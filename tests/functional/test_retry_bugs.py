@@ -24,6 +24,7 @@ from agentic.local.wiring import build_local_system
 from agentic.models import EventType, StepStatus, TaskStatus
 from agentic.pipeline import load_pipeline
 from agentic.service.control import TaskControl
+from agentic.service.step_attempts import MAX_OUTPUT_BYTES
 from tests.functional.test_leases import new_task
 from tests.support import local_settings
 from tests.virtual_time import run_virtual, until
@@ -200,22 +201,25 @@ def test_a_late_result_of_an_overtaken_attempt_is_discarded(shared, late):
     assert [p["output"] for p in partial] == ["documents of attempt 2"]
 
 
-def test_a_stored_step_output_is_bounded_to_60k_characters(tmp_path, monkeypatch):
-    """Bug guarded: the 60,000-character bound removed from the stored step's output.
+def test_a_stored_step_output_is_bounded_to_its_byte_budget(tmp_path, monkeypatch):
+    """Bug guarded: the bound on a stored step's output removed (MAX_OUTPUT_BYTES of UTF-8).
 
     The final output and the stream are bounded elsewhere, so a test of the report alone passes
-    while the task item grows: here an intermediate step (the analyzer) answers 100,000 characters,
-    and the step as the store gives it back (which is what the next agent reads) holds at most
-    60,000. Written against the store's public ``get`` and the agents' context, so it holds wherever
-    the store keeps step outputs (in the task item or in items of their own).
+    while the stored items grow: here an intermediate step (the analyzer) answers 1.2 MB (400,000
+    three-byte characters), and the step as the store gives it back (which is what the next agent
+    reads) holds at most MAX_OUTPUT_BYTES of it, cut at a character boundary. Written against the
+    store's public ``get`` and the agents' context, so it holds wherever the store keeps step outputs.
     """
-    answer = "".join(f"finding {n:06d}\n" for n in range(100_000 // 15 + 1))[:100_000]
+    answer = "研究" * 200_000
     seen: dict[str, str] = {}
 
     async def execute(agent: AnalyzerAgent, step: Any, context: Any) -> str:
         return answer
 
     monkeypatch.setattr(AnalyzerAgent, "execute", execute)
+
+    def bounded(text: str | None) -> bool:
+        return text is None or len(text.encode()) <= MAX_OUTPUT_BYTES
 
     async def main() -> None:
         system = build_local_system(local_settings(tmp_path))
@@ -233,15 +237,15 @@ def test_a_stored_step_output_is_bounded_to_60k_characters(tmp_path, monkeypatch
             await system.executor.drain()
             stored = system.store.get(task.task_id)
             assert stored.status is TaskStatus.COMPLETED
-            analysis = stored.execution_plan.steps[1].output
-            assert analysis is None or len(analysis) <= 60_000  # None: a store that reads outputs apart
+            assert bounded(stored.execution_plan.steps[1].output)  # None: a store that reads outputs apart
             partial = [e.data for e in system.store.read_events(task.task_id) if e.data.get("agent_type") == "analyzer"]
-            assert all(len(p.get("output") or "") <= 60_000 for p in partial)
+            assert all(bounded(p.get("output")) for p in partial)
         finally:
             await system.executor.shutdown()
             system.store.close()
 
     run_virtual(main(), limit_seconds=600)
-    # And the writer read the analysis from the store: the first 60,000 characters of it
-    assert 0 < len(seen["analyzer"]) <= 60_000
+    # And the writer read the analysis from the store: its first MAX_OUTPUT_BYTES, whole characters
+    assert 0 < len(seen["analyzer"].encode()) <= MAX_OUTPUT_BYTES
+    assert len(seen["analyzer"].encode()) > MAX_OUTPUT_BYTES - 3
     assert answer.startswith(seen["analyzer"])

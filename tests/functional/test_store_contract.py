@@ -20,7 +20,7 @@ from agentic.adapters import dynamodb_store as dynamodb_module
 from agentic.adapters.dynamodb_store import DynamoDBTaskStore
 from agentic.adapters.sqlite_store import encode_cursor, sort_key
 from agentic.errors import InputTooLarge, InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound
-from agentic.models import EventType, NewEvent, TaskState, TaskStatus
+from agentic.models import EventType, ExecutionPlan, ExecutionStep, NewEvent, StepStatus, TaskState, TaskStatus
 from tests.functional.conftest import TABLE_NAME
 
 pytestmark = pytest.mark.functional
@@ -440,6 +440,97 @@ def test_payloads_just_under_the_bound_are_accepted(store):
     assert store.read_events("t-1")[0].data["output"] == big
 
 
+# --- step outputs: stored once, read back whole -----------------------------------------------------
+
+#: 100,000 three-byte characters: 300,000 bytes, the size of a long report in a CJK language.
+CJK_OUTPUT = "退避与抖动" * 20_000
+
+
+def plan_of(task_id: str, *agents: str) -> ExecutionPlan:
+    return ExecutionPlan(
+        task_id=task_id,
+        steps=[
+            ExecutionStep(step_id=f"step_{n:03d}", agent_type=agent, description=f"{agent} step")
+            for n, agent in enumerate(agents, 1)
+        ],
+    )
+
+
+def complete_step(store, task_id: str, index: int, output: str) -> TaskState:
+    """What the pipeline does: the step completed with its output, and its partial_output event."""
+
+    def finish(task: TaskState) -> dict[str, Any]:
+        plan = task.execution_plan
+        steps = list(plan.steps)
+        steps[index] = steps[index].model_copy(
+            update={"status": StepStatus.COMPLETED, "output": output, "attempts": steps[index].attempts + 1}
+        )
+        return {"execution_plan": plan.model_copy(update={"steps": steps})}
+
+    step_id = f"step_{index + 1:03d}"
+    return store.update(
+        task_id,
+        {TaskStatus.EXECUTING},
+        mutate=finish,
+        events=[
+            event(task_id, EventType.PARTIAL_OUTPUT, key=f"{step_id}:partial_output", step_id=step_id, output=output)
+        ],
+    )
+
+
+def run_to_completion(store, task_id: str, outputs: list[str]) -> TaskState:
+    store.create(make_task(task_id))
+    agents = ["retriever", "analyzer", "writer"][: len(outputs)]
+    store.update(task_id, {TaskStatus.PENDING}, status=TaskStatus.EXECUTING, execution_plan=plan_of(task_id, *agents))
+    for index, output in enumerate(outputs):
+        complete_step(store, task_id, index, output)
+    return store.update(
+        task_id,
+        {TaskStatus.EXECUTING},
+        status=TaskStatus.COMPLETED,
+        final_output=outputs[-1],
+        events=[event(task_id, EventType.TASK_COMPLETED, key="task:task_completed", final_output=outputs[-1])],
+    )
+
+
+def test_step_outputs_and_the_final_output_read_back_whole(store):
+    # Given a task whose steps completed with outputs, the last a 300,000-byte CJK report
+    outputs = ["passages", "analysis", CJK_OUTPUT]
+    returned = run_to_completion(store, "t-1", outputs)
+    # When it is read back, listed, and its log read
+    read = store.get("t-1")
+    listed = store.list("alice", limit=10).items[0]
+    log = store.read_events("t-1")
+    # Then the task has every output and the report as its final output, as the update returned it
+    assert [s.output for s in read.execution_plan.steps] == outputs
+    assert read.final_output == CJK_OUTPUT
+    assert read == returned
+    # And a listing shows the final output too
+    assert listed.final_output == CJK_OUTPUT
+    # And the log's events carry the texts they were written with
+    partials = [e.data for e in log if e.event_type is EventType.PARTIAL_OUTPUT]
+    assert [(d["step_id"], d["output"]) for d in partials] == list(
+        zip(["step_001", "step_002", "step_003"], outputs, strict=True)
+    )
+    assert log[-1].data == {"final_output": CJK_OUTPUT}
+
+
+def test_a_completion_event_written_again_is_still_written_once(store):
+    # Given a completed task
+    run_to_completion(store, "t-1", ["passages", CJK_OUTPUT])
+    before = store.read_events("t-1")
+    # When its completion events are appended again (a repeated Lambda), with their whole texts
+    again = [
+        store.append_event(
+            event("t-1", EventType.PARTIAL_OUTPUT, key="step_002:partial_output", step_id="step_002", output=CJK_OUTPUT)
+        ),
+        store.append_event(event("t-1", EventType.TASK_COMPLETED, key="task:task_completed", final_output=CJK_OUTPUT)),
+    ]
+    # Then nothing is added (and nothing is rejected as too large)
+    assert again == [None, None]
+    assert store.read_events("t-1") == before
+
+
 # --- DynamoDB only: the table layout and concurrency ---------------------------------------------
 
 
@@ -630,3 +721,141 @@ def test_the_client_is_built_on_first_use_not_before(monkeypatch, dynamodb_store
     assert store.get("missing") is None
     store.get("missing")
     assert built == ["dynamodb"]
+
+
+def raw_items(store: DynamoDBTaskStore, task_id: str) -> dict[str, dict[str, Any]]:
+    items = store.client.query(
+        TableName=TABLE_NAME,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"TASK#{task_id}"}},
+        ConsistentRead=True,
+    )["Items"]
+    return {item["sk"]["S"]: item for item in items}
+
+
+def item_bytes(item: dict[str, Any]) -> int:
+    """DynamoDB's item size: attribute names plus values (strings as UTF-8)."""
+    return sum(len(name.encode()) + len(next(iter(v.values())).encode()) for name, v in item.items())
+
+
+def test_outputs_are_items_of_their_own_and_the_task_item_stays_small(dynamodb_store):
+    # Given two tasks whose reports are 10 characters and 100,000 CJK characters (300,000 bytes)
+    run_to_completion(dynamodb_store, "t-small", ["passages", "analysis", "short text"])
+    run_to_completion(dynamodb_store, "t-large", ["passages", "analysis", CJK_OUTPUT])
+    small, large = raw_items(dynamodb_store, "t-small"), raw_items(dynamodb_store, "t-large")
+    # Then each output is one OUT# item holding the raw text, under DynamoDB's 400 KB
+    assert large["OUT#step_003#1"]["text"]["S"] == CJK_OUTPUT
+    assert {sk for sk in large if sk.startswith("OUT#")} == {"OUT#step_001#1", "OUT#step_002#1", "OUT#step_003#1"}
+    assert all(item_bytes(item) < 400 * 1024 for item in large.values())
+    # And the task item holds no output, nor the report: it refers to the writer's output item
+    doc = json.loads(large["TASK"]["doc"]["S"])
+    assert doc.get("final_output") is None
+    assert all(step.get("output") is None for step in doc["execution_plan"]["steps"])
+    assert large["TASK"]["final_out"] == {"S": "OUT#step_003#1"}
+    # And its size does not grow with the outputs
+    assert abs(item_bytes(large["TASK"]) - item_bytes(small["TASK"])) < 64
+    assert item_bytes(large["TASK"]) < 4096
+    # And the events refer to the output item instead of a second copy
+    partial = next(
+        i
+        for sk, i in large.items()
+        if sk.startswith("EVT#")
+        and i["event_type"]["S"] == "partial_output"
+        and i.get("ref") == {"S": "OUT#step_003#1"}
+    )
+    assert "output" not in json.loads(partial["data"]["S"])
+    completed = next(i for i in large.values() if i.get("event_type") == {"S": "task_completed"})
+    assert (completed["ref_field"], completed["ref"]) == ({"S": "final_output"}, {"S": "OUT#step_003#1"})
+
+
+def test_a_retried_step_keeps_the_output_of_each_completion(dynamodb_store):
+    # Given a step that completed (attempt 1), was reset by a retry and completed again (attempt 2)
+    run_to_completion(dynamodb_store, "t-1", ["first report"])
+    dynamodb_store.update(
+        "t-1",
+        {TaskStatus.COMPLETED},
+        status=TaskStatus.EXECUTING,
+        final_output=None,
+        mutate=lambda task: {
+            "execution_plan": task.execution_plan.model_copy(
+                update={
+                    "steps": [
+                        task.execution_plan.steps[0].model_copy(update={"status": StepStatus.PENDING, "output": None})
+                    ]
+                }
+            )
+        },
+    )
+    complete_step(dynamodb_store, "t-1", 0, "second report")
+    # Then the task reads the new output, and the log still shows what each completion wrote
+    assert dynamodb_store.get("t-1").execution_plan.steps[0].output == "second report"
+    assert set(raw_items(dynamodb_store, "t-1")) >= {"OUT#step_001#1", "OUT#step_001#2"}
+    assert [
+        e.data.get("output") for e in dynamodb_store.read_events("t-1") if e.event_type is EventType.PARTIAL_OUTPUT
+    ] == ["first report"]
+
+
+def test_a_tasks_outputs_are_read_once_per_store(monkeypatch, dynamodb_store):
+    # Given a completed task read once
+    run_to_completion(dynamodb_store, "t-1", ["passages", CJK_OUTPUT])
+    fresh = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)
+    fresh.get("t-1")
+    calls: list[str] = []
+    original = fresh.client.get_item
+    monkeypatch.setattr(fresh.client, "get_item", lambda **kw: calls.append(kw["Key"]["sk"]["S"]) or original(**kw))
+    # When it is read again
+    fresh.get("t-1")
+    # Then no output was read from the table again (they never change once written)
+    assert calls == ["TASK"]
+
+
+def test_a_task_made_again_with_the_same_id_shows_its_own_outputs(dynamodb_store):
+    # Given a task whose items are gone (expired), read through a store that saw its outputs
+    run_to_completion(dynamodb_store, "t-1", ["passages", "the first report"])
+    assert dynamodb_store.get("t-1").final_output == "the first report"
+    for sk in raw_items(dynamodb_store, "t-1"):
+        dynamodb_store.client.delete_item(TableName=TABLE_NAME, Key={"pk": {"S": "TASK#t-1"}, "sk": {"S": sk}})
+    # When a new task gets the same id (the same idempotency key, later) and completes
+    dynamodb_store.create(make_task("t-1", seconds=60))
+    dynamodb_store.update(
+        "t-1", {TaskStatus.PENDING}, status=TaskStatus.EXECUTING, execution_plan=plan_of("t-1", "a", "b")
+    )
+    complete_step(dynamodb_store, "t-1", 0, "passages")
+    complete_step(dynamodb_store, "t-1", 1, "the second report")
+    # Then the store shows the new task's outputs, not the ones it saw before under the same keys
+    fresh_read = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client).get("t-1")
+    assert dynamodb_store.get("t-1") == fresh_read
+    assert [s.output for s in fresh_read.execution_plan.steps] == ["passages", "the second report"]
+
+
+def test_a_retried_task_keeps_its_outputs_as_long_as_itself(dynamodb_store):
+    # Given a completed task whose output items were written long ago (they would expire soon)
+    run_to_completion(dynamodb_store, "t-1", ["passages", "analysis", "report"])
+    soon = int(time.time()) + 3600
+    for sk in ("OUT#step_001#1", "OUT#step_002#1", "OUT#step_003#1"):
+        dynamodb_store.client.update_item(
+            TableName=TABLE_NAME,
+            Key={"pk": {"S": "TASK#t-1"}, "sk": {"S": sk}},
+            UpdateExpression="SET expires_at = :e",
+            ExpressionAttributeValues={":e": {"N": str(soon)}},
+        )
+
+    # When it is retried from its last step (the first two steps and their outputs are kept)
+    def reset_last(task: TaskState) -> dict[str, Any]:
+        steps = list(task.execution_plan.steps)
+        steps[2] = steps[2].model_copy(update={"status": StepStatus.PENDING, "output": None})
+        return {"execution_plan": task.execution_plan.model_copy(update={"steps": steps})}
+
+    dynamodb_store.update(
+        "t-1", {TaskStatus.COMPLETED}, status=TaskStatus.EXECUTING, final_output=None, mutate=reset_last
+    )
+    # Then the kept outputs expire with the task again, the one to be replaced keeps its expiry
+    items = raw_items(dynamodb_store, "t-1")
+    month = int(time.time()) + 30 * 86400
+    assert [abs(int(items[sk]["expires_at"]["N"]) - month) < 60 for sk in ("OUT#step_001#1", "OUT#step_002#1")] == [
+        True,
+        True,
+    ]
+    assert int(items["OUT#step_003#1"]["expires_at"]["N"]) == soon
+    assert items["OUT#step_001#1"]["text"] == {"S": "passages"}
+    assert dynamodb_store.get("t-1").execution_plan.steps[1].output == "analysis"

@@ -4,6 +4,7 @@ schema and the error table."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from pydantic import ValidationError
@@ -75,8 +76,13 @@ async def test_close_writes_the_rest_and_the_pieces_add_up():
 
 
 async def test_a_paused_model_s_buffer_is_written_by_the_timer():
-    deltas, written = batcher(Clock())  # a clock that never moves: only the timer can write
-    deltas.interval = 0.02
+    written: list[tuple[str, int]] = []
+
+    async def write(text: str, seq: int) -> None:
+        written.append((text, seq))
+
+    # a model that sends "b" at once after "a", then nothing: only the timer can write "b"
+    deltas = DeltaBatcher(write, interval=0.05, max_chars=1000, clock=time.monotonic)
     await deltas.add("a")
     await deltas.add("b")
     assert written == [("a", 1)]
@@ -94,7 +100,7 @@ async def test_a_refused_timed_write_stops_the_next_piece():
         if calls > 1:
             raise RuntimeError("the task was cancelled")
 
-    deltas = DeltaBatcher(write, interval=0.01, max_chars=1000, clock=Clock())
+    deltas = DeltaBatcher(write, interval=0.01, max_chars=1000, clock=time.monotonic)
     await deltas.add("a")
     await deltas.add("b")
     await asyncio.sleep(0.05)  # the timer's write is refused

@@ -19,6 +19,7 @@ from moto import mock_aws
 
 from agentic.adapters.dynamodb_store import create_table
 from agentic.aws.wiring import reset_system
+from tests.fake_bedrock import FakeBedrock
 from tests.functional.aws.support import REGION, TABLE_NAME, WORKFLOW_TYPES, Pipeline, moto_pipeline
 
 
@@ -66,3 +67,14 @@ def template() -> dict[str, Any]:
     assert not errors, errors
     assert parsed is not None
     return dict(parsed)
+
+
+@pytest.fixture
+def fake_bedrock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBedrock]:
+    """A local bedrock-runtime (tests/fake_bedrock.py) that boto3 reaches through its endpoint variable."""
+    server = FakeBedrock().start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", server.url)
+    try:
+        yield server
+    finally:
+        server.stop()

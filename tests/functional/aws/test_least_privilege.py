@@ -26,7 +26,7 @@ from agentic.aws.wiring import get_system
 from agentic.models import TaskStatus
 from tests.functional.aws import support
 from tests.functional.aws.support import OWNER, REGION, Pipeline, http_event, load_event
-from tests.functional.aws.template_support import function_roles, transformed_template
+from tests.functional.aws.template_support import Resolver, function_roles, granted_statements, transformed_template
 
 pytestmark = [
     pytest.mark.functional,
@@ -70,13 +70,13 @@ def roles() -> dict[str, dict[str, Any]]:
     return function_roles(transformed_template())
 
 
-def inline_actions(role: dict[str, Any]) -> set[str]:
+def inline_actions(role: dict[str, Any], **parameters: str) -> set[str]:
+    """What the role's inline policies allow, deployed with the template's defaults (or ``parameters``)."""
     actions: set[str] = set()
-    for policy in role["Properties"].get("Policies", []):
-        for statement in policy["PolicyDocument"]["Statement"]:
-            assert statement["Effect"] == "Allow"
-            granted = statement["Action"]
-            actions.update([granted] if isinstance(granted, str) else granted)
+    for statement in granted_statements(role, Resolver(transformed_template(), **parameters)):
+        assert statement["Effect"] == "Allow"
+        granted = statement["Action"]
+        actions.update([granted] if isinstance(granted, str) else granted)
     return actions
 
 
@@ -89,15 +89,42 @@ def test_each_function_is_granted_exactly_the_calls_its_code_makes(roles):
         assert not any(a.endswith("*") for a in actions), function
 
 
+#: What the model-backed analyzer and writer may call besides the store (issue 13), by configuration.
+_BEDROCK = {"bedrock:InvokeModelWithResponseStream", "bedrock:InvokeModel"}
+MODEL_GRANTS = {
+    "bedrock": ({"ModelProvider": "bedrock", "ModelId": "anthropic.claude-3-5-haiku-20241022-v1:0"}, _BEDROCK),
+    "openai+secret": (
+        {"ModelProvider": "openai", "ModelId": "gpt-4o-mini", "ModelApiKeyParameter": "secretsmanager:agentic/key"},
+        {"secretsmanager:GetSecretValue"},
+    ),
+    "openai+ssm": (
+        {"ModelProvider": "openai", "ModelId": "gpt-4o-mini", "ModelApiKeyParameter": "ssm:/agentic/key"},
+        {"ssm:GetParameter"},
+    ),
+    "openai without a key": ({"ModelProvider": "openai", "ModelId": "llama3.2"}, set()),
+}
+
+
+@pytest.mark.parametrize("configuration", MODEL_GRANTS)
+def test_only_the_model_functions_get_the_model_provider_grants(roles, configuration):
+    parameters, extra = MODEL_GRANTS[configuration]
+    for function, role in roles.items():
+        expected = GRANTS[function] | (extra if function in ("AnalyzerFunction", "WriterFunction") else set())
+        assert inline_actions(role, **parameters) == expected, function
+
+
 def test_the_read_only_function_cannot_write(roles):
     writes = {"dynamodb:PutItem", "dynamodb:UpdateItem", "states:StartExecution"} | _CONTROL
     assert not inline_actions(roles["QueryTasksFunction"]) & writes
 
 
 def statements_granting(role: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    """The role's unconditional statements granting ``action``, unresolved (the model's grants are
+    ``Fn::If`` policies, checked resolved in test_model_template.py)."""
     return [
         statement
         for policy in role["Properties"].get("Policies", [])
+        if "PolicyDocument" in policy
         for statement in policy["PolicyDocument"]["Statement"]
         if action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
     ]

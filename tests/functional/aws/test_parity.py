@@ -17,6 +17,7 @@ from agentic.agents.faults import FaultPlan
 from agentic.aws.wiring import get_system
 from agentic.local.wiring import build_local_system
 from agentic.models import TaskStatus
+from tests.fake_bedrock import Reply, analysis
 from tests.functional.aws.control_support import control, create
 from tests.functional.aws.support import OWNER, Pipeline, http_event, invoke
 from tests.support import SEED_SEQUENCE, local_settings
@@ -169,3 +170,87 @@ def test_local_and_aws_paths_write_the_same_events_for_the_task_controls(tmp_pat
         assert types[-6:] == ["approval_requested", "approval_granted", *SEED_SEQUENCE[-4:]]
     elif scenario == "reject":
         assert types[-4:] == ["approval_requested", "approval_rejected", "error", "task_failed"]
+
+
+# --- the same scripted Bedrock model on both wirings (issue 13) --------------------------------------
+
+MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
+#: Deltas batched by size only (the time bound is far away), so both runs batch the same way.
+MODEL_SETTINGS = {
+    "model_provider": "bedrock",
+    "model_id": MODEL_ID,
+    "model_timeout_seconds": 10.0,
+    "stream_delta_seconds": 10.0,
+    "stream_delta_chars": 30,
+    "model_prices": {MODEL_ID: {"input": 0.25, "output": 1.25}},
+}
+REPORT = "Backoff spaces retries out; jitter keeps the clients from retrying in step with each other."
+MODEL_SCRIPTS = {
+    "answers": [Reply(tool_input=analysis(), usage=(300, 50)), Reply(text=REPORT, chunk=10, usage=(900, 120))],
+    "throttled once": [
+        Reply(tool_input=analysis(), usage=(300, 50)),
+        Reply(error="ThrottlingException", message="slow down"),
+        Reply(text=REPORT, chunk=10, usage=(900, 120)),
+    ],
+    "access denied": [Reply(error="AccessDeniedException", message="no access to the model")],
+}
+#: Events whose data must match too: what the model steps write.
+MODEL_EVENTS = {"partial_output", "step_completed", "step_retrying", "error", "task_failed", "task_completed"}
+
+
+def model_logged(task_id: str, events: list[Any]) -> list[tuple[str, Any]]:
+    """Each event's type, with its data for what the model steps write (the retry's delay aside: the
+    local runner scales the ASL's waits by RETRY_TIME_SCALE)."""
+    return [
+        (
+            e.event_type.value,
+            {
+                k: v
+                for k, v in json.loads(json.dumps(e.data).replace(task_id, "<task>")).items()
+                if k != "delay_seconds"
+            },
+        )
+        if e.event_type.value in MODEL_EVENTS
+        else (e.event_type.value, None)
+        for e in events
+    ]
+
+
+@pytest.mark.parametrize("script", MODEL_SCRIPTS)
+def test_local_and_aws_paths_write_the_same_events_with_the_same_bedrock_model(
+    tmp_path, pipeline, fake_bedrock, script
+):
+    # Given the same scripted Bedrock answers for a local run and an AWS run
+    fake_bedrock.script(*MODEL_SCRIPTS[script])
+    system = build_local_system(local_settings(tmp_path, retry_time_scale=0.001, **MODEL_SETTINGS))
+    try:
+
+        async def run() -> str:
+            task, _ = await system.service.create(OWNER, DESCRIPTION)
+            await system.runner.run(task.task_id)
+            return task.task_id
+
+        local_id = asyncio.run(run())
+        local_events = model_logged(local_id, system.store.read_events(local_id))
+        local_task = system.store.get(local_id).model_dump()
+    finally:
+        system.store.close()
+    fake_bedrock.script(*MODEL_SCRIPTS[script])
+    pipeline.configure(
+        **{
+            name.upper(): value if isinstance(value, str) else json.dumps(value)
+            for name, value in MODEL_SETTINGS.items()
+        }
+    )
+    # When the task runs on each wiring
+    aws_events, aws_task = aws_run(pipeline, "")
+    aws_logged = model_logged(aws_task["task_id"], get_system().store.read_events(aws_task["task_id"]))
+    # Then both logs hold the same events, the model's deltas, tokens and errors included
+    assert aws_logged == local_events
+    assert outcome(aws_task) == outcome(local_task)
+    assert aws_events[-1] == {"answers": "task_completed", "throttled once": "task_completed"}.get(
+        script, "task_failed"
+    )
+    assert any(kind == "partial_output" and data and "delta" in data for kind, data in local_events) == (
+        script != "access denied"
+    )

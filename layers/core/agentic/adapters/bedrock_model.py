@@ -12,11 +12,11 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
+from urllib3.exceptions import HTTPError as TransportError
 
 from agentic.chat import ChatReply, ChatRequest, DeltaSink, StructuredSchema, Usage
 from agentic.errors import PermanentAgentError, TransientAgentError
@@ -33,11 +33,6 @@ TRANSIENT_CODES = frozenset(
         "ModelStreamErrorException",
         "ServiceQuotaExceededException",
         "ModelErrorException",
-        # the same, as the stream's own event names
-        "throttlingException",
-        "serviceUnavailableException",
-        "internalServerException",
-        "modelStreamErrorException",
     }
 )
 
@@ -46,6 +41,8 @@ def client_error(exc: ClientError, model_id: str) -> Exception:
     """The core's error for a Bedrock ``ClientError``: the one table of this adapter."""
     error = exc.response.get("Error", {})
     code = str(error.get("Code") or "")
+    # An error inside the event stream has the event's name ("throttlingException"): one table for both.
+    code = code[:1].upper() + code[1:]
     message = str(error.get("Message") or exc)[:300]
     if code in TRANSIENT_CODES:
         return TransientAgentError(f"Bedrock {code}: {message}")
@@ -177,22 +174,20 @@ class BedrockChatModel:
                     if "metadata" in value:
                         used = value["metadata"].get("usage", {})
                         usage = Usage(int(used.get("inputTokens", 0)), int(used.get("outputTokens", 0)))
-                    for name in TRANSIENT_CODES:
-                        if name in value:  # an error event inside the stream
-                            raise TransientAgentError(f"Bedrock {name}: {value[name].get('message', '')}")
-                    if "validationException" in value:
-                        raise PermanentAgentError(
-                            f"Bedrock validationException: {value['validationException'].get('message', '')}"
-                        )
+                    # (an exception frame inside the stream reaches us as botocore's EventStreamError)
         except TimeoutError:
             raise TransientAgentError(
                 f"Bedrock did not finish within MODEL_TIMEOUT_SECONDS={self.timeout_seconds:g}"
             ) from None
         finally:
             stop.set()
-            for stream in opened:  # a cancelled or failed step: close the connection now
-                _quietly(stream.close)
+            for stream in opened:  # a cancelled or failed step: hang up now
+                _hang_up(stream)
             reader.add_done_callback(lambda f: f.exception())  # the thread ends on the closed stream
+        if stop_reason is None:
+            # The body ended cleanly but the answer did not (a proxy or the service closed early):
+            # what arrived is not the whole answer, so it must not become the step's output.
+            raise TransientAgentError("Bedrock's stream ended before the answer did (no messageStop)")
         if stop_reason == "max_tokens":
             logger.warning("the model stopped at MODEL_MAX_OUTPUT_TOKENS", extra={"model_id": self.model_id})
         text = "".join(tool_input) if arguments.get("toolConfig") else "".join(parts)
@@ -209,11 +204,25 @@ class BedrockChatModel:
             )
         if isinstance(exc, ConnectionError | BotoCoreError):
             return TransientAgentError(f"the connection to Bedrock failed: {exc}")
+        if isinstance(exc, TransportError):  # the body broke off mid-answer
+            return TransientAgentError(f"the connection to Bedrock broke mid-answer: {exc}")
         if isinstance(exc, json.JSONDecodeError):
             return TransientAgentError(f"Bedrock sent a malformed event: {exc}")
         return TransientAgentError(f"the Bedrock call failed: {type(exc).__name__}: {exc}")
 
 
-def _quietly(close: Callable[[], Any]) -> None:
-    with contextlib.suppress(Exception):  # closing an already broken stream
-        close()
+def _hang_up(stream: Any) -> None:
+    """End the connection of a ConverseStream whose reader thread may be blocked in a read.
+
+    Closing the response from this thread would wait for the reader's lock (a model thinking for
+    seconds keeps it), so the socket is shut down instead: the blocked read returns at once and the
+    reader thread closes the connection (its ``finally``). Only without urllib3's ``shutdown``
+    (before 2.3) is the stream closed from here.
+    """
+    shutdown = getattr(getattr(stream, "_raw_stream", None), "shutdown", None)
+    with contextlib.suppress(Exception):  # an already closed or broken stream
+        if shutdown is not None:
+            shutdown()
+            return
+    with contextlib.suppress(Exception):
+        stream.close()

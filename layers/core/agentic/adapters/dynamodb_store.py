@@ -3,14 +3,19 @@
 Table layout (``template.yaml`` declares the same table; ``create_table`` builds it for tests)::
 
     pk (S, hash)      sk (S, range)            attributes
-    TASK#<task_id>    TASK                     doc (the TaskState as JSON), status, owner,
+    TASK#<task_id>    TASK                     doc (the TaskState as JSON, without step outputs),
+                                               final_out (S, the sk of the output that is the
+                                               final output), status, owner,
                                                created_at, version (N), event_seq (N),
                                                gsi1pk = OWNER#<owner>,
+                                               gsi2pk = OWNER#<owner>#STATUS#<status>
                                                gsi1sk = <created_at, fixed-width UTC>#<task_id>
     TASK#<task_id>    KEY#<event key>          expires_at (N): this idempotency key was written
-
-                                               gsi2pk = OWNER#<owner>#STATUS#<status>
-    TASK#<task_id>    EVT#<cursor, 12 digits>  event_type, timestamp, data (JSON), expires_at (N)
+    TASK#<task_id>    OUT#<step_id>#<attempts> text (S, raw UTF-8), expires_at (N): the output of
+                                               the step's attempt that completed it
+    TASK#<task_id>    EVT#<cursor, 12 digits>  event_type, timestamp, data (JSON), expires_at (N),
+                                               ref + ref_field (S, S): data[ref_field] is the text
+                                               of the OUT# item ref
 
     GSI gsi1: hash gsi1pk, range gsi1sk (an owner's tasks, newest first).
     GSI gsi2: hash gsi2pk, range gsi1sk (an owner's tasks in one status, newest first).
@@ -19,6 +24,17 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
     TTL on expires_at: events and keys expire event_ttl_days after they were written; the task item's
     expiry moves forward with every update, so a task never expires before the end of its log.
     On-demand billing.
+
+Step outputs are stored once, as their own items (``dynamodb_outputs``): the transaction that completes a step puts its
+``OUT#`` item (its text as a raw string, so a 3-byte character costs 3 bytes, not a 6-byte JSON
+escape) and its ``partial_output`` event refers to it; the task item holds no output, and the final
+output is a reference to the last step's ``OUT#`` item (the ``task_completed`` event refers to it
+too). The task item therefore stays a few KB however long the outputs are, and every update, which
+rewrites it, costs the same. ``get`` and ``read_events`` put the texts back (one BatchGetItem; an
+output never changes once written, so a container keeps the ones it read); ``list`` and
+``list_in_status`` put back the final output only, as the SQLite store's listings do. An ``OUT#``
+item expires like the events, ``event_ttl_days`` after it was written; a retried task's kept
+outputs (which its steps run again read) are given the task's expiry again by the retry's write.
 
 How the contract of ``TaskStore`` holds here:
 
@@ -62,6 +78,17 @@ from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
 # Shared with the SQLite store: the cursor format and the payload bound (MAX_PAYLOAD_BYTES, 350 KB of
 # a document or an event's data, leaving room in DynamoDB's 400 KB item for the other attributes).
+from agentic.adapters.dynamodb_outputs import (
+    OutputTexts,
+    completed_outputs,
+    dump_task,
+    final_out,
+    final_output_sk,
+    output_expiry,
+    output_put,
+    reference,
+    task_pk,
+)
 from agentic.adapters.sqlite_store import check_payload_size, decode_cursor, encode_cursor, sort_key
 from agentic.errors import (
     InvalidInput,
@@ -220,12 +247,8 @@ def _request_token(task_id: str, items: object) -> str:
     return str(uuid.uuid5(_TOKEN_NAMESPACE, f"{task_id}\x1f{digest}"))
 
 
-def _task_pk(task_id: str) -> str:
-    return f"TASK#{task_id}"
-
-
 def _task_key(task_id: str) -> dict[str, AttributeValueTypeDef]:
-    return {"pk": {"S": _task_pk(task_id)}, "sk": {"S": _TASK_SK}}
+    return {"pk": {"S": task_pk(task_id)}, "sk": {"S": _TASK_SK}}
 
 
 def _event_sk(cursor: int) -> str:
@@ -274,12 +297,15 @@ class _PendingEvent:
 
     event: NewEvent
     data: str
+    #: (field, OUT# sk): ``data`` lacks that field, which is the text of that output item.
+    ref: tuple[str, str] | None = None
 
     @classmethod
-    def of(cls, event: NewEvent) -> _PendingEvent:
-        data = json.dumps(event.data, default=str)
+    def of(cls, event: NewEvent, ref: tuple[str, str] | None = None) -> _PendingEvent:
+        stored = event.data if ref is None else {k: v for k, v in event.data.items() if k != ref[0]}
+        data = json.dumps(stored, default=str, ensure_ascii=False)  # 3 bytes a CJK character, not 6
         check_payload_size(f"the data of a {event.event_type.value} event of task {event.task_id}", data)
-        return cls(event, data)
+        return cls(event, data, ref)
 
     @property
     def cost(self) -> tuple[int, int]:
@@ -309,6 +335,7 @@ class DynamoDBTaskStore:
         self.event_ttl_seconds = event_ttl_days * 86400
         self._client: DynamoDBClient | None = client
         self._client_lock = threading.Lock()
+        self._outputs = OutputTexts(table_name, lambda: self.client, attempts=MAX_ATTEMPTS, pause=_pause)
 
     @property
     def client(self) -> DynamoDBClient:
@@ -339,7 +366,7 @@ class DynamoDBTaskStore:
 
     @_retryable
     def create(self, task: TaskState) -> TaskState:
-        doc = task.model_dump_json()
+        doc = task.model_dump_json()  # a new task: no step has run, nothing is stored elsewhere yet
         check_payload_size(f"task {task.task_id}", doc)
         created_at = sort_key(task.created_at)
         item: dict[str, AttributeValueTypeDef] = {
@@ -381,11 +408,11 @@ class DynamoDBTaskStore:
             TableName=self.table_name,
             Key=_task_key(task_id),
             ConsistentRead=True,
-            ProjectionExpression="#doc",
+            ProjectionExpression="#doc, final_out",
             ExpressionAttributeNames={"#doc": "doc"},
         )
         item = response.get("Item")
-        return _parse_task(item) if item and "doc" in item else None
+        return self._outputs.inflate(item)[0] if item and "doc" in item else None
 
     @_retryable
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
@@ -451,18 +478,20 @@ class DynamoDBTaskStore:
             self.table_name: {
                 "Keys": [{"pk": {"S": pk}, "sk": {"S": _TASK_SK}} for pk in pks],
                 "ConsistentRead": True,
-                "ProjectionExpression": "pk, #doc",
+                "ProjectionExpression": "pk, #doc, final_out",
                 "ExpressionAttributeNames": {"#doc": "doc"},
             }
         }
+        stored: dict[str, tuple[TaskState, str | None]] = {}
         for attempt in range(MAX_ATTEMPTS):
             response = self.client.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(self.table_name, []):
                 if "doc" in item:
-                    docs[item["pk"]["S"]] = _parse_task(item)
+                    stored[item["pk"]["S"]] = (_parse_task(item), final_out(item))
             unprocessed = response.get("UnprocessedKeys", {})
             if not unprocessed:
-                return docs
+                filled = self._outputs.fill(builtins.list(stored.values()), outputs=False)
+                return {pk: task for pk, (task, _) in zip(stored, filled, strict=True)}
             request = cast("dict[str, KeysAndAttributesTypeDef]", unprocessed)  # throttled or over 16 MB
             _pause(attempt)
         raise RetryableStoreError("DynamoDB kept some of the page unread; try again")
@@ -483,7 +512,8 @@ class DynamoDBTaskStore:
         tasks: builtins.list[TaskState] = []
         while True:
             response = self.client.scan(**params)
-            tasks.extend(_parse_task(item) for item in response.get("Items", []) if "doc" in item)
+            found = [(_parse_task(item), final_out(item)) for item in response.get("Items", []) if "doc" in item]
+            tasks.extend(task for task, _ in self._outputs.fill(found, outputs=False))
             last = response.get("LastEvaluatedKey")
             if not last:
                 return tasks
@@ -500,7 +530,7 @@ class DynamoDBTaskStore:
         **changes: Any,
     ) -> TaskState:
         expected = {TaskStatus(s) for s in expect}
-        pending = [_PendingEvent.of(e) for e in events if e.task_id == task_id]
+        remaining = [e for e in events if e.task_id == task_id]
         elsewhere = [e for e in events if e.task_id != task_id]
         for attempt in range(MAX_ATTEMPTS):
             # Read, check, write conditionally; a failed condition loops back here, where the
@@ -508,14 +538,31 @@ class DynamoDBTaskStore:
             item = self._read_task_item(task_id)
             if item is None:
                 raise TaskNotFound(task_id)
-            task = _parse_task(item)
+            task, stored = self._outputs.inflate(item)
             if task.status not in expected:
                 raise InvalidTransition.unexpected(task_id, task.status.value, (s.value for s in expected))
             applied = {**changes, **mutate(task)} if mutate is not None else changes
             updated = task.model_copy(update={**applied, "updated_at": utcnow()})
-            doc = updated.model_dump_json()
+            # A step completed by this write: its output becomes an OUT# item, written with it.
+            outputs = {sk: text for sk, text in completed_outputs(updated).items() if sk not in stored}
+            for sk, text in outputs.items():
+                check_payload_size(f"the output {sk} of task {task_id}", text)
+            stored = stored | set(outputs)
+            final_sk = final_output_sk(updated, stored)
+            doc = dump_task(updated, final_sk)
             check_payload_size(f"task {task_id}", doc)
-            batch, rest = self._fit_transaction(pending, len(doc))
+            pending = [_PendingEvent.of(e, reference(e, updated, final_sk, stored)) for e in remaining]
+            output_puts = [
+                output_put(self.table_name, task_id, sk, text, self._expires_at()) for sk, text in outputs.items()
+            ]
+            if task.status.is_terminal and not updated.status.is_terminal:
+                # A retried task keeps the outputs of its completed steps, which the steps it runs
+                # again read: they expire with the task from now on, not with the first run's log.
+                kept = sorted(set(completed_outputs(updated)) - set(outputs))
+                output_puts += [output_expiry(self.table_name, task_id, sk, self._expires_at()) for sk in kept]
+            batch, rest = self._fit_transaction(
+                pending, len(doc) + sum(len(text.encode()) for text in outputs.values()), len(output_puts)
+            )
             version = _number(item, "version")
             seq = _number(item, "event_seq")
             names = {"#doc": "doc", "#status": "status", "#version": "version"}
@@ -532,6 +579,13 @@ class DynamoDBTaskStore:
             values[":expires"] = {"N": self._expires_at()}
             names["#gsi2pk"] = "gsi2pk"
             values[":gsi2pk"] = {"S": _gsi2pk(updated.owner, updated.status)}
+            names["#final_out"] = "final_out"
+            remove = ""
+            if final_sk is None:
+                remove = " REMOVE #final_out"
+            else:
+                sets += ", #final_out = :final_out"
+                values[":final_out"] = {"S": final_sk}
             condition = f"attribute_exists(pk) AND #status IN ({', '.join(f':e{i}' for i in range(len(expected)))})"
             if version is None:
                 condition += " AND attribute_not_exists(#version)"
@@ -550,23 +604,25 @@ class DynamoDBTaskStore:
             change: UpdateTypeDef = {
                 "TableName": self.table_name,
                 "Key": _task_key(task_id),
-                "UpdateExpression": sets,
+                "UpdateExpression": sets + remove,
                 "ConditionExpression": condition,
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
             }
-            if not batch:
+            if not batch and not output_puts:
                 codes = self._attempt(partial(self.client.update_item, **change))
                 if codes is None:
                     break
                 _pause(attempt)
                 continue
-            written, already = self._write_events(task_id, {"Update": change}, batch, seq or 0)
+            written, already = self._write_events(task_id, {"Update": change}, batch, seq or 0, output_puts)
             if written is not None:
+                self._outputs.remember(updated, outputs)
                 break
             if already:
                 # Some keys were written before: drop those events and write at once.
-                pending = [p for p in pending if p not in already]
+                skipped = {id(p.event) for p in already}
+                remaining = [e for e in remaining if id(e) not in skipped]
                 continue
             _pause(attempt)
         else:
@@ -579,10 +635,10 @@ class DynamoDBTaskStore:
 
     @staticmethod
     def _fit_transaction(
-        pending: builtins.list[_PendingEvent], doc_bytes: int
+        pending: builtins.list[_PendingEvent], doc_bytes: int, other_items: int = 0
     ) -> tuple[builtins.list[_PendingEvent], builtins.list[_PendingEvent]]:
-        """The events that fit in one transaction with the task item, and the rest."""
-        items, size = 1, doc_bytes + _ITEM_OVERHEAD_BYTES
+        """The events that fit in one transaction with the task item (and ``other_items``), and the rest."""
+        items, size = 1 + other_items, doc_bytes + (1 + other_items) * _ITEM_OVERHEAD_BYTES
         for index, event in enumerate(pending):
             more_items, more_bytes = event.cost
             items, size = items + more_items, size + more_bytes
@@ -594,7 +650,20 @@ class DynamoDBTaskStore:
 
     @_retryable
     def append_event(self, event: NewEvent) -> StreamEvent | None:
-        return self._append(_PendingEvent.of(event))
+        return self._append(self._pending_alone(event))
+
+    def _pending_alone(self, event: NewEvent) -> _PendingEvent:
+        """An event written on its own; one that repeats a stored output refers to its OUT# item."""
+        data = event.data
+        carries_text = (event.event_type is EventType.PARTIAL_OUTPUT and isinstance(data.get("output"), str)) or (
+            event.event_type is EventType.TASK_COMPLETED and isinstance(data.get("final_output"), str)
+        )
+        if carries_text:
+            item = self._read_task_item(event.task_id)
+            if item is not None:
+                task, stored = self._outputs.inflate(item)
+                return _PendingEvent.of(event, reference(event, task, final_output_sk(task, stored), stored))
+        return _PendingEvent.of(event)
 
     def _append(self, pending: _PendingEvent) -> StreamEvent | None:
         task_id = pending.event.task_id
@@ -638,8 +707,9 @@ class DynamoDBTaskStore:
         task_write: TransactWriteItemTypeDef,
         batch: builtins.list[_PendingEvent],
         seq: int,
+        others: Sequence[TransactWriteItemTypeDef] = (),
     ) -> tuple[builtins.list[StreamEvent] | None, set[_PendingEvent]]:
-        """One transaction: ``task_write`` (which moves event_seq past the batch) and the events.
+        """One transaction: ``task_write`` (which moves event_seq past the batch), the events, ``others``.
 
         Returns the written events, or None and the events whose key was already written.
         """
@@ -657,7 +727,7 @@ class DynamoDBTaskStore:
                         "Put": {
                             "TableName": self.table_name,
                             "Item": {
-                                "pk": {"S": _task_pk(task_id)},
+                                "pk": {"S": task_pk(task_id)},
                                 "sk": {"S": _key_sk(event.key)},
                                 "expires_at": {"N": expires_at},
                             },
@@ -665,22 +735,26 @@ class DynamoDBTaskStore:
                         }
                     }
                 )
+            stored: dict[str, AttributeValueTypeDef] = {
+                "pk": {"S": task_pk(task_id)},
+                "sk": {"S": _event_sk(cursor)},
+                "event_type": {"S": event.event_type.value},
+                "timestamp": {"S": event.timestamp.isoformat()},
+                "data": {"S": pending.data},
+                "expires_at": {"N": expires_at},
+            }
+            if pending.ref is not None:
+                stored["ref_field"], stored["ref"] = {"S": pending.ref[0]}, {"S": pending.ref[1]}
             items.append(
                 {
                     "Put": {
                         "TableName": self.table_name,
-                        "Item": {
-                            "pk": {"S": _task_pk(task_id)},
-                            "sk": {"S": _event_sk(cursor)},
-                            "event_type": {"S": event.event_type.value},
-                            "timestamp": {"S": event.timestamp.isoformat()},
-                            "data": {"S": pending.data},
-                            "expires_at": {"N": expires_at},
-                        },
+                        "Item": stored,
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }
                 }
             )
+        items.extend(others)
         token = _request_token(task_id, items)
         codes = self._attempt(lambda: self.client.transact_write_items(TransactItems=items, ClientRequestToken=token))
         if codes is None:
@@ -701,7 +775,7 @@ class DynamoDBTaskStore:
             "TableName": self.table_name,
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
             "ExpressionAttributeValues": {
-                ":pk": {"S": _task_pk(task_id)},
+                ":pk": {"S": task_pk(task_id)},
                 ":first": {"S": _event_sk(start)},
                 ":last": {"S": _event_sk(_MAX_CURSOR)},
             },
@@ -709,22 +783,30 @@ class DynamoDBTaskStore:
             "ScanIndexForward": True,
         }
         events: builtins.list[StreamEvent] = []
+        refs: builtins.list[tuple[dict[str, Any], str, str]] = []
         while len(events) < limit:
             params["Limit"] = limit - len(events)
             response = self.client.query(**params)
-            # Items this store wrote itself: build them without validating again.
-            events.extend(
-                StreamEvent.model_construct(
-                    event_type=EventType(item["event_type"]["S"]),
-                    task_id=task_id,
-                    timestamp=datetime.fromisoformat(item["timestamp"]["S"]),
-                    cursor=int(item["sk"]["S"][len(_EVENT_PREFIX) :]),
-                    data=json.loads(item["data"]["S"]),
+            for item in response.get("Items", []):
+                data = json.loads(item["data"]["S"])
+                if "ref" in item:
+                    refs.append((data, item["ref_field"]["S"], item["ref"]["S"]))
+                # Items this store wrote itself: build them without validating again.
+                events.append(
+                    StreamEvent.model_construct(
+                        event_type=EventType(item["event_type"]["S"]),
+                        task_id=task_id,
+                        timestamp=datetime.fromisoformat(item["timestamp"]["S"]),
+                        cursor=int(item["sk"]["S"][len(_EVENT_PREFIX) :]),
+                        data=data,
+                    )
                 )
-                for item in response.get("Items", [])
-            )
             last = response.get("LastEvaluatedKey")
             if not last:
                 break
             params["ExclusiveStartKey"] = last
+        if refs:
+            texts = self._outputs.read([(task_id, sk) for _, _, sk in refs])
+            for data, name, sk in refs:
+                data[name] = texts.get((task_id, sk))
         return events[:limit]

@@ -380,7 +380,8 @@ class SQLiteTaskStore(SQLiteFile):
             and stored.get("final_output") == final_output
         ):
             stored = {k: v for k, v in stored.items() if k != "final_output"}
-        data = json.dumps(stored, default=str)
+        # Non-ASCII text as UTF-8, not \u escapes: a 3-byte character stays 3 bytes (an escape is 6).
+        data = json.dumps(stored, default=str, ensure_ascii=False)
         check_payload_size(f"the data of a {event.event_type.value} event of task {event.task_id}", data)
         # One statement: the next cursor, and nothing at all if the key was written before.
         row = db.execute(

@@ -3,7 +3,8 @@
 - Logger: the core's logger with the Lambda context injected; the correlation id is the task id.
 - Metrics: one EMF ``Metrics`` (namespace from ``POWERTOOLS_METRICS_NAMESPACE``), handed to the core
   so its ``record_metric`` calls (TasksCreated, TasksCompleted, TasksFailed, StepLatency,
-  StepRetries) reach CloudWatch; flushed after each invocation, with a ColdStart metric.
+  StepRetries, ModelInputTokens, ModelOutputTokens) reach CloudWatch; flushed after each invocation,
+  with a ColdStart metric.
 - Tracer: created on the first invocation and only when ``TRACING_ENABLED`` is set, because creating
   it (X-Ray SDK import, boto3 patching) costs ~200 ms of cold start.
 """

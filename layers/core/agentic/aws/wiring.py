@@ -14,7 +14,7 @@ from agentic.adapters.model_clients import build_model_client
 from agentic.adapters.s3_reader import S3DocumentReader
 from agentic.adapters.scheduler_timer import SchedulerApprovalTimer
 from agentic.adapters.sfn_executor import StepFunctionsExecutor, UnconfiguredExecutor
-from agentic.agents.catalog import registry_for
+from agentic.agents.catalog import check_model_settings, registry_for
 from agentic.errors import AgenticError
 from agentic.knowledge.base import KnowledgeBase
 from agentic.pipeline import load_pipeline
@@ -60,10 +60,13 @@ def build_aws_system(
         from .knowledge_handlers import build_s3_knowledge
 
         knowledge = build_s3_knowledge(settings)
-    model = build_model_client(settings)
-    ops = PipelineOps.configured(
-        store, registry_for(settings, model, knowledge), load_pipeline(settings.pipeline_definition), settings
-    )
+    definition = load_pipeline(settings.pipeline_definition)
+    try:
+        check_model_settings(settings, definition)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    model = build_model_client(settings, api_key=model_api_key(settings))
+    ops = PipelineOps.configured(store, registry_for(settings, model, knowledge), definition, settings)
     timer = None
     if settings.approval_timeout_target_arn and settings.scheduler_role_arn:
         timer = SchedulerApprovalTimer(
@@ -88,6 +91,42 @@ def build_aws_system(
     )
     service = AwsTaskService(store, executor, waiter, settings, ops=ops)
     return AwsSystem(settings, store, ops, executor, service, knowledge=knowledge, timer=timer)
+
+
+def model_api_key(settings: Settings) -> str | None:
+    """The OpenAI-compatible server's key from MODEL_API_KEY_PARAMETER, or None.
+
+    ``secretsmanager:<secret name or ARN>`` (the secret's string) or ``ssm:<parameter name>`` (a
+    SecureString, decrypted). Read with Powertools Parameters when the container builds its system,
+    so once per container; a key that cannot be read stops the function with a clear error.
+    """
+    reference = settings.model_api_key_parameter.strip()
+    if settings.model_provider != "openai" or not reference:
+        return None
+    kind, _, name = reference.partition(":")
+    if kind not in ("secretsmanager", "ssm") or not name:
+        raise ConfigurationError(
+            f"MODEL_API_KEY_PARAMETER={reference!r} must be 'secretsmanager:<secret name or ARN>' or "
+            "'ssm:<parameter name>'"
+        )
+    from aws_lambda_powertools.utilities import parameters
+
+    try:
+        if kind == "secretsmanager":
+            value = parameters.get_secret(name, max_age=_KEY_CACHE_SECONDS)
+        else:
+            value = parameters.get_parameter(name, decrypt=True, max_age=_KEY_CACHE_SECONDS)
+    except parameters.exceptions.GetParameterError as exc:
+        raise ConfigurationError(
+            f"the model's API key could not be read from MODEL_API_KEY_PARAMETER={reference!r}: {exc}"
+        ) from exc
+    key = value.decode() if isinstance(value, bytes) else str(value)
+    return key.strip() or None
+
+
+#: Powertools' cache of the key: the container reads it when it builds its system; this only
+#: matters to a rebuilt system (tests), which then reads it again after this long.
+_KEY_CACHE_SECONDS = 300
 
 
 @lru_cache(maxsize=1)

@@ -53,11 +53,18 @@ class DeltaBatcher:
             self._timer = asyncio.create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(max(0.0, self._last + self.interval - self._clock()))
-        try:
-            await self.flush()
-        except Exception as exc:  # surfaces in the agent's next add(), which stops the model
-            self._failed = exc
+        # Sleeps until the interval since the last write has passed, then writes what is buffered;
+        # a write by add() meanwhile (a full buffer) moves that moment on, so look again after it.
+        while self._buffer:
+            wait = self._last + self.interval - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            try:
+                await self.flush()
+            except Exception as exc:  # surfaces in the agent's next add(), which stops the model
+                self._failed = exc
+            return
 
     async def flush(self) -> None:
         async with self._lock:

@@ -30,7 +30,7 @@ from agentic.observability import logger, record_metric
 from agentic.pipeline import PipelineDefinition
 from agentic.ports import TaskStore
 from agentic.service.step_attempts import (
-    MAX_OUTPUT_CHARS,
+    MAX_OUTPUT_BYTES,
     RetryDelay,
     RunInterrupted,
     StepAttempts,
@@ -39,7 +39,7 @@ from agentic.service.step_attempts import (
 )
 from agentic.settings import Settings
 
-__all__ = ["MAX_OUTPUT_CHARS", "PipelineOps", "RetryDelay", "RunInterrupted", "StepOutcome", "error_name"]
+__all__ = ["MAX_OUTPUT_BYTES", "PipelineOps", "RetryDelay", "RunInterrupted", "StepOutcome", "error_name"]
 
 
 class PipelineOps(StepAttempts):

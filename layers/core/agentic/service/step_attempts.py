@@ -35,8 +35,21 @@ from agentic.pipeline import STATES_TIMEOUT, PipelineDefinition
 from agentic.ports import Mutation, TaskStore
 from agentic.service.deltas import DeltaBatcher
 
-#: Bound on one step's output, so a task item stays far below DynamoDB's 400 KB.
-MAX_OUTPUT_CHARS = 60_000
+#: Bound on one step's output, in UTF-8 bytes: 100,000 characters of a 3-byte script (CJK) and a
+#: sources list fit. A store keeps an output as one item of its own (DynamoDB: 400 KB an item), and
+#: no Step Functions payload carries it (256 KB), so every output of a task can be this long.
+MAX_OUTPUT_BYTES = 300 * 1024
+
+
+def bound_output(text: str) -> str:
+    """``text`` cut to ``MAX_OUTPUT_BYTES`` of UTF-8, at a character boundary."""
+    if len(text) * 4 <= MAX_OUTPUT_BYTES:  # short enough whatever its characters
+        return text
+    encoded = text.encode()
+    if len(encoded) <= MAX_OUTPUT_BYTES:
+        return text
+    return encoded[:MAX_OUTPUT_BYTES].decode(errors="ignore")  # drops a character cut in two
+
 
 #: Given the error name and the failed attempt (0-based): seconds until the retry, or None.
 RetryDelay = Callable[[str, int], float | None]
@@ -285,7 +298,7 @@ class StepAttempts:
         finished = step.model_copy(
             update={
                 "status": StepStatus.COMPLETED,
-                "output": result.text[:MAX_OUTPUT_CHARS],
+                "output": bound_output(result.text),
                 "attempts": absolute + 1,
                 "model_id": result.model_id,
                 "usage": usage.as_dict() if usage is not None else None,
