@@ -120,6 +120,9 @@ class Ledger:
     http_api_requests: int = 0
     log_bytes: int = 0
     largest_item: int = 0
+    #: WRU by write shape (operation and the kinds of item it touches), for ``COST_DETAIL=1``.
+    writes: Counter[str] = field(default_factory=Counter)
+    write_counts: Counter[str] = field(default_factory=Counter)
 
 
 class Recorder:
@@ -188,12 +191,20 @@ class Recorder:
             with self.lock:
                 self.ledger.requests[("dynamodb", operation)] += 1
                 factor = 2 if operation == "TransactWriteItems" else 1
-                for (table, _, kind), old, new in zip(targets, before, after, strict=True):
+                units = 0
+                shape = []
+                for (table, key, kind), old, new in zip(targets, before, after, strict=True):
                     size = max(item_size(old), item_size(new))
                     self.ledger.largest_item = max(self.ledger.largest_item, size)
-                    self.ledger.wru += factor * write_units(size)
+                    units += factor * write_units(size)
                     if kind != "ConditionCheck":
-                        self.ledger.wru += factor * self._index_writes(real, client, table, old, new)
+                        units += factor * self._index_writes(real, client, table, old, new)
+                    sort = key.get("sk", {}).get("S", "?")
+                    shape.append(f"{kind}:{sort.split('#')[0]}({math.ceil(size / 1024)}K)")
+                self.ledger.wru += units
+                label = f"{operation}[{' '.join(shape)}]"
+                self.ledger.writes[label] += units
+                self.ledger.write_counts[label] += 1
 
     def _item(self, real: Callable[..., Any], client: Any, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
         item: dict[str, Any] | None = real(
@@ -583,6 +594,10 @@ def report(workflow_type: str, ledger: Ledger, tasks: int) -> float:
     )
     print(f"  {'lambda (ms)':<14} {lambdas}")
     print(f"  largest item written: {ledger.largest_item / 1024:.1f} KB")
+    if os.environ.get("COST_DETAIL"):
+        print("  DynamoDB writes per task (WRU, count, shape: kind:sk prefix(KB)):")
+        for label, units in ledger.writes.most_common():
+            print(f"    {units / tasks:6.1f} WRU {ledger.write_counts[label] / tasks:5.1f}x {label}")
     print(f"{'component':<28} {'per task':<36} {'$ per 1M tasks':>14}")
     total = 0.0
     for component, units, dollars in bill(ledger, tasks, workflow_type):
