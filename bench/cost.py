@@ -123,6 +123,8 @@ class Ledger:
     #: WRU by write shape (operation and the kinds of item it touches), for ``COST_DETAIL=1``.
     writes: Counter[str] = field(default_factory=Counter)
     write_counts: Counter[str] = field(default_factory=Counter)
+    reads: Counter[str] = field(default_factory=Counter)
+    read_counts: Counter[str] = field(default_factory=Counter)
 
 
 class Recorder:
@@ -172,13 +174,23 @@ class Recorder:
     # DynamoDB reads: sized from what came back.
     def _read(self, operation: str, params: dict[str, Any], response: dict[str, Any]) -> None:
         consistent = bool(params.get("ConsistentRead"))
+        before = self.ledger.rru
         if operation == "GetItem":
             self.ledger.rru += read_units(item_size(response.get("Item")), consistent)
+            label = f"GetItem[{params['Key'].get('sk', {}).get('S', '?').split('#')[0]}]"
         elif operation == "Query":
             self.ledger.rru += read_units(sum(item_size(i) for i in response.get("Items", [])), consistent)
+            label = f"Query[{params.get('IndexName', 'table')}, {len(response.get('Items', []))} items]"
         elif operation == "BatchGetItem":
             for items in response.get("Responses", {}).values():
                 self.ledger.rru += sum(read_units(item_size(i), consistent) for i in items)
+            label = "BatchGetItem"
+        else:
+            return
+        if not consistent:
+            label += " (eventually consistent)"
+        self.ledger.reads[label] += self.ledger.rru - before
+        self.ledger.read_counts[label] += 1
 
     # DynamoDB writes: sized from the item before and after (read around the call, unrecorded).
     def _write(self, real: Callable[..., Any], client: Any, operation: str, params: dict[str, Any]) -> Any:
@@ -598,6 +610,9 @@ def report(workflow_type: str, ledger: Ledger, tasks: int) -> float:
         print("  DynamoDB writes per task (WRU, count, shape: kind:sk prefix(KB)):")
         for label, units in ledger.writes.most_common():
             print(f"    {units / tasks:6.1f} WRU {ledger.write_counts[label] / tasks:5.1f}x {label}")
+        print("  DynamoDB reads per task (RRU, count, shape):")
+        for label, units in ledger.reads.most_common():
+            print(f"    {units / tasks:6.1f} RRU {ledger.read_counts[label] / tasks:5.1f}x {label}")
     print(f"{'component':<28} {'per task':<36} {'$ per 1M tasks':>14}")
     total = 0.0
     for component, units, dollars in bill(ledger, tasks, workflow_type):
