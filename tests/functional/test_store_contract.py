@@ -663,6 +663,44 @@ def test_a_concurrent_update_is_retried_on_top_of_the_other_write(dynamodb_store
     assert store.get("t-1") == updated
 
 
+def test_an_update_after_a_read_of_the_same_store_writes_without_reading_again(dynamodb_store):
+    # Given a task this store has just read
+    dynamodb_store.create(make_task("t-1", status=TaskStatus.EXECUTING))
+    store = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)
+    task = store.get("t-1")
+    reads: list[str] = []
+    store.client.meta.events.register("before-call.dynamodb.GetItem", lambda **_: reads.append("GetItem"))
+    # When it is updated twice (as a step's Lambda does: the step started, then completed)
+    store.update("t-1", {TaskStatus.EXECUTING}, events=[event("t-1", key="s:1")], current_step_index=1)
+    updated = store.update("t-1", {TaskStatus.EXECUTING}, events=[event("t-1", key="s:2")], final_output="ours")
+    # Then neither update read the task item again: each wrote from the item it knew
+    assert reads == []
+    # And what was stored is what a fresh read finds
+    assert DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client).get("t-1") == updated
+    assert (updated.current_step_index, updated.final_output, task.current_step_index) == (1, "ours", 0)
+    assert [e.cursor for e in store.read_events("t-1")] == [1, 2]
+
+
+def test_a_stale_remembered_task_never_refuses_nor_overwrites_a_write(dynamodb_store):
+    # Given a task this store read, then another writer moved on (a new status, an event)
+    dynamodb_store.create(make_task("t-1"))
+    store = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)
+    store.get("t-1")
+    other = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)
+    other.update("t-1", {TaskStatus.PENDING}, events=[event("t-1", key="k")], status=TaskStatus.EXECUTING)
+    # When this store updates it, expecting the status the other writer set, with the same keyed event
+    updated = store.update(
+        "t-1", {TaskStatus.EXECUTING}, events=[event("t-1", key="k"), event("t-1", key="k2")], current_step_index=2
+    )
+    # Then the write is not refused on the stale item, lands on top of the other one, and adds no duplicate
+    assert (updated.status, updated.current_step_index) == (TaskStatus.EXECUTING, 2)
+    assert [e.cursor for e in dynamodb_store.read_events("t-1")] == [1, 2]
+    # And a status that really moved on is still refused
+    other.update("t-1", {TaskStatus.EXECUTING}, status=TaskStatus.FAILED)
+    with pytest.raises(InvalidTransition, match="is failed"):
+        store.update("t-1", {TaskStatus.EXECUTING}, current_step_index=3)
+
+
 def test_a_concurrent_status_change_turns_the_retry_into_invalid_transition(dynamodb_store):
     # Given a pending task that another writer fails between our read and our write
     dynamodb_store.create(make_task("t-1"))

@@ -69,6 +69,7 @@ import random
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -136,6 +137,10 @@ if TYPE_CHECKING:
 
 #: Read-modify-write attempts before giving up on a task that keeps changing underneath.
 MAX_ATTEMPTS = 8
+#: How long ``update`` trusts the task item this store last read or wrote, instead of reading it
+#: again (see ``_ItemMemory``), and how many it keeps.
+REMEMBER_SECONDS = 60.0
+REMEMBER_ITEMS = 256
 #: A TransactWriteItems call holds at most 100 items and 4 MB; stay below both.
 _TRANSACTION_MAX_ITEMS = 100
 _TRANSACTION_MAX_BYTES = 3_500_000
@@ -331,6 +336,41 @@ def _keys_for_set(batch: Sequence[_PendingEvent], known: set[bytes] | None) -> b
     return chosen
 
 
+class _ItemMemory:
+    """The task items this store last read or wrote, so that ``update`` can skip its read.
+
+    A step's Lambda reads the task, then writes it twice (the step started, then completed): each
+    ``update`` would read the item again, 1 RRU. Every write is conditioned on the ``version`` (and
+    ``event_seq``) it was computed from, so writing from a remembered item is safe: if another writer
+    changed the task meanwhile, the condition fails and ``update`` reads it afresh, as it would after
+    any concurrent write. A remembered item is also never trusted to refuse a write: a status or a
+    ``mutate`` that rejects it is checked again on a fresh read.
+    """
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[str, tuple[float, Item]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def recall(self, task_id: str) -> Item | None:
+        with self._lock:
+            found = self._items.pop(task_id, None)
+            if found is None or time.monotonic() - found[0] > REMEMBER_SECONDS:
+                return None
+            self._items[task_id] = found
+            return found[1]
+
+    def keep(self, task_id: str, item: Item) -> None:
+        with self._lock:
+            self._items.pop(task_id, None)
+            self._items[task_id] = (time.monotonic(), item)
+            while len(self._items) > REMEMBER_ITEMS:
+                self._items.popitem(last=False)
+
+    def forget(self, task_id: str) -> None:
+        with self._lock:
+            self._items.pop(task_id, None)
+
+
 # --- the store ------------------------------------------------------------------------------------
 
 
@@ -344,6 +384,7 @@ class DynamoDBTaskStore:
         self.event_ttl_seconds = event_ttl_days * 86400
         self._client: DynamoDBClient | None = client
         self._client_lock = threading.Lock()
+        self._memory = _ItemMemory()
         self._outputs = OutputTexts(table_name, lambda: self.client, attempts=MAX_ATTEMPTS, pause=_pause)
 
     @property
@@ -399,6 +440,7 @@ class DynamoDBTaskStore:
                 )
             )
             if codes is None:
+                self._memory.keep(task.task_id, item)
                 return task
             if "ConditionalCheckFailed" in codes:
                 raise TaskAlreadyExists(task.task_id)
@@ -408,19 +450,17 @@ class DynamoDBTaskStore:
     def _read_task_item(self, task_id: str) -> Item | None:
         response = self.client.get_item(TableName=self.table_name, Key=task_key(task_id), ConsistentRead=True)
         item = response.get("Item")
-        return item if item and "doc" in item else None
+        if not item or "doc" not in item:
+            self._memory.forget(task_id)
+            return None
+        self._memory.keep(task_id, item)
+        return item
 
     @_retryable
     def get(self, task_id: str) -> TaskState | None:
-        response = self.client.get_item(
-            TableName=self.table_name,
-            Key=task_key(task_id),
-            ConsistentRead=True,
-            ProjectionExpression="#doc, final_out",
-            ExpressionAttributeNames={"#doc": "doc"},
-        )
-        item = response.get("Item")
-        return self._outputs.inflate(item)[0] if item and "doc" in item else None
+        # The whole item (a read is billed by its size, not by what it returns), remembered for update.
+        item = self._read_task_item(task_id)
+        return self._outputs.inflate(item)[0] if item is not None else None
 
     @_retryable
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
@@ -543,7 +583,8 @@ class DynamoDBTaskStore:
         for attempt in range(MAX_ATTEMPTS):
             # Read, check, write conditionally; a failed condition loops back here, where the
             # fresh read tells "gone", "moved to another state" and "changed concurrently" apart.
-            item = self._read_task_item(task_id)
+            remembered = self._memory.recall(task_id) if attempt == 0 else None
+            item = remembered if remembered is not None else self._read_task_item(task_id)
             if item is None:
                 raise TaskNotFound(task_id)
             task, stored = self._outputs.inflate(item)
@@ -551,8 +592,15 @@ class DynamoDBTaskStore:
             if known:  # events whose key the task item holds were written before: drop them
                 remaining = [e for e in remaining if e.key is None or key_digest(e.key) not in known]
             if task.status not in expected:
+                if remembered is not None:
+                    continue  # a remembered item never refuses a write: read it afresh
                 raise InvalidTransition.unexpected(task_id, task.status.value, (s.value for s in expected))
-            applied = {**changes, **mutate(task)} if mutate is not None else changes
+            try:
+                applied = {**changes, **mutate(task)} if mutate is not None else changes
+            except Exception:
+                if remembered is not None:
+                    continue
+                raise
             updated = task.model_copy(update={**applied, "updated_at": utcnow()})
             # A step completed by this write: its output becomes an OUT# item, written with it.
             outputs = {sk: text for sk, text in completed_outputs(updated).items() if sk not in stored}
@@ -625,9 +673,26 @@ class DynamoDBTaskStore:
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
             }
+            after = {
+                **item,
+                "doc": packed,
+                "status": values[":status"],
+                "version": values[":next_version"],
+                "expires_at": values[":expires"],
+                "gsi2pk": values[":gsi2pk"],
+            }
+            if final_sk is None:
+                after.pop("final_out", None)
+            else:
+                after["final_out"] = values[":final_out"]
+            if batch:
+                after["event_seq"] = values[":next_seq"]
+            if in_set:
+                after["ek"] = {"BS": [*(known or ()), *values[":ek"]["BS"]]}
             if not batch and not output_puts:
                 codes = self._attempt(partial(self.client.update_item, **change))
                 if codes is None:
+                    self._memory.keep(task_id, after)
                     break
                 _pause(attempt)
                 continue
@@ -636,6 +701,7 @@ class DynamoDBTaskStore:
             )
             if written is not None:
                 self._outputs.remember(updated, outputs)
+                self._memory.keep(task_id, after)
                 break
             if already:
                 # Some keys were written before: drop those events and write at once.
@@ -723,6 +789,7 @@ class DynamoDBTaskStore:
                     **counter["ExpressionAttributeValues"],
                     ":ek": {"BS": [key_digest(key)]},
                 }
+            self._memory.forget(task_id)  # its event_seq moves (and its key set may)
             written, already = self._write_events(task_id, {"Update": counter}, [pending], seq or 0, in_set=in_set)
             if written is not None:
                 return written[0]
