@@ -7,10 +7,13 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
                                                step outputs nor defaults: ``dynamodb_codec``),
                                                final_out (S, the sk of the output that is the
                                                final output), status, version (N), event_seq (N),
+                                               ek (BS: 8-byte digests of up to 24 event keys
+                                               written), kv = 1 (the task keeps keys in ek),
                                                gsi1pk = OWNER#<owner>,
                                                gsi2pk = OWNER#<owner>#STATUS#<status>
                                                gsi1sk = <created_at, fixed-width UTC>#<task_id>
     TASK#<task_id>    KEY#<event key>          expires_at (N): this idempotency key was written
+                                               (a key past the 24 of ek, or of an older task)
     TASK#<task_id>    OUT#<step_id>#<attempts> text (S, raw UTF-8), expires_at (N): the output of
                                                the step's attempt that completed it
     TASK#<task_id>    EVT#<cursor, 12 digits>  event_type, timestamp, data (JSON), expires_at (N),
@@ -41,8 +44,11 @@ How the contract of ``TaskStore`` holds here:
 - A state change is an UpdateItem conditioned on the task existing, its status being one the
   caller expects and its ``version`` being the one read (optimistic concurrency: a concurrent write
   makes it read again and retry; a status that no longer matches raises ``InvalidTransition``).
+  The item read may be the one this store last read or wrote (``_ItemMemory``): the conditions make
+  that safe, and a refusal is only ever decided on a fresh read.
 - An event is written in one transaction with the task item's ``event_seq`` moving from the value
-  read to the event's cursor, plus its ``KEY#`` item when it has a key. Cursors are therefore
+  read to the event's cursor, its key (when it has one) added to ``ek`` by the same write, or past
+  the set's bound a ``KEY#`` item in the transaction. Cursors are therefore
   contiguous and strictly increasing, and cursor n is visible before n + 1 can be allocated, so a
   stream that has read up to n can never miss an event that commits later with a lower cursor
   (allocating with ``ADD`` and putting the event afterwards would allow exactly that).
