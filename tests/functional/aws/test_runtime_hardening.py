@@ -20,7 +20,8 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from agentic.adapters.dynamodb_store import DynamoDBTaskStore, _request_token
+from agentic.adapters.dynamodb_store import DynamoDBTaskStore
+from agentic.adapters.dynamodb_writes import request_token as _request_token
 from agentic.agents.analyzer import AnalyzerAgent
 from agentic.aws.wiring import get_system
 from agentic.errors import RetryableStoreError, WriteConflict

@@ -44,7 +44,7 @@ How the contract of ``TaskStore`` holds here:
 - A state change is an UpdateItem conditioned on the task existing, its status being one the
   caller expects and its ``version`` being the one read (optimistic concurrency: a concurrent write
   makes it read again and retry; a status that no longer matches raises ``InvalidTransition``).
-  The item read may be the one this store last read or wrote (``_ItemMemory``): the conditions make
+  The item read may be the one this store last read or wrote (``ItemMemory``): the conditions make
   that safe, and a refusal is only ever decided on a fresh read.
 - An event is written in one transaction with the task item's ``event_seq`` moving from the value
   read to the event's cursor, its key (when it has one) added to ``ek`` by the same write, or past
@@ -56,33 +56,28 @@ How the contract of ``TaskStore`` holds here:
   stream never sees an event before the state it announces, and a crash cannot keep one without the
   other.
 
-- Every transaction carries a deterministic ``ClientRequestToken`` (``_request_token``), so a write
+- Every transaction carries a deterministic ``ClientRequestToken`` (``request_token``), so a write
   that committed but whose response was lost is answered as success when it is sent again.
 
-Condition failures and cancelled transactions are recognised in one place (``_conflict_codes``);
+Condition failures and cancelled transactions are recognised in one place (``conflict_codes``);
 no ``ClientError`` for them leaves this module. Throttling, internal errors and lost connections
-leave it as ``RetryableStoreError`` (``_retryable``): nothing was applied, the caller may retry.
+leave it as ``RetryableStoreError`` (``retryable``): nothing was applied, the caller may retry.
 """
 
 from __future__ import annotations
 
-import base64
 import builtins
-import functools
-import hashlib
 import json
 import random
 import threading
 import time
-import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+from botocore.exceptions import ClientError
 
 # Shared with the SQLite store: the cursor format and the payload bound (MAX_PAYLOAD_BYTES, 350 KB of
 # a document or an event's data, leaving room in DynamoDB's 400 KB item for the other attributes).
@@ -114,6 +109,7 @@ from agentic.adapters.dynamodb_outputs import (
     output_put,
     reference,
 )
+from agentic.adapters.dynamodb_writes import ItemMemory, conflict_codes, request_token, retryable
 from agentic.adapters.sqlite_store import check_payload_size, decode_cursor, encode_cursor, sort_key
 from agentic.errors import (
     InvalidInput,
@@ -143,36 +139,12 @@ if TYPE_CHECKING:
 
 #: Read-modify-write attempts before giving up on a task that keeps changing underneath.
 MAX_ATTEMPTS = 8
-#: How long ``update`` trusts the task item this store last read or wrote, instead of reading it
-#: again (see ``_ItemMemory``), and how many it keeps.
-REMEMBER_SECONDS = 60.0
-REMEMBER_ITEMS = 256
 #: A TransactWriteItems call holds at most 100 items and 4 MB; stay below both.
 _TRANSACTION_MAX_ITEMS = 100
 _TRANSACTION_MAX_BYTES = 3_500_000
 _ITEM_OVERHEAD_BYTES = 256
 #: BatchGetItem reads at most 100 keys per call: the largest page.
 _BATCH_GET_MAX_KEYS = 100
-
-#: Per-item reason codes of a cancelled transaction that mean "a condition or a concurrent write".
-_CONFLICT_CODES = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
-#: Errors (after the SDK's own retries) that applied nothing and are safe to retry later: they leave
-#: the store as ``RetryableStoreError``, the one name the state machine's Retry clauses list.
-_RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionInProgressException",
-    }
-)
-#: Namespace of the transactions' ClientRequestToken (see ``_request_token``).
-_TOKEN_NAMESPACE = uuid.UUID("8f9a7d0e-3b1c-4c55-a2f4-1e6b0c9d7a21")
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 
 def create_table(client: DynamoDBClient, table_name: str) -> None:
@@ -217,61 +189,6 @@ def create_table(client: DynamoDBClient, table_name: str) -> None:
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def _conflict_codes(exc: ClientError) -> builtins.list[str] | None:
-    """The one place DynamoDB's write conflicts are recognised.
-
-    For a failed condition or a cancelled transaction: the reason code of each item, in request
-    order (``ConditionalCheckFailed``, ``TransactionConflict``, or ``None`` for an item that was
-    fine). For any other error: None, and the caller re-raises it.
-    """
-    code = exc.response.get("Error", {}).get("Code")
-    if code == "ConditionalCheckFailedException":
-        return ["ConditionalCheckFailed"]
-    if code == "TransactionConflictException":
-        return ["TransactionConflict"]
-    if code == "TransactionCanceledException":
-        codes = [reason.get("Code") or "None" for reason in exc.response.get("CancellationReasons", [])]
-        if codes and all(c in _CONFLICT_CODES for c in codes):
-            return codes
-    return None
-
-
-def _retryable(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Turn throttling, internal errors and lost connections into ``RetryableStoreError``."""
-
-    @functools.wraps(fn)
-    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return fn(*args, **kwargs)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in _RETRYABLE_CODES:
-                raise RetryableStoreError(f"DynamoDB refused the call for now ({code}); try again") from exc
-            raise
-        except (ConnectionError, HTTPClientError) as exc:
-            raise RetryableStoreError(f"DynamoDB could not be reached ({type(exc).__name__}); try again") from exc
-
-    return call
-
-
-def _wire(value: object) -> str:
-    """A value as the request carries it in JSON: binaries in base64."""
-    return base64.b64encode(value).decode() if isinstance(value, bytes | bytearray) else str(value)
-
-
-def _request_token(task_id: str, items: object) -> str:
-    """A transaction's ClientRequestToken: the same for the same write, different for any other.
-
-    Derived from the task, and the whole request, which holds the task's version and event
-    sequence it was conditioned on. When a transaction commits but its response is lost, the SDK's
-    retry sends the same token and DynamoDB answers success instead of failing the conditions the
-    first call already changed (tokens are honoured for 10 minutes). Any other write, even of the same
-    task version, has another token, so it never meets ``IdempotentParameterMismatch``.
-    """
-    digest = hashlib.sha256(json.dumps(items, sort_keys=True, default=_wire).encode()).hexdigest()
-    return str(uuid.uuid5(_TOKEN_NAMESPACE, f"{task_id}\x1f{digest}"))
 
 
 def _number(item: Item, name: str) -> int | None:
@@ -342,41 +259,6 @@ def _keys_for_set(batch: Sequence[_PendingEvent], known: set[bytes] | None) -> b
     return chosen
 
 
-class _ItemMemory:
-    """The task items this store last read or wrote, so that ``update`` can skip its read.
-
-    A step's Lambda reads the task, then writes it twice (the step started, then completed): each
-    ``update`` would read the item again, 1 RRU. Every write is conditioned on the ``version`` (and
-    ``event_seq``) it was computed from, so writing from a remembered item is safe: if another writer
-    changed the task meanwhile, the condition fails and ``update`` reads it afresh, as it would after
-    any concurrent write. A remembered item is also never trusted to refuse a write: a status or a
-    ``mutate`` that rejects it is checked again on a fresh read.
-    """
-
-    def __init__(self) -> None:
-        self._items: OrderedDict[str, tuple[float, Item]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def recall(self, task_id: str) -> Item | None:
-        with self._lock:
-            found = self._items.pop(task_id, None)
-            if found is None or time.monotonic() - found[0] > REMEMBER_SECONDS:
-                return None
-            self._items[task_id] = found
-            return found[1]
-
-    def keep(self, task_id: str, item: Item) -> None:
-        with self._lock:
-            self._items.pop(task_id, None)
-            self._items[task_id] = (time.monotonic(), item)
-            while len(self._items) > REMEMBER_ITEMS:
-                self._items.popitem(last=False)
-
-    def forget(self, task_id: str) -> None:
-        with self._lock:
-            self._items.pop(task_id, None)
-
-
 # --- the store ------------------------------------------------------------------------------------
 
 
@@ -390,7 +272,7 @@ class DynamoDBTaskStore:
         self.event_ttl_seconds = event_ttl_days * 86400
         self._client: DynamoDBClient | None = client
         self._client_lock = threading.Lock()
-        self._memory = _ItemMemory()
+        self._memory = ItemMemory()
         self._outputs = OutputTexts(table_name, lambda: self.client, attempts=MAX_ATTEMPTS, pause=_pause)
 
     @property
@@ -409,7 +291,7 @@ class DynamoDBTaskStore:
         try:
             call()
         except ClientError as exc:
-            codes = _conflict_codes(exc)
+            codes = conflict_codes(exc)
             if codes is None:
                 raise
             return codes
@@ -420,7 +302,7 @@ class DynamoDBTaskStore:
 
     # --- tasks ---------------------------------------------------------------------------------
 
-    @_retryable
+    @retryable
     def create(self, task: TaskState) -> TaskState:
         doc = dump_task(task, None)  # a new task: no step has run, nothing is stored elsewhere yet
         check_payload_size(f"task {task.task_id}", doc)
@@ -462,13 +344,13 @@ class DynamoDBTaskStore:
         self._memory.keep(task_id, item)
         return item
 
-    @_retryable
+    @retryable
     def get(self, task_id: str) -> TaskState | None:
         # The whole item (a read is billed by its size, not by what it returns), remembered for update.
         item = self._read_task_item(task_id)
         return self._outputs.inflate(item)[0] if item is not None else None
 
-    @_retryable
+    @retryable
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
         """One bounded page: one Query of at most ``limit + 1`` keys, then one BatchGetItem of the page.
 
@@ -550,7 +432,7 @@ class DynamoDBTaskStore:
             _pause(attempt)
         raise RetryableStoreError("DynamoDB kept some of the page unread; try again")
 
-    @_retryable
+    @retryable
     def list_in_status(self, statuses: Collection[TaskStatus]) -> builtins.list[TaskState]:
         wanted = [TaskStatus(s).value for s in statuses]
         if not wanted:
@@ -573,7 +455,7 @@ class DynamoDBTaskStore:
                 return tasks
             params["ExclusiveStartKey"] = last
 
-    @_retryable
+    @retryable
     def update(
         self,
         task_id: str,
@@ -738,7 +620,7 @@ class DynamoDBTaskStore:
 
     # --- events --------------------------------------------------------------------------------
 
-    @_retryable
+    @retryable
     def append_event(self, event: NewEvent) -> StreamEvent | None:
         return self._append(self._pending_alone(event))
 
@@ -863,7 +745,7 @@ class DynamoDBTaskStore:
                 }
             )
         items.extend(others)
-        token = _request_token(task_id, items)
+        token = request_token(task_id, items)
         codes = self._attempt(lambda: self.client.transact_write_items(TransactItems=items, ClientRequestToken=token))
         if codes is None:
             return [p.written(cursor) for cursor, p in enumerate(batch, start=seq + 1)], set()
@@ -874,7 +756,7 @@ class DynamoDBTaskStore:
         }
         return None, already
 
-    @_retryable
+    @retryable
     def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
         start = max(after, 0) + 1
         if limit < 1 or start > MAX_CURSOR:
