@@ -120,6 +120,11 @@ class Ledger:
     http_api_requests: int = 0
     log_bytes: int = 0
     largest_item: int = 0
+    #: WRU by write shape (operation and the kinds of item it touches), for ``COST_DETAIL=1``.
+    writes: Counter[str] = field(default_factory=Counter)
+    write_counts: Counter[str] = field(default_factory=Counter)
+    reads: Counter[str] = field(default_factory=Counter)
+    read_counts: Counter[str] = field(default_factory=Counter)
 
 
 class Recorder:
@@ -169,13 +174,23 @@ class Recorder:
     # DynamoDB reads: sized from what came back.
     def _read(self, operation: str, params: dict[str, Any], response: dict[str, Any]) -> None:
         consistent = bool(params.get("ConsistentRead"))
+        before = self.ledger.rru
         if operation == "GetItem":
             self.ledger.rru += read_units(item_size(response.get("Item")), consistent)
+            label = f"GetItem[{params['Key'].get('sk', {}).get('S', '?').split('#')[0]}]"
         elif operation == "Query":
             self.ledger.rru += read_units(sum(item_size(i) for i in response.get("Items", [])), consistent)
+            label = f"Query[{params.get('IndexName', 'table')}, {len(response.get('Items', []))} items]"
         elif operation == "BatchGetItem":
             for items in response.get("Responses", {}).values():
                 self.ledger.rru += sum(read_units(item_size(i), consistent) for i in items)
+            label = "BatchGetItem"
+        else:
+            return
+        if not consistent:
+            label += " (eventually consistent)"
+        self.ledger.reads[label] += self.ledger.rru - before
+        self.ledger.read_counts[label] += 1
 
     # DynamoDB writes: sized from the item before and after (read around the call, unrecorded).
     def _write(self, real: Callable[..., Any], client: Any, operation: str, params: dict[str, Any]) -> Any:
@@ -188,12 +203,20 @@ class Recorder:
             with self.lock:
                 self.ledger.requests[("dynamodb", operation)] += 1
                 factor = 2 if operation == "TransactWriteItems" else 1
-                for (table, _, kind), old, new in zip(targets, before, after, strict=True):
+                units = 0
+                shape = []
+                for (table, key, kind), old, new in zip(targets, before, after, strict=True):
                     size = max(item_size(old), item_size(new))
                     self.ledger.largest_item = max(self.ledger.largest_item, size)
-                    self.ledger.wru += factor * write_units(size)
+                    units += factor * write_units(size)
                     if kind != "ConditionCheck":
-                        self.ledger.wru += factor * self._index_writes(real, client, table, old, new)
+                        units += factor * self._index_writes(real, client, table, old, new)
+                    sort = key.get("sk", {}).get("S", "?")
+                    shape.append(f"{kind}:{sort.split('#')[0]}({math.ceil(size / 1024)}K)")
+                self.ledger.wru += units
+                label = f"{operation}[{' '.join(shape)}]"
+                self.ledger.writes[label] += units
+                self.ledger.write_counts[label] += 1
 
     def _item(self, real: Callable[..., Any], client: Any, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
         item: dict[str, Any] | None = real(
@@ -583,6 +606,13 @@ def report(workflow_type: str, ledger: Ledger, tasks: int) -> float:
     )
     print(f"  {'lambda (ms)':<14} {lambdas}")
     print(f"  largest item written: {ledger.largest_item / 1024:.1f} KB")
+    if os.environ.get("COST_DETAIL"):
+        print("  DynamoDB writes per task (WRU, count, shape: kind:sk prefix(KB)):")
+        for label, units in ledger.writes.most_common():
+            print(f"    {units / tasks:6.1f} WRU {ledger.write_counts[label] / tasks:5.1f}x {label}")
+        print("  DynamoDB reads per task (RRU, count, shape):")
+        for label, units in ledger.reads.most_common():
+            print(f"    {units / tasks:6.1f} RRU {ledger.read_counts[label] / tasks:5.1f}x {label}")
     print(f"{'component':<28} {'per task':<36} {'$ per 1M tasks':>14}")
     total = 0.0
     for component, units, dollars in bill(ledger, tasks, workflow_type):

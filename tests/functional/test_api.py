@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentic.models import TaskStatus
+from agentic.models import LIST_PREVIEW_CHARS, TaskStatus
 from tests.support import SEED_SEQUENCE, event_types, local_client, ndjson
 
 pytestmark = pytest.mark.functional
@@ -346,3 +346,25 @@ def test_execute_true_refused_by_backpressure_names_the_created_task(tmp_path):
         assert refused.headers["location"] == f"/tasks/{task_id}/status"
         assert refused.headers["retry-after"] == "1"
         assert client.get(f"/tasks/{task_id}/status").json()["status"] == "pending"
+
+
+def test_a_listing_previews_long_final_outputs_and_the_status_returns_them_whole(client):
+    # Given a completed task whose final output is longer than a listing shows (set through the store)
+    task_id = create(client).json()["task_id"]
+    client.post(f"/tasks/{task_id}/execute").read()
+    report = "# Report\n" + "长" * (LIST_PREVIEW_CHARS * 3)
+    store = client.app.state.service.store
+    store.update(task_id, [TaskStatus.COMPLETED], final_output=report)
+    short_id = create(client, "a task that keeps its short output").json()["task_id"]
+    client.post(f"/tasks/{short_id}/execute").read()
+    store.update(short_id, [TaskStatus.COMPLETED], final_output="# Short report")
+    # When the tasks are listed
+    items = {t["task_id"]: t for t in client.get("/tasks").json()["items"]}
+    # Then the long output is its first LIST_PREVIEW_CHARS characters, flagged as cut
+    assert items[task_id]["final_output"] == report[:LIST_PREVIEW_CHARS]
+    assert items[task_id]["final_output_truncated"] is True
+    # And a short one is whole and not flagged
+    assert (items[short_id]["final_output"], items[short_id]["final_output_truncated"]) == ("# Short report", False)
+    # And the status route returns the long output whole
+    status = client.get(f"/tasks/{task_id}/status").json()
+    assert (status["final_output"], status["final_output_truncated"]) == (report, False)

@@ -6,9 +6,11 @@ mirrors) and its optimistic-concurrency retries.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from agentic.adapters import dynamodb_store as dynamodb_module
+from agentic.adapters.dynamodb_codec import KEY_SET_MAX
 from agentic.adapters.dynamodb_store import DynamoDBTaskStore
 from agentic.adapters.sqlite_store import encode_cursor, sort_key
 from agentic.errors import InputTooLarge, InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound
@@ -590,20 +593,56 @@ def test_items_are_laid_out_as_documented(dynamodb_store):
         ConsistentRead=True,
     )["Items"]
     by_sk = {item["sk"]["S"]: item for item in items}
-    # Then there is the task item, one event item and one key item, with the documented attributes
-    assert set(by_sk) == {"TASK", "EVT#000000000001", "KEY#task:task_started"}
+    # Then there is the task item and one event item, with the documented attributes
+    assert set(by_sk) == {"TASK", "EVT#000000000001"}
     head = by_sk["TASK"]
     assert head["gsi1pk"] == {"S": "OWNER#alice"}
     assert head["gsi1sk"] == {"S": "2026-11-24T14:50:24.331495Z#t-1"}
-    assert head["created_at"] == {"S": "2026-11-24T14:50:24.331495Z"}
-    assert (head["status"], head["owner"], head["event_seq"]) == ({"S": "pending"}, {"S": "alice"}, {"N": "1"})
-    assert TaskState.model_validate_json(head["doc"]["S"]) == task
+    assert (head["status"], head["event_seq"]) == ({"S": "pending"}, {"N": "1"})
+    assert TaskState.model_validate_json(zlib.decompress(head["doc"]["B"])) == task
+    # And the event's key is a digest in the task item's key set, not an item of its own
+    assert head["ek"]["BS"] == [hashlib.sha256(b"task:task_started").digest()[:8]]
     evt = by_sk["EVT#000000000001"]
     assert (evt["event_type"]["S"], json.loads(evt["data"]["S"])) == ("task_started", {"a": 1})
     month = 30 * 86400
     # And the task expires with its log, so no task outlives the events a stream needs
-    for item in (head, evt, by_sk["KEY#task:task_started"]):
+    for item in (head, evt):
         assert abs(int(item["expires_at"]["N"]) - (time.time() + month)) < 60
+
+
+def test_event_keys_past_the_key_set_are_items_and_stay_idempotent(dynamodb_store):
+    # Given a task whose events carry more keys than the task item's key set holds
+    dynamodb_store.create(make_task("t-1", owner="alice"))
+    keys = [f"step:{n}" for n in range(KEY_SET_MAX + 3)]
+    for key in keys:
+        assert dynamodb_store.append_event(event("t-1", EventType.STEP_STARTED, key=key)) is not None
+    # When every event is written again, on its own and with a state change
+    for key in keys:
+        assert dynamodb_store.append_event(event("t-1", EventType.STEP_STARTED, key=key)) is None
+    dynamodb_store.update(
+        "t-1", [TaskStatus.PENDING], events=[event("t-1", EventType.STEP_STARTED, key=k) for k in keys[-5:]]
+    )
+    # Then no event is written twice
+    assert len(dynamodb_store.read_events("t-1")) == len(keys)
+    # And the key set stopped growing at its bound: the keys past it are KEY# items
+    items = raw_items(dynamodb_store, "t-1")
+    assert len(items["TASK"]["ek"]["BS"]) == KEY_SET_MAX
+    assert {sk for sk in items if sk.startswith("KEY#")} == {f"KEY#{k}" for k in keys[KEY_SET_MAX:]}
+
+
+def test_a_task_written_before_the_key_set_keeps_its_key_items(dynamodb_store):
+    # Given a task created by an earlier version (no key-set mark) with a keyed event as a KEY# item
+    dynamodb_store.create(make_task("t-1", owner="alice"))
+    dynamodb_store.client.update_item(
+        TableName=TABLE_NAME, Key={"pk": {"S": "TASK#t-1"}, "sk": {"S": "TASK"}}, UpdateExpression="REMOVE kv"
+    )
+    assert dynamodb_store.append_event(event("t-1", EventType.STEP_STARTED, key="k")) is not None
+    # When the same event is written again
+    again = dynamodb_store.append_event(event("t-1", EventType.STEP_STARTED, key="k"))
+    # Then it is not written twice, and the key is an item, as the earlier version wrote it
+    assert again is None
+    assert len(dynamodb_store.read_events("t-1")) == 1
+    assert "KEY#k" in raw_items(dynamodb_store, "t-1")
 
 
 def test_a_concurrent_update_is_retried_on_top_of_the_other_write(dynamodb_store):
@@ -622,6 +661,44 @@ def test_a_concurrent_update_is_retried_on_top_of_the_other_write(dynamodb_store
     assert racing.calls == ["update_item", "update_item"]
     assert (updated.current_step_index, updated.final_output) == (2, "ours")
     assert store.get("t-1") == updated
+
+
+def test_an_update_after_a_read_of_the_same_store_writes_without_reading_again(dynamodb_store):
+    # Given a task this store has just read
+    dynamodb_store.create(make_task("t-1", status=TaskStatus.EXECUTING))
+    store = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)
+    task = store.get("t-1")
+    reads: list[str] = []
+    store.client.meta.events.register("before-call.dynamodb.GetItem", lambda **_: reads.append("GetItem"))
+    # When it is updated twice (as a step's Lambda does: the step started, then completed)
+    store.update("t-1", {TaskStatus.EXECUTING}, events=[event("t-1", key="s:1")], current_step_index=1)
+    updated = store.update("t-1", {TaskStatus.EXECUTING}, events=[event("t-1", key="s:2")], final_output="ours")
+    # Then neither update read the task item again: each wrote from the item it knew
+    assert reads == []
+    # And what was stored is what a fresh read finds
+    assert DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client).get("t-1") == updated
+    assert (updated.current_step_index, updated.final_output, task.current_step_index) == (1, "ours", 0)
+    assert [e.cursor for e in store.read_events("t-1")] == [1, 2]
+
+
+def test_a_stale_remembered_task_never_refuses_nor_overwrites_a_write(dynamodb_store):
+    # Given a task this store read, then another writer moved on (a new status, an event)
+    dynamodb_store.create(make_task("t-1"))
+    store = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)
+    store.get("t-1")
+    other = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)
+    other.update("t-1", {TaskStatus.PENDING}, events=[event("t-1", key="k")], status=TaskStatus.EXECUTING)
+    # When this store updates it, expecting the status the other writer set, with the same keyed event
+    updated = store.update(
+        "t-1", {TaskStatus.EXECUTING}, events=[event("t-1", key="k"), event("t-1", key="k2")], current_step_index=2
+    )
+    # Then the write is not refused on the stale item, lands on top of the other one, and adds no duplicate
+    assert (updated.status, updated.current_step_index) == (TaskStatus.EXECUTING, 2)
+    assert [e.cursor for e in dynamodb_store.read_events("t-1")] == [1, 2]
+    # And a status that really moved on is still refused
+    other.update("t-1", {TaskStatus.EXECUTING}, status=TaskStatus.FAILED)
+    with pytest.raises(InvalidTransition, match="is failed"):
+        store.update("t-1", {TaskStatus.EXECUTING}, current_step_index=3)
 
 
 def test_a_concurrent_status_change_turns_the_retry_into_invalid_transition(dynamodb_store):
@@ -734,8 +811,14 @@ def raw_items(store: DynamoDBTaskStore, task_id: str) -> dict[str, dict[str, Any
 
 
 def item_bytes(item: dict[str, Any]) -> int:
-    """DynamoDB's item size: attribute names plus values (strings as UTF-8)."""
-    return sum(len(name.encode()) + len(next(iter(v.values())).encode()) for name, v in item.items())
+    """DynamoDB's item size: attribute names plus values (strings as UTF-8, binaries as bytes)."""
+    return sum(len(name.encode()) + len(_raw(next(iter(v.values())))) for name, v in item.items())
+
+
+def _raw(value: str | bytes | list[str] | list[bytes]) -> bytes:
+    if isinstance(value, list):  # a set
+        return b"".join(_raw(v) for v in value)
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def test_outputs_are_items_of_their_own_and_the_task_item_stays_small(dynamodb_store):
@@ -748,7 +831,7 @@ def test_outputs_are_items_of_their_own_and_the_task_item_stays_small(dynamodb_s
     assert {sk for sk in large if sk.startswith("OUT#")} == {"OUT#step_001#1", "OUT#step_002#1", "OUT#step_003#1"}
     assert all(item_bytes(item) < 400 * 1024 for item in large.values())
     # And the task item holds no output, nor the report: it refers to the writer's output item
-    doc = json.loads(large["TASK"]["doc"]["S"])
+    doc = json.loads(zlib.decompress(large["TASK"]["doc"]["B"]))
     assert doc.get("final_output") is None
     assert all(step.get("output") is None for step in doc["execution_plan"]["steps"])
     assert large["TASK"]["final_out"] == {"S": "OUT#step_003#1"}

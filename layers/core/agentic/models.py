@@ -257,6 +257,11 @@ class TaskUsage(BaseModel):
     output_tokens: int = 0
 
 
+#: A listing (``GET /tasks``) shows this many characters of each final output, the status route all
+#: of it: a page of 100 tasks then stays far below Lambda's 6 MB response, whatever the outputs.
+LIST_PREVIEW_CHARS = 2000
+
+
 class TaskPublic(BaseModel):
     task_id: str
     user_input: str
@@ -264,6 +269,11 @@ class TaskPublic(BaseModel):
     steps: list[StepPublic]
     current_step_index: int
     final_output: str | None
+    final_output_truncated: bool = Field(
+        default=False,
+        description=f"true in a listing when final_output is its first {LIST_PREVIEW_CHARS} characters only: "
+        "GET /tasks/{task_id}/status returns it whole",
+    )
     error_message: str | None
     source: str
     approval: bool = False
@@ -304,6 +314,14 @@ class TaskPublic(BaseModel):
             retries=task.retries,
             created_at=task.created_at,
             updated_at=task.updated_at,
+        )
+
+    def preview(self) -> TaskPublic:
+        """This task as a listing shows it: the final output cut to ``LIST_PREVIEW_CHARS`` characters."""
+        if self.final_output is None or len(self.final_output) <= LIST_PREVIEW_CHARS:
+            return self
+        return self.model_copy(
+            update={"final_output": self.final_output[:LIST_PREVIEW_CHARS], "final_output_truncated": True}
         )
 
 

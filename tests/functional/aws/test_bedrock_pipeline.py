@@ -153,7 +153,14 @@ def raw_items(task_id: str) -> dict[str, dict[str, Any]]:
 
 def item_bytes(item: dict[str, Any]) -> int:
     """DynamoDB's item size: attribute names plus values (strings as UTF-8)."""
-    return sum(len(name.encode()) + len(next(iter(value.values())).encode()) for name, value in item.items())
+    return sum(len(name.encode()) + len(_raw(next(iter(value.values())))) for name, value in item.items())
+
+
+def _raw(value: str | bytes | list[str] | list[bytes]) -> bytes:
+    """An attribute's bytes: strings as UTF-8, binaries as they are, sets as their members."""
+    if isinstance(value, list):
+        return b"".join(_raw(v) for v in value)
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def test_a_100k_character_cjk_report_completes_and_the_task_item_stays_flat(pipeline, fake_bedrock: FakeBedrock):

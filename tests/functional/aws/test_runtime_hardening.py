@@ -20,7 +20,8 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from agentic.adapters.dynamodb_store import DynamoDBTaskStore, _request_token
+from agentic.adapters.dynamodb_store import DynamoDBTaskStore
+from agentic.adapters.dynamodb_writes import request_token as _request_token
 from agentic.agents.analyzer import AnalyzerAgent
 from agentic.aws.wiring import get_system
 from agentic.errors import RetryableStoreError, WriteConflict
@@ -196,7 +197,7 @@ def test_throttling_in_a_step_is_retried_by_the_state_machine(pipeline):
     throttled: list[str] = []
 
     def transact(**kwargs: Any) -> Any:
-        items = json.dumps(kwargs["TransactItems"])
+        items = json.dumps(kwargs["TransactItems"], default=str)  # the task document is binary: the event says
         if not throttled and "step_001" in items and "step_started" in items:
             throttled.append("step_001")
             raise ClientError(

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from agentic.adapters.dynamodb_codec import parse_task, task_pk
 from agentic.errors import RetryableStoreError
 from agentic.models import EventType, NewEvent, StepStatus, TaskState
 
@@ -33,11 +34,6 @@ _WITHOUT_OUTPUTS_AND_FINAL: Any = {**_WITHOUT_OUTPUTS, "final_output": True}
 TEXT_CACHE_CHARS = 8_000_000
 #: BatchGetItem reads at most 100 keys per call.
 _BATCH_GET_MAX_KEYS = 100
-
-
-def task_pk(task_id: str) -> str:
-    """The partition of a task: its item, its events, its keys and its outputs."""
-    return f"TASK#{task_id}"
 
 
 def output_sk(step_id: str, attempts: int) -> str:
@@ -95,8 +91,10 @@ def final_out(item: Item) -> str | None:
 
 
 def dump_task(task: TaskState, final_sk: str | None) -> str:
-    """The stored document: no step outputs, and no final output when an OUT# item holds it."""
-    return task.model_dump_json(exclude=_WITHOUT_OUTPUTS if final_sk is None else _WITHOUT_OUTPUTS_AND_FINAL)
+    """The stored document: no step outputs, no final output when an OUT# item holds it, no defaults."""
+    return task.model_dump_json(
+        exclude=_WITHOUT_OUTPUTS if final_sk is None else _WITHOUT_OUTPUTS_AND_FINAL, exclude_defaults=True
+    )
 
 
 def output_put(table_name: str, task_id: str, sk: str, text: str, expires_at: str) -> TransactWriteItemTypeDef:
@@ -278,4 +276,4 @@ class OutputTexts:
 
     def inflate(self, item: Item) -> tuple[TaskState, set[str]]:
         """The task of a task item, whole, and the OUT# sks of it that exist."""
-        return self.fill([(TaskState.model_validate_json(item["doc"]["S"]), final_out(item))])[0]
+        return self.fill([(parse_task(item), final_out(item))])[0]

@@ -3,14 +3,17 @@
 Table layout (``template.yaml`` declares the same table; ``create_table`` builds it for tests)::
 
     pk (S, hash)      sk (S, range)            attributes
-    TASK#<task_id>    TASK                     doc (the TaskState as JSON, without step outputs),
+    TASK#<task_id>    TASK                     doc (B: the TaskState as deflated JSON, without
+                                               step outputs nor defaults: ``dynamodb_codec``),
                                                final_out (S, the sk of the output that is the
-                                               final output), status, owner,
-                                               created_at, version (N), event_seq (N),
+                                               final output), status, version (N), event_seq (N),
+                                               ek (BS: 8-byte digests of up to 24 event keys
+                                               written), kv = 1 (the task keeps keys in ek),
                                                gsi1pk = OWNER#<owner>,
                                                gsi2pk = OWNER#<owner>#STATUS#<status>
                                                gsi1sk = <created_at, fixed-width UTC>#<task_id>
     TASK#<task_id>    KEY#<event key>          expires_at (N): this idempotency key was written
+                                               (a key past the 24 of ek, or of an older task)
     TASK#<task_id>    OUT#<step_id>#<attempts> text (S, raw UTF-8), expires_at (N): the output of
                                                the step's attempt that completed it
     TASK#<task_id>    EVT#<cursor, 12 digits>  event_type, timestamp, data (JSON), expires_at (N),
@@ -41,8 +44,11 @@ How the contract of ``TaskStore`` holds here:
 - A state change is an UpdateItem conditioned on the task existing, its status being one the
   caller expects and its ``version`` being the one read (optimistic concurrency: a concurrent write
   makes it read again and retry; a status that no longer matches raises ``InvalidTransition``).
+  The item read may be the one this store last read or wrote (``ItemMemory``): the conditions make
+  that safe, and a refusal is only ever decided on a fresh read.
 - An event is written in one transaction with the task item's ``event_seq`` moving from the value
-  read to the event's cursor, plus its ``KEY#`` item when it has a key. Cursors are therefore
+  read to the event's cursor, its key (when it has one) added to ``ek`` by the same write, or past
+  the set's bound a ``KEY#`` item in the transaction. Cursors are therefore
   contiguous and strictly increasing, and cursor n is visible before n + 1 can be allocated, so a
   stream that has read up to n can never miss an event that commits later with a lower cursor
   (allocating with ``ADD`` and putting the event afterwards would allow exactly that).
@@ -50,34 +56,49 @@ How the contract of ``TaskStore`` holds here:
   stream never sees an event before the state it announces, and a crash cannot keep one without the
   other.
 
-- Every transaction carries a deterministic ``ClientRequestToken`` (``_request_token``), so a write
+- Every transaction carries a deterministic ``ClientRequestToken`` (``request_token``), so a write
   that committed but whose response was lost is answered as success when it is sent again.
 
-Condition failures and cancelled transactions are recognised in one place (``_conflict_codes``);
+Condition failures and cancelled transactions are recognised in one place (``conflict_codes``);
 no ``ClientError`` for them leaves this module. Throttling, internal errors and lost connections
-leave it as ``RetryableStoreError`` (``_retryable``): nothing was applied, the caller may retry.
+leave it as ``RetryableStoreError`` (``retryable``): nothing was applied, the caller may retry.
 """
 
 from __future__ import annotations
 
 import builtins
-import functools
-import hashlib
 import json
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+from botocore.exceptions import ClientError
 
 # Shared with the SQLite store: the cursor format and the payload bound (MAX_PAYLOAD_BYTES, 350 KB of
 # a document or an event's data, leaving room in DynamoDB's 400 KB item for the other attributes).
+from agentic.adapters.dynamodb_codec import (
+    EVENT_PREFIX,
+    KEY_SET_MARK,
+    KEY_SET_MAX,
+    MAX_CURSOR,
+    TASK_SK,
+    event_sk,
+    gsi1pk,
+    gsi1sk,
+    gsi2pk,
+    key_digest,
+    key_set,
+    key_sk,
+    pack_doc,
+    parse_task,
+    task_key,
+    task_pk,
+)
 from agentic.adapters.dynamodb_outputs import (
     OutputTexts,
     completed_outputs,
@@ -87,8 +108,8 @@ from agentic.adapters.dynamodb_outputs import (
     output_expiry,
     output_put,
     reference,
-    task_pk,
 )
+from agentic.adapters.dynamodb_writes import ItemMemory, conflict_codes, request_token, retryable
 from agentic.adapters.sqlite_store import check_payload_size, decode_cursor, encode_cursor, sort_key
 from agentic.errors import (
     InvalidInput,
@@ -122,35 +143,8 @@ MAX_ATTEMPTS = 8
 _TRANSACTION_MAX_ITEMS = 100
 _TRANSACTION_MAX_BYTES = 3_500_000
 _ITEM_OVERHEAD_BYTES = 256
-#: Sort keys are limited to 1024 bytes; longer event keys are stored as their SHA-256.
-_MAX_KEY_BYTES = 512
 #: BatchGetItem reads at most 100 keys per call: the largest page.
 _BATCH_GET_MAX_KEYS = 100
-
-_TASK_SK = "TASK"
-_EVENT_PREFIX = "EVT#"
-_KEY_PREFIX = "KEY#"
-_CURSOR_DIGITS = 12
-_MAX_CURSOR = 10**_CURSOR_DIGITS - 1
-#: Per-item reason codes of a cancelled transaction that mean "a condition or a concurrent write".
-_CONFLICT_CODES = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
-#: Errors (after the SDK's own retries) that applied nothing and are safe to retry later: they leave
-#: the store as ``RetryableStoreError``, the one name the state machine's Retry clauses list.
-_RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionInProgressException",
-    }
-)
-#: Namespace of the transactions' ClientRequestToken (see ``_request_token``).
-_TOKEN_NAMESPACE = uuid.UUID("8f9a7d0e-3b1c-4c55-a2f4-1e6b0c9d7a21")
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 
 def create_table(client: DynamoDBClient, table_name: str) -> None:
@@ -197,89 +191,9 @@ def create_table(client: DynamoDBClient, table_name: str) -> None:
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def _conflict_codes(exc: ClientError) -> builtins.list[str] | None:
-    """The one place DynamoDB's write conflicts are recognised.
-
-    For a failed condition or a cancelled transaction: the reason code of each item, in request
-    order (``ConditionalCheckFailed``, ``TransactionConflict``, or ``None`` for an item that was
-    fine). For any other error: None, and the caller re-raises it.
-    """
-    code = exc.response.get("Error", {}).get("Code")
-    if code == "ConditionalCheckFailedException":
-        return ["ConditionalCheckFailed"]
-    if code == "TransactionConflictException":
-        return ["TransactionConflict"]
-    if code == "TransactionCanceledException":
-        codes = [reason.get("Code") or "None" for reason in exc.response.get("CancellationReasons", [])]
-        if codes and all(c in _CONFLICT_CODES for c in codes):
-            return codes
-    return None
-
-
-def _retryable(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Turn throttling, internal errors and lost connections into ``RetryableStoreError``."""
-
-    @functools.wraps(fn)
-    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return fn(*args, **kwargs)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in _RETRYABLE_CODES:
-                raise RetryableStoreError(f"DynamoDB refused the call for now ({code}); try again") from exc
-            raise
-        except (ConnectionError, HTTPClientError) as exc:
-            raise RetryableStoreError(f"DynamoDB could not be reached ({type(exc).__name__}); try again") from exc
-
-    return call
-
-
-def _request_token(task_id: str, items: object) -> str:
-    """A transaction's ClientRequestToken: the same for the same write, different for any other.
-
-    Derived from the task, and the whole request, which holds the task's version and event
-    sequence it was conditioned on. When a transaction commits but its response is lost, the SDK's
-    retry sends the same token and DynamoDB answers success instead of failing the conditions the
-    first call already changed (tokens are honoured for 10 minutes). Any other write, even of the same
-    task version, has another token, so it never meets ``IdempotentParameterMismatch``.
-    """
-    digest = hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
-    return str(uuid.uuid5(_TOKEN_NAMESPACE, f"{task_id}\x1f{digest}"))
-
-
-def _task_key(task_id: str) -> dict[str, AttributeValueTypeDef]:
-    return {"pk": {"S": task_pk(task_id)}, "sk": {"S": _TASK_SK}}
-
-
-def _event_sk(cursor: int) -> str:
-    return f"{_EVENT_PREFIX}{cursor:0{_CURSOR_DIGITS}d}"
-
-
-def _key_sk(key: str) -> str:
-    if len(key.encode()) > _MAX_KEY_BYTES:
-        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-    return _KEY_PREFIX + key
-
-
-def _gsi1sk(created_at: str, task_id: str) -> str:
-    return f"{created_at}#{task_id}"
-
-
-def _gsi1pk(owner: str) -> str:
-    return f"OWNER#{owner}"
-
-
-def _gsi2pk(owner: str, status: TaskStatus) -> str:
-    return f"OWNER#{owner}#STATUS#{TaskStatus(status).value}"
-
-
 def _number(item: Item, name: str) -> int | None:
     value = item.get(name)
     return int(value["N"]) if value is not None and "N" in value else None
-
-
-def _parse_task(item: Item) -> TaskState:
-    return TaskState.model_validate_json(item["doc"]["S"])
 
 
 def _invalid_cursor() -> InvalidInput:
@@ -322,6 +236,29 @@ class _PendingEvent:
         )
 
 
+def _keys_for_set(batch: Sequence[_PendingEvent], known: set[bytes] | None) -> builtins.list[_PendingEvent]:
+    """The keyed events of ``batch`` whose keys go into the task item's key set (while it has room).
+
+    Writing a key there costs nothing more (the task item is written with the events anyway) where a
+    ``KEY#`` item costs 2 WRU in the transaction. Every write of the set also moves ``event_seq``, on
+    which every event write is conditioned, so checking the set read before the write is exact.
+    """
+    if known is None:
+        return []
+    room = KEY_SET_MAX - len(known)
+    chosen: builtins.list[_PendingEvent] = []
+    digests: set[bytes] = set()
+    for pending in batch:
+        key = pending.event.key
+        if key is None or len(chosen) >= room:
+            continue
+        digest = key_digest(key)
+        if digest not in digests:  # a key twice in one batch: the second one is a KEY# item, which fails
+            digests.add(digest)
+            chosen.append(pending)
+    return chosen
+
+
 # --- the store ------------------------------------------------------------------------------------
 
 
@@ -335,6 +272,7 @@ class DynamoDBTaskStore:
         self.event_ttl_seconds = event_ttl_days * 86400
         self._client: DynamoDBClient | None = client
         self._client_lock = threading.Lock()
+        self._memory = ItemMemory()
         self._outputs = OutputTexts(table_name, lambda: self.client, attempts=MAX_ATTEMPTS, pause=_pause)
 
     @property
@@ -353,7 +291,7 @@ class DynamoDBTaskStore:
         try:
             call()
         except ClientError as exc:
-            codes = _conflict_codes(exc)
+            codes = conflict_codes(exc)
             if codes is None:
                 raise
             return codes
@@ -364,22 +302,21 @@ class DynamoDBTaskStore:
 
     # --- tasks ---------------------------------------------------------------------------------
 
-    @_retryable
+    @retryable
     def create(self, task: TaskState) -> TaskState:
-        doc = task.model_dump_json()  # a new task: no step has run, nothing is stored elsewhere yet
+        doc = dump_task(task, None)  # a new task: no step has run, nothing is stored elsewhere yet
         check_payload_size(f"task {task.task_id}", doc)
         created_at = sort_key(task.created_at)
         item: dict[str, AttributeValueTypeDef] = {
-            **_task_key(task.task_id),
-            "doc": {"S": doc},
+            **task_key(task.task_id),
+            "doc": pack_doc(doc),
             "status": {"S": TaskStatus(task.status).value},
-            "owner": {"S": task.owner},
-            "created_at": {"S": created_at},
             "version": {"N": "0"},
             "event_seq": {"N": "0"},
-            "gsi1pk": {"S": _gsi1pk(task.owner)},
-            "gsi2pk": {"S": _gsi2pk(task.owner, task.status)},
-            "gsi1sk": {"S": _gsi1sk(created_at, task.task_id)},
+            KEY_SET_MARK: {"N": "1"},
+            "gsi1pk": {"S": gsi1pk(task.owner)},
+            "gsi2pk": {"S": gsi2pk(task.owner, task.status)},
+            "gsi1sk": {"S": gsi1sk(created_at, task.task_id)},
             # A task expires with its events (every update moves both forward), so a stream never
             # finds a task whose log has expired under it.
             "expires_at": {"N": self._expires_at()},
@@ -391,6 +328,7 @@ class DynamoDBTaskStore:
                 )
             )
             if codes is None:
+                self._memory.keep(task.task_id, item)
                 return task
             if "ConditionalCheckFailed" in codes:
                 raise TaskAlreadyExists(task.task_id)
@@ -398,23 +336,21 @@ class DynamoDBTaskStore:
         raise WriteConflict(f"task {task.task_id} could not be created: the item kept changing")
 
     def _read_task_item(self, task_id: str) -> Item | None:
-        response = self.client.get_item(TableName=self.table_name, Key=_task_key(task_id), ConsistentRead=True)
+        response = self.client.get_item(TableName=self.table_name, Key=task_key(task_id), ConsistentRead=True)
         item = response.get("Item")
-        return item if item and "doc" in item else None
+        if not item or "doc" not in item:
+            self._memory.forget(task_id)
+            return None
+        self._memory.keep(task_id, item)
+        return item
 
-    @_retryable
+    @retryable
     def get(self, task_id: str) -> TaskState | None:
-        response = self.client.get_item(
-            TableName=self.table_name,
-            Key=_task_key(task_id),
-            ConsistentRead=True,
-            ProjectionExpression="#doc, final_out",
-            ExpressionAttributeNames={"#doc": "doc"},
-        )
-        item = response.get("Item")
-        return self._outputs.inflate(item)[0] if item and "doc" in item else None
+        # The whole item (a read is billed by its size, not by what it returns), remembered for update.
+        item = self._read_task_item(task_id)
+        return self._outputs.inflate(item)[0] if item is not None else None
 
-    @_retryable
+    @retryable
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
         """One bounded page: one Query of at most ``limit + 1`` keys, then one BatchGetItem of the page.
 
@@ -425,9 +361,9 @@ class DynamoDBTaskStore:
         if limit > _BATCH_GET_MAX_KEYS:
             raise InvalidInput(f"limit must be at most {_BATCH_GET_MAX_KEYS}")
         if status is None:
-            index, hash_name, hash_value = "gsi1", "gsi1pk", _gsi1pk(owner)
+            index, hash_name, hash_value = "gsi1", "gsi1pk", gsi1pk(owner)
         else:
-            index, hash_name, hash_value = "gsi2", "gsi2pk", _gsi2pk(owner, status)
+            index, hash_name, hash_value = "gsi2", "gsi2pk", gsi2pk(owner, status)
         params: QueryInputTypeDef = {
             "TableName": self.table_name,
             "IndexName": index,
@@ -445,8 +381,8 @@ class DynamoDBTaskStore:
             created_at, task_id = parts
             params["ExclusiveStartKey"] = {
                 hash_name: {"S": hash_value},
-                "gsi1sk": {"S": _gsi1sk(created_at, task_id)},
-                **_task_key(task_id),
+                "gsi1sk": {"S": gsi1sk(created_at, task_id)},
+                **task_key(task_id),
             }
         try:
             response = self.client.query(**params)
@@ -476,7 +412,7 @@ class DynamoDBTaskStore:
             return docs
         request: dict[str, KeysAndAttributesTypeDef] = {
             self.table_name: {
-                "Keys": [{"pk": {"S": pk}, "sk": {"S": _TASK_SK}} for pk in pks],
+                "Keys": [{"pk": {"S": pk}, "sk": {"S": TASK_SK}} for pk in pks],
                 "ConsistentRead": True,
                 "ProjectionExpression": "pk, #doc, final_out",
                 "ExpressionAttributeNames": {"#doc": "doc"},
@@ -487,7 +423,7 @@ class DynamoDBTaskStore:
             response = self.client.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(self.table_name, []):
                 if "doc" in item:
-                    stored[item["pk"]["S"]] = (_parse_task(item), final_out(item))
+                    stored[item["pk"]["S"]] = (parse_task(item), final_out(item))
             unprocessed = response.get("UnprocessedKeys", {})
             if not unprocessed:
                 filled = self._outputs.fill(builtins.list(stored.values()), outputs=False)
@@ -496,7 +432,7 @@ class DynamoDBTaskStore:
             _pause(attempt)
         raise RetryableStoreError("DynamoDB kept some of the page unread; try again")
 
-    @_retryable
+    @retryable
     def list_in_status(self, statuses: Collection[TaskStatus]) -> builtins.list[TaskState]:
         wanted = [TaskStatus(s).value for s in statuses]
         if not wanted:
@@ -506,20 +442,20 @@ class DynamoDBTaskStore:
             "TableName": self.table_name,
             "FilterExpression": f"sk = :task AND #status IN ({', '.join(marks)})",
             "ExpressionAttributeNames": {"#status": "status"},
-            "ExpressionAttributeValues": {":task": {"S": _TASK_SK}, **{k: {"S": v} for k, v in marks.items()}},
+            "ExpressionAttributeValues": {":task": {"S": TASK_SK}, **{k: {"S": v} for k, v in marks.items()}},
             "ConsistentRead": True,
         }
         tasks: builtins.list[TaskState] = []
         while True:
             response = self.client.scan(**params)
-            found = [(_parse_task(item), final_out(item)) for item in response.get("Items", []) if "doc" in item]
+            found = [(parse_task(item), final_out(item)) for item in response.get("Items", []) if "doc" in item]
             tasks.extend(task for task, _ in self._outputs.fill(found, outputs=False))
             last = response.get("LastEvaluatedKey")
             if not last:
                 return tasks
             params["ExclusiveStartKey"] = last
 
-    @_retryable
+    @retryable
     def update(
         self,
         task_id: str,
@@ -535,13 +471,24 @@ class DynamoDBTaskStore:
         for attempt in range(MAX_ATTEMPTS):
             # Read, check, write conditionally; a failed condition loops back here, where the
             # fresh read tells "gone", "moved to another state" and "changed concurrently" apart.
-            item = self._read_task_item(task_id)
+            remembered = self._memory.recall(task_id) if attempt == 0 else None
+            item = remembered if remembered is not None else self._read_task_item(task_id)
             if item is None:
                 raise TaskNotFound(task_id)
             task, stored = self._outputs.inflate(item)
+            known = key_set(item)
+            if known:  # events whose key the task item holds were written before: drop them
+                remaining = [e for e in remaining if e.key is None or key_digest(e.key) not in known]
             if task.status not in expected:
+                if remembered is not None:
+                    continue  # a remembered item never refuses a write: read it afresh
                 raise InvalidTransition.unexpected(task_id, task.status.value, (s.value for s in expected))
-            applied = {**changes, **mutate(task)} if mutate is not None else changes
+            try:
+                applied = {**changes, **mutate(task)} if mutate is not None else changes
+            except Exception:
+                if remembered is not None:
+                    continue
+                raise
             updated = task.model_copy(update={**applied, "updated_at": utcnow()})
             # A step completed by this write: its output becomes an OUT# item, written with it.
             outputs = {sk: text for sk, text in completed_outputs(updated).items() if sk not in stored}
@@ -551,6 +498,7 @@ class DynamoDBTaskStore:
             final_sk = final_output_sk(updated, stored)
             doc = dump_task(updated, final_sk)
             check_payload_size(f"task {task_id}", doc)
+            packed = pack_doc(doc)
             pending = [_PendingEvent.of(e, reference(e, updated, final_sk, stored)) for e in remaining]
             output_puts = [
                 output_put(self.table_name, task_id, sk, text, self._expires_at()) for sk, text in outputs.items()
@@ -561,13 +509,13 @@ class DynamoDBTaskStore:
                 kept = sorted(set(completed_outputs(updated)) - set(outputs))
                 output_puts += [output_expiry(self.table_name, task_id, sk, self._expires_at()) for sk in kept]
             batch, rest = self._fit_transaction(
-                pending, len(doc) + sum(len(text.encode()) for text in outputs.values()), len(output_puts)
+                pending, len(packed["B"]) + sum(len(text.encode()) for text in outputs.values()), len(output_puts)
             )
             version = _number(item, "version")
             seq = _number(item, "event_seq")
             names = {"#doc": "doc", "#status": "status", "#version": "version"}
             values: dict[str, AttributeValueTypeDef] = {
-                ":doc": {"S": doc},
+                ":doc": packed,
                 ":status": {"S": TaskStatus(updated.status).value},
                 ":next_version": {"N": str((version or 0) + 1)},
                 **{f":e{i}": {"S": s.value} for i, s in enumerate(sorted(expected))},
@@ -578,7 +526,7 @@ class DynamoDBTaskStore:
             names["#expires"] = "expires_at"
             values[":expires"] = {"N": self._expires_at()}
             names["#gsi2pk"] = "gsi2pk"
-            values[":gsi2pk"] = {"S": _gsi2pk(updated.owner, updated.status)}
+            values[":gsi2pk"] = {"S": gsi2pk(updated.owner, updated.status)}
             names["#final_out"] = "final_out"
             remove = ""
             if final_sk is None:
@@ -592,6 +540,10 @@ class DynamoDBTaskStore:
             else:
                 condition += " AND #version = :version"
                 values[":version"] = {"N": str(version)}
+            in_set = _keys_for_set(batch, known)
+            if in_set:
+                names["#ek"] = "ek"
+                values[":ek"] = {"BS": [key_digest(p.event.key) for p in in_set if p.event.key is not None]}
             if batch:
                 names["#seq"] = "event_seq"
                 sets += ", #seq = :next_seq"
@@ -603,21 +555,41 @@ class DynamoDBTaskStore:
                     values[":seq"] = {"N": str(seq)}
             change: UpdateTypeDef = {
                 "TableName": self.table_name,
-                "Key": _task_key(task_id),
-                "UpdateExpression": sets + remove,
+                "Key": task_key(task_id),
+                "UpdateExpression": sets + remove + (" ADD #ek :ek" if in_set else ""),
                 "ConditionExpression": condition,
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
             }
+            after = {
+                **item,
+                "doc": packed,
+                "status": values[":status"],
+                "version": values[":next_version"],
+                "expires_at": values[":expires"],
+                "gsi2pk": values[":gsi2pk"],
+            }
+            if final_sk is None:
+                after.pop("final_out", None)
+            else:
+                after["final_out"] = values[":final_out"]
+            if batch:
+                after["event_seq"] = values[":next_seq"]
+            if in_set:
+                after["ek"] = {"BS": [*(known or ()), *values[":ek"]["BS"]]}
             if not batch and not output_puts:
                 codes = self._attempt(partial(self.client.update_item, **change))
                 if codes is None:
+                    self._memory.keep(task_id, after)
                     break
                 _pause(attempt)
                 continue
-            written, already = self._write_events(task_id, {"Update": change}, batch, seq or 0, output_puts)
+            written, already = self._write_events(
+                task_id, {"Update": change}, batch, seq or 0, output_puts, in_set=in_set
+            )
             if written is not None:
                 self._outputs.remember(updated, outputs)
+                self._memory.keep(task_id, after)
                 break
             if already:
                 # Some keys were written before: drop those events and write at once.
@@ -648,7 +620,7 @@ class DynamoDBTaskStore:
 
     # --- events --------------------------------------------------------------------------------
 
-    @_retryable
+    @retryable
     def append_event(self, event: NewEvent) -> StreamEvent | None:
         return self._append(self._pending_alone(event))
 
@@ -670,18 +642,23 @@ class DynamoDBTaskStore:
         for attempt in range(MAX_ATTEMPTS):
             response = self.client.get_item(
                 TableName=self.table_name,
-                Key=_task_key(task_id),
+                Key=task_key(task_id),
                 ConsistentRead=True,
-                ProjectionExpression="pk, #seq",
-                ExpressionAttributeNames={"#seq": "event_seq"},
+                ProjectionExpression="pk, #seq, #ek, #kv",
+                ExpressionAttributeNames={"#seq": "event_seq", "#ek": "ek", "#kv": KEY_SET_MARK},
             )
             item = response.get("Item")
             if not item:
                 raise TaskNotFound(task_id)
+            known = key_set(item)
+            key = pending.event.key
+            if known and key is not None and key_digest(key) in known:
+                return None  # this key was written before: an idempotent replay
+            in_set = _keys_for_set([pending], known)
             seq = _number(item, "event_seq")
             counter: UpdateTypeDef = {
                 "TableName": self.table_name,
-                "Key": _task_key(task_id),
+                "Key": task_key(task_id),
                 "UpdateExpression": "SET #seq = :next_seq",
                 "ConditionExpression": "attribute_exists(pk) AND "
                 + ("attribute_not_exists(#seq)" if seq is None else "#seq = :seq"),
@@ -693,7 +670,15 @@ class DynamoDBTaskStore:
                     ":next_seq": {"N": str(seq + 1)},
                     ":seq": {"N": str(seq)},
                 }
-            written, already = self._write_events(task_id, {"Update": counter}, [pending], seq or 0)
+            if in_set and key is not None:
+                counter["UpdateExpression"] += " ADD #ek :ek"
+                counter["ExpressionAttributeNames"] = {"#seq": "event_seq", "#ek": "ek"}
+                counter["ExpressionAttributeValues"] = {
+                    **counter["ExpressionAttributeValues"],
+                    ":ek": {"BS": [key_digest(key)]},
+                }
+            self._memory.forget(task_id)  # its event_seq moves (and its key set may)
+            written, already = self._write_events(task_id, {"Update": counter}, [pending], seq or 0, in_set=in_set)
             if written is not None:
                 return written[0]
             if already:
@@ -708,19 +693,24 @@ class DynamoDBTaskStore:
         batch: builtins.list[_PendingEvent],
         seq: int,
         others: Sequence[TransactWriteItemTypeDef] = (),
+        *,
+        in_set: Sequence[_PendingEvent] = (),
     ) -> tuple[builtins.list[StreamEvent] | None, set[_PendingEvent]]:
         """One transaction: ``task_write`` (which moves event_seq past the batch), the events, ``others``.
 
+        The keys of the events ``in_set`` are added to the task item's key set by ``task_write``; the
+        other keyed events get a ``KEY#`` item each.
+
         Returns the written events, or None and the events whose key was already written.
         """
-        if seq + len(batch) > _MAX_CURSOR:
+        if seq + len(batch) > MAX_CURSOR:
             raise InvalidInput(f"task {task_id} has too many events")
         expires_at = self._expires_at()
         items: builtins.list[TransactWriteItemTypeDef] = [task_write]
         key_slots: dict[int, _PendingEvent] = {}
         for cursor, pending in enumerate(batch, start=seq + 1):
             event = pending.event
-            if event.key is not None:
+            if event.key is not None and all(p is not pending for p in in_set):
                 key_slots[len(items)] = pending
                 items.append(
                     {
@@ -728,7 +718,7 @@ class DynamoDBTaskStore:
                             "TableName": self.table_name,
                             "Item": {
                                 "pk": {"S": task_pk(task_id)},
-                                "sk": {"S": _key_sk(event.key)},
+                                "sk": {"S": key_sk(event.key)},
                                 "expires_at": {"N": expires_at},
                             },
                             "ConditionExpression": "attribute_not_exists(pk)",
@@ -737,7 +727,7 @@ class DynamoDBTaskStore:
                 )
             stored: dict[str, AttributeValueTypeDef] = {
                 "pk": {"S": task_pk(task_id)},
-                "sk": {"S": _event_sk(cursor)},
+                "sk": {"S": event_sk(cursor)},
                 "event_type": {"S": event.event_type.value},
                 "timestamp": {"S": event.timestamp.isoformat()},
                 "data": {"S": pending.data},
@@ -755,7 +745,7 @@ class DynamoDBTaskStore:
                 }
             )
         items.extend(others)
-        token = _request_token(task_id, items)
+        token = request_token(task_id, items)
         codes = self._attempt(lambda: self.client.transact_write_items(TransactItems=items, ClientRequestToken=token))
         if codes is None:
             return [p.written(cursor) for cursor, p in enumerate(batch, start=seq + 1)], set()
@@ -766,18 +756,18 @@ class DynamoDBTaskStore:
         }
         return None, already
 
-    @_retryable
+    @retryable
     def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
         start = max(after, 0) + 1
-        if limit < 1 or start > _MAX_CURSOR:
+        if limit < 1 or start > MAX_CURSOR:
             return []
         params: QueryInputTypeDef = {
             "TableName": self.table_name,
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
             "ExpressionAttributeValues": {
                 ":pk": {"S": task_pk(task_id)},
-                ":first": {"S": _event_sk(start)},
-                ":last": {"S": _event_sk(_MAX_CURSOR)},
+                ":first": {"S": event_sk(start)},
+                ":last": {"S": event_sk(MAX_CURSOR)},
             },
             "ConsistentRead": True,
             "ScanIndexForward": True,
@@ -797,7 +787,7 @@ class DynamoDBTaskStore:
                         event_type=EventType(item["event_type"]["S"]),
                         task_id=task_id,
                         timestamp=datetime.fromisoformat(item["timestamp"]["S"]),
-                        cursor=int(item["sk"]["S"][len(_EVENT_PREFIX) :]),
+                        cursor=int(item["sk"]["S"][len(EVENT_PREFIX) :]),
                         data=data,
                     )
                 )

@@ -77,10 +77,11 @@ async def list_tasks(
 ) -> TaskList:
     """The caller's tasks, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
 
-    ``limit`` is 20 by default, at most 100.
+    ``limit`` is 20 by default, at most 100. Each final output is cut to its first 2000 characters
+    (``final_output_truncated`` says so); ``GET /tasks/{task_id}/status`` returns it whole.
     """
     page = await service.list(owner, limit=limit, cursor=cursor, status=task_status)
-    return TaskList(items=[TaskPublic.of(t) for t in page.items], next_cursor=page.next_cursor)
+    return TaskList(items=[TaskPublic.of(t).preview() for t in page.items], next_cursor=page.next_cursor)
 
 
 @read_router.get("/{task_id}/status", response_model=TaskPublic, responses=error_responses(404, 422, 503))
