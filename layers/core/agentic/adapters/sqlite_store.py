@@ -105,11 +105,8 @@ class SQLiteTaskStore(SQLiteFile):
         )
 
     def _announce(self, written: Iterable[StreamEvent]) -> None:
-        """Wake streams, only ever for committed events."""
-        for event in written:
-            self.bus.publish(event.task_id, event.cursor)
-            if event.event_type.is_terminal:  # nothing follows; late readers find it in the log
-                self.bus.forget(event.task_id)
+        """Wake streams (and hand them the events), only ever for committed events."""
+        self.bus.publish_events(written)
 
     # --- tasks ---------------------------------------------------------------------------------
 

@@ -72,6 +72,9 @@ async def tail_events(
     last_sent = loop.time()
     next_status_check = loop.time()
     woke_early = False
+    recent = getattr(waiter, "recent", None)
+    woken = False  # the last wait ended with a notification, not at its timeout
+    from_memory = False  # the last events came from the waiter's memory
     if not_started:
         yield control_line(
             TASK_PENDING,
@@ -92,7 +95,15 @@ async def tail_events(
             )
             return
         try:
-            events = await call_store(store, store.read_events, task_id, after)
+            # Events a local commit handed to the waiter come from memory (no read, no thread hop);
+            # anything else from the log (another process's writes, a timeout, a stream far behind).
+            events = recent(task_id, after) if recent is not None and (woken or from_memory) else []
+            if events:
+                from_memory = True
+            elif from_memory:
+                from_memory = False  # memory had nothing more: wait (the log is read at a gap or a timeout)
+            else:
+                events = await call_store(store, store.read_events, task_id, after)
             if not events and not finished and loop.time() >= next_status_check:
                 next_status_check = loop.time() + STATUS_CHECK_SECONDS
                 task = await call_store(store, store.get, task_id)
@@ -149,4 +160,6 @@ async def tail_events(
             timeout = min(timeout, deadline - now)
         started_wait = loop.time()
         await waiter.wait(task_id, after, max(timeout, 0.0))
-        woke_early = loop.time() - started_wait < min(timeout, MAX_WAIT_SECONDS) / 2
+        waited = loop.time() - started_wait
+        woke_early = waited < min(timeout, MAX_WAIT_SECONDS) / 2
+        woken = waited < timeout
