@@ -203,13 +203,7 @@ class PipelineOps(StepAttempts):
             if task.status is TaskStatus.COMPLETED
             else (plan.steps[-1].output if plan and plan.steps else None)
         )
-        done = self._event(
-            task_id,
-            EventType.TASK_COMPLETED,
-            self._key(task, "task:task_completed"),
-            status=TaskStatus.COMPLETED.value,
-            final_output=final,
-        )
+        done = self._completed_event(task, final)
         if task.status is TaskStatus.COMPLETED:
             self._emit(done)
             return task
@@ -221,8 +215,7 @@ class PipelineOps(StepAttempts):
             events=[done],
             mutate=self._fenced(lease),
         )
-        record_metric("TasksCompleted", 1)
-        logger.info("task completed", extra={"task_id": task_id})
+        self._task_completed(task_id)
         return task
 
     def fail(
