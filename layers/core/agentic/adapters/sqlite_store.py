@@ -209,7 +209,7 @@ class SQLiteTaskStore(SQLiteFile):
         **changes: Any,
     ) -> TaskState:
         with self._write() as db:
-            row = db.execute("SELECT doc FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            row = db.execute("SELECT doc, lease_owner, finished_at FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
             task = self._parse(db, task_id, row[0])
@@ -224,23 +224,24 @@ class SQLiteTaskStore(SQLiteFile):
             # A change that takes the task's lease away (cancel, approve, retry) also takes the
             # runner's name off it, so that runner's next renewal finds the lease lost.
             keep_expiry, wake_at = self._wake_at(task, updated)
-            db.execute(
-                "UPDATE tasks SET status = ?, doc = ?, "
-                "lease_expires = CASE WHEN ? THEN lease_expires ELSE ? END, "
-                "lease_owner = CASE WHEN ? THEN lease_owner ELSE NULL END, "
-                "finished_at = CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE NULL END "
-                "WHERE task_id = ?",
-                (
-                    updated.status.value,
-                    doc,
-                    keep_expiry,
-                    wake_at,
-                    updated.lease is not None,
-                    finished,
-                    self._clock(),
-                    task_id,
-                ),
-            )
+            # Only the columns that change: each one set is an index entry rewritten (a page in the
+            # commit), and most writes change the document alone.
+            sets: list[str] = ["doc = ?"]
+            args: list[Any] = [doc]
+            if updated.status is not task.status:
+                sets.append("status = ?")
+                args.append(updated.status.value)
+            if not keep_expiry:
+                sets.append("lease_expires = ?")
+                args.append(wake_at)
+            if updated.lease is None and row[1] is not None:
+                sets.append("lease_owner = NULL")
+            if finished and row[2] is None:
+                sets.append("finished_at = ?")
+                args.append(self._clock())
+            elif not finished and row[2] is not None:
+                sets.append("finished_at = NULL")
+            db.execute(f"UPDATE tasks SET {', '.join(sets)} WHERE task_id = ?", (*args, task_id))
             written = [
                 e for e in (self._insert_event(db, event, final_output=updated.final_output) for event in events) if e
             ]

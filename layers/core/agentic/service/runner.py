@@ -31,7 +31,7 @@ class LocalRunner:
 
     async def run(self, task_id: str, lease: Lease | None = None) -> None:
         try:
-            task = self.ops.plan(task_id, lease=lease)
+            task, started = self.ops.plan_and_start(task_id, lease=lease)
             if task.status is TaskStatus.AWAITING_APPROVAL:
                 self._approval_expired(task, lease)
                 return
@@ -44,7 +44,8 @@ class LocalRunner:
             def gated(step_id: str) -> bool:
                 return gate is not None and step_id == gate.before_step and self.ops.needs_approval(task)
 
-            started = False  # this step's first attempt was started by the last step's completion
+            # ``started``: this step's first attempt was started by the last write (the plan's, or
+            # the last step's completion).
             for i, spec in enumerate(steps):
                 if gated(spec.step_id):
                     # The run ends here and frees its slot; POST /approve starts the rest.
