@@ -70,7 +70,9 @@ async def tail_events(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_seconds if max_seconds else None
     last_sent = loop.time()
-    next_status_check = loop.time()
+    # The caller read the task just now (``finished`` says whether it had ended): the first check
+    # is due a round later, not before the first read (a thread hop per stream saved).
+    next_status_check = loop.time() + STATUS_CHECK_SECONDS
     woke_early = False
     recent = getattr(waiter, "recent", None)
     woken = False  # the last wait ended with a notification, not at its timeout
