@@ -21,6 +21,7 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import tempfile
@@ -122,39 +123,57 @@ def server_env(scale: str) -> dict[str, str]:
     }
 
 
-def table(tmp: Path, with_peer: bool) -> None:
-    """Every row of the issue's table, this project beside the peer, measured now (ratios)."""
-    print("\n== the issue's table, measured in this run (absolute figures vary with the machine's load)")
-    with LocalServer(tmp / "table.db", **server_env("0")) as server:
-        assert server.proc is not None
-        asyncio.run(over_http(server.url, 50, TABLE_CLIENTS))  # warm-up
-        time.sleep(1.0)
-        before = tree_cpu_seconds(server.proc.pid)
-        time.sleep(IDLE_SECONDS)
-        idle_ms = (tree_cpu_seconds(server.proc.pid) - before) / IDLE_SECONDS * 1000
-        before = tree_cpu_seconds(server.proc.pid)
-        asyncio.run(over_http(server.url, TABLE_TASKS, TABLE_CLIENTS))
-        ours_cpu = (tree_cpu_seconds(server.proc.pid) - before) / TABLE_TASKS * 1000
-    with LocalServer(tmp / "table-seed.db", **server_env("1")) as server:
-        asyncio.run(over_http(server.url, 100, 100))  # warm-up
-        wall, _ = asyncio.run(over_http(server.url, 100, 100))
-        ours_100 = wall / AGENT_WORK_SECONDS
-    wall, _ = asyncio.run(in_process(tmp, 0, TABLE_TASKS, 50))
-    ours_rate = TABLE_TASKS / wall
+def table(tmp: Path, with_peer: bool, rounds: int = 3) -> None:
+    """Every row of the issue's table, this project beside the peer, measured now (ratios).
 
-    peer_cpu = peer_100 = peer_rate = None
+    Both servers run side by side and each measure alternates between them ``rounds`` times
+    (medians), so a change in the machine's load weighs on both alike.
+    """
+    print(f"\n== the issue's table, measured in this run ({rounds} alternating rounds, medians)")
     problem = peer.ensure_peer() if with_peer else "skipped (--no-peer)"
-    if problem is None:
-        peer_rate, _ = peer.in_process(TABLE_TASKS, 50)
-        with peer.PeerServer(0) as peer_server:
-            asyncio.run(peer.over_http(peer_server.url, 50, TABLE_CLIENTS))
-            before = peer_server.cpu()
-            asyncio.run(peer.over_http(peer_server.url, TABLE_TASKS, TABLE_CLIENTS))
-            peer_cpu = (peer_server.cpu() - before) / TABLE_TASKS * 1000
-        with peer.PeerServer(1) as peer_server:
-            asyncio.run(peer.over_http(peer_server.url, 100, 100))
-            wall, _ = asyncio.run(peer.over_http(peer_server.url, 100, 100))
-            peer_100 = wall / AGENT_WORK_SECONDS
+    with contextlib.ExitStack() as stack:
+        ours = stack.enter_context(LocalServer(tmp / "table.db", **server_env("0")))
+        ours_seed = stack.enter_context(LocalServer(tmp / "table-seed.db", **server_env("1")))
+        theirs = theirs_seed = None
+        if problem is None:
+            theirs = stack.enter_context(peer.PeerServer(0))
+            theirs_seed = stack.enter_context(peer.PeerServer(1))
+        assert ours.proc is not None
+        asyncio.run(over_http(ours.url, 50, TABLE_CLIENTS))  # warm-up
+        asyncio.run(over_http(ours_seed.url, 100, 100))
+        if theirs is not None and theirs_seed is not None:
+            asyncio.run(peer.over_http(theirs.url, 50, TABLE_CLIENTS))
+            asyncio.run(peer.over_http(theirs_seed.url, 100, 100))
+        time.sleep(1.0)
+        before = tree_cpu_seconds(ours.proc.pid)
+        time.sleep(IDLE_SECONDS)
+        idle_ms = (tree_cpu_seconds(ours.proc.pid) - before) / IDLE_SECONDS * 1000
+
+        cpu: dict[str, list[float]] = {"ours": [], "peer": []}
+        at_once: dict[str, list[float]] = {"ours": [], "peer": []}
+        rate: dict[str, list[float]] = {"ours": [], "peer": []}
+        for _ in range(rounds):
+            before = tree_cpu_seconds(ours.proc.pid)
+            asyncio.run(over_http(ours.url, TABLE_TASKS, TABLE_CLIENTS))
+            cpu["ours"].append((tree_cpu_seconds(ours.proc.pid) - before) / TABLE_TASKS * 1000)
+            wall, _ = asyncio.run(over_http(ours_seed.url, 100, 100))
+            at_once["ours"].append(wall / AGENT_WORK_SECONDS)
+            wall, _ = asyncio.run(in_process(tmp, 0, TABLE_TASKS, 50))
+            rate["ours"].append(TABLE_TASKS / wall)
+            if theirs is not None and theirs_seed is not None:
+                before = theirs.cpu()
+                asyncio.run(peer.over_http(theirs.url, TABLE_TASKS, TABLE_CLIENTS))
+                cpu["peer"].append((theirs.cpu() - before) / TABLE_TASKS * 1000)
+                wall, _ = asyncio.run(peer.over_http(theirs_seed.url, 100, 100))
+                at_once["peer"].append(wall / AGENT_WORK_SECONDS)
+                rate["peer"].append(peer.in_process(TABLE_TASKS, 50)[0])
+
+    def median(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
+    ours_cpu, peer_cpu = median(cpu["ours"]) or 0.0, median(cpu["peer"])
+    ours_100, peer_100 = median(at_once["ours"]) or 0.0, median(at_once["peer"])
+    ours_rate, peer_rate = median(rate["ours"]) or 0.0, median(rate["peer"])
 
     def ratio(ours: float, theirs: float | None) -> str:
         return f"{ours / theirs:.2f}x the peer" if theirs else "-"
