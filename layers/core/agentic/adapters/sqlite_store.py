@@ -42,6 +42,8 @@ from agentic.models import EventType, Lease, NewEvent, StepStatus, StreamEvent, 
 from agentic.ports import Mutation
 
 _PARSED_CACHE_SIZE = 4096
+#: ``json.dumps(data, default=str)`` without building an encoder per event.
+_encode = json.JSONEncoder(default=str).encode
 # The stored task document leaves out step outputs (they live in the partial_output events).
 _WITHOUT_OUTPUTS: Any = {"execution_plan": {"steps": {"__all__": {"output"}}}}
 
@@ -378,7 +380,7 @@ class SQLiteTaskStore(SQLiteFile):
             and stored.get("final_output") == final_output
         ):
             stored = {k: v for k, v in stored.items() if k != "final_output"}
-        data = json.dumps(stored, default=str)
+        data = _encode(stored)
         check_payload_size(f"the data of a {event.event_type.value} event of task {event.task_id}", data)
         # One statement: the next cursor, and nothing at all if the key was written before.
         row = db.execute(
@@ -389,7 +391,8 @@ class SQLiteTaskStore(SQLiteFile):
         if row is None:
             return None  # this key was written before: an idempotent replay
         (cursor,) = row
-        return StreamEvent(
+        # The fields of a validated NewEvent and the cursor the store chose: nothing to validate again.
+        return StreamEvent.model_construct(
             event_type=event.event_type,
             task_id=event.task_id,
             timestamp=event.timestamp,
