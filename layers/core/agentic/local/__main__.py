@@ -87,9 +87,11 @@ class QuietServer(uvicorn.Server):
     """
 
     _wake: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
 
     async def main_loop(self) -> None:
         self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         counter = 0
         should_exit = await self.on_tick(counter)
         while not should_exit:
@@ -100,8 +102,8 @@ class QuietServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
-        if self._wake is not None:
-            self._wake.set()
+        if self._wake is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)  # safe from a signal handler
 
 
 def main(argv: list[str] | None = None) -> None:
