@@ -6,6 +6,10 @@
    and through HTTP (create + execute, the NDJSON stream read to its last line).
 2. The seed's latencies (scale 1, 400 ms of agent work per task): the ratio of end-to-end time to
    those 400 ms for one task and for 100 concurrent tasks.
+3. The issue-17 table, every row measured in this run beside the peer (LangGraph, installed into
+   its own ``.venv-peer`` by ``bench.peer``; ``--no-peer`` skips it): the server's CPU per task over
+   HTTP (600 tasks from 16 clients), 100 tasks at once with the seed's latencies, in-process
+   throughput, and an idle server's CPU per second. Import times: ``make coldstart``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import tempfile
@@ -27,6 +32,8 @@ import aiohttp
 
 from agentic.local.wiring import build_local_system
 from agentic.settings import Settings
+from bench import peer
+from bench.proc import tree_cpu_seconds
 from tests.e2e.server import LocalServer
 
 AGENT_WORK_SECONDS = 0.4  # retriever 0.1 + analyzer 0.2 + writer 0.1
@@ -101,12 +108,120 @@ async def over_http(url: str, n: int, concurrency: int) -> tuple[float, list[flo
         return time.perf_counter() - t0, latencies
 
 
+#: The issue's measure: 600 tasks from 16 clients, no agent latency.
+TABLE_TASKS = 600
+TABLE_CLIENTS = 16
+IDLE_SECONDS = 10.0
+
+
+def server_env(scale: str) -> dict[str, str]:
+    return {
+        "AGENT_LATENCY_SCALE": scale,
+        "MAX_CONCURRENT_EXECUTIONS": "10000",
+        "MAX_QUEUE_SIZE": "10000",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+
+
+def table(tmp: Path, with_peer: bool, rounds: int = 3) -> None:
+    """Every row of the issue's table, this project beside the peer, measured now (ratios).
+
+    Both servers run side by side and each measure alternates between them ``rounds`` times
+    (medians), so a change in the machine's load weighs on both alike.
+    """
+    print(f"\n== the issue's table, measured in this run ({rounds} alternating rounds, medians)")
+    problem = peer.ensure_peer() if with_peer else "skipped (--no-peer)"
+    with contextlib.ExitStack() as stack:
+        ours = stack.enter_context(LocalServer(tmp / "table.db", **server_env("0")))
+        ours_seed = stack.enter_context(LocalServer(tmp / "table-seed.db", **server_env("1")))
+        theirs = theirs_seed = None
+        if problem is None:
+            theirs = stack.enter_context(peer.PeerServer(0))
+            theirs_seed = stack.enter_context(peer.PeerServer(1))
+        assert ours.proc is not None
+        asyncio.run(over_http(ours.url, 50, TABLE_CLIENTS))  # warm-up
+        asyncio.run(over_http(ours_seed.url, 100, 100))
+        if theirs is not None and theirs_seed is not None:
+            asyncio.run(peer.over_http(theirs.url, 50, TABLE_CLIENTS))
+            asyncio.run(peer.over_http(theirs_seed.url, 100, 100))
+        time.sleep(1.0)
+        before = tree_cpu_seconds(ours.proc.pid)
+        time.sleep(IDLE_SECONDS)
+        idle_ms = (tree_cpu_seconds(ours.proc.pid) - before) / IDLE_SECONDS * 1000
+
+        cpu: dict[str, list[float]] = {"ours": [], "peer": []}
+        at_once: dict[str, list[float]] = {"ours": [], "peer": []}
+        rate: dict[str, list[float]] = {"ours": [], "peer": []}
+        for _ in range(rounds):
+            before = tree_cpu_seconds(ours.proc.pid)
+            asyncio.run(over_http(ours.url, TABLE_TASKS, TABLE_CLIENTS))
+            cpu["ours"].append((tree_cpu_seconds(ours.proc.pid) - before) / TABLE_TASKS * 1000)
+            wall, _ = asyncio.run(over_http(ours_seed.url, 100, 100))
+            at_once["ours"].append(wall / AGENT_WORK_SECONDS)
+            wall, _ = asyncio.run(in_process(tmp, 0, TABLE_TASKS, 50))
+            rate["ours"].append(TABLE_TASKS / wall)
+            if theirs is not None and theirs_seed is not None:
+                before = theirs.cpu()
+                asyncio.run(peer.over_http(theirs.url, TABLE_TASKS, TABLE_CLIENTS))
+                cpu["peer"].append((theirs.cpu() - before) / TABLE_TASKS * 1000)
+                wall, _ = asyncio.run(peer.over_http(theirs_seed.url, 100, 100))
+                at_once["peer"].append(wall / AGENT_WORK_SECONDS)
+                rate["peer"].append(peer.in_process(TABLE_TASKS, 50)[0])
+
+    def median(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
+    ours_cpu, peer_cpu = median(cpu["ours"]) or 0.0, median(cpu["peer"])
+    ours_100, peer_100 = median(at_once["ours"]) or 0.0, median(at_once["peer"])
+    ours_rate, peer_rate = median(rate["ours"]) or 0.0, median(rate["peer"])
+
+    def ratio(ours: float, theirs: float | None) -> str:
+        return f"{ours / theirs:.2f}x the peer" if theirs else "-"
+
+    rows = [
+        (
+            "server CPU per task over HTTP",
+            f"{ours_cpu:.2f} ms",
+            f"{peer_cpu:.2f} ms" if peer_cpu else "-",
+            ratio(ours_cpu, peer_cpu),
+            "<= 0.35x the peer",
+        ),
+        (
+            "100 tasks at once, seed latencies, HTTP",
+            f"{ours_100:.2f}x the agent work",
+            f"{peer_100:.2f}x" if peer_100 else "-",
+            "",
+            "<= 1.4x the agent work",
+        ),
+        (
+            "in-process throughput",
+            f"{ours_rate:.0f} tasks/s",
+            f"{peer_rate:.0f} tasks/s" if peer_rate else "-",
+            ratio(ours_rate, peer_rate),
+            ">= 2x the peer",
+        ),
+        ("idle server CPU", f"{idle_ms:.2f} ms/s", "", "", "<= 0.5 ms/s"),
+    ]
+    header = ("measure", "this project", "peer", "ratio", "goal")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if problem:
+        print(f"peer: {problem}; compare with the issue's figures instead")
+    print("imports (agent and API handlers as a ratio to `import boto3`): make coldstart")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--no-peer", action="store_true", help="measure this project only")
+    parser.add_argument("--table-only", action="store_true", help="only the issue's table")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="agentic-bench-"))
+    if args.table_only:
+        table(tmp, not args.no_peer)
+        return
 
     print("== no agent latency (AGENT_LATENCY_SCALE=0)")
     wall, lat = asyncio.run(in_process(tmp, 0, args.tasks, args.concurrency))
@@ -136,6 +251,7 @@ def main() -> None:
                 f"{wall / AGENT_WORK_SECONDS:.3f}x the agent work (p50 {pct(lat, 50) / AGENT_WORK_SECONDS:.3f}x)"
             )
     print("\ntargets: one task <= 1.05x, 100 concurrent <= 1.3x, >= 500 tasks/s through HTTP with no latency")
+    table(tmp, not args.no_peer)
 
 
 if __name__ == "__main__":

@@ -69,14 +69,14 @@ async def test_an_approval_landing_while_the_deadline_is_handled_stands(two, mon
     # Given the deadline passed, and C picks the task up to fail it
     clock.now = task.approval_deadline + 1
     monkeypatch.setattr(runner_module.time, "time", clock)
-    plan = c.ops.plan
+    plan = c.ops.plan_and_start
 
     def approved_meanwhile(task_id, lease=None):
         found = plan(task_id, lease=lease)
         TaskControl(d.store, load_pipeline()).approve(d.store.get("t"), None, "o")  # D serves /approve now
         return found
 
-    c.ops.plan = approved_meanwhile
+    c.ops.plan_and_start = approved_meanwhile
     assert await c.executor.maintain_once() == ["t"]
     await asyncio.wait_for(c.executor.drain(), 10)
     # Then the approval stands: the task is not failed for a timeout

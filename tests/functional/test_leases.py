@@ -248,3 +248,38 @@ def test_each_step_output_is_stored_once(shared, tmp_path):
     assert stored.count(task.final_output) == 2
     completed = a.store.read_events("t")[-1]
     assert completed.data["final_output"] == task.final_output
+
+
+async def test_a_crash_after_a_step_boundary_commit_costs_one_attempt_of_the_next_step(shared):
+    clock, calls, process = shared
+    # Given process A, which dies right after the commit that completed the retriever and started
+    # the analyzer (one transaction), before the analyzer's agent ran
+    a = process("a")
+    new_task(a.store)
+    update = a.store.update
+
+    def dies_after_the_boundary(task_id, expect, **kwargs):
+        written = update(task_id, expect, **kwargs)
+        if any(e.event_type is EventType.STEP_COMPLETED for e in kwargs.get("events", ())):
+            raise asyncio.CancelledError  # the process is gone: nothing after this commit happens
+        return written
+
+    a.store.update = dies_after_the_boundary  # type: ignore[method-assign]
+    await a.executor.start("t")
+    await asyncio.gather(*a.executor._running.values(), return_exceptions=True)
+    # Then the boundary is durable as one: the retriever completed, the analyzer started (not run)
+    steps = a.store.get("t").execution_plan.steps
+    assert (steps[0].status, steps[1].status, steps[1].attempts) == (StepStatus.COMPLETED, StepStatus.RUNNING, 1)
+    assert calls == [("t", "retriever", 0)]
+    kinds = [e.event_type for e in a.store.read_events("t")]
+    assert kinds[-3:] == [EventType.PARTIAL_OUTPUT, EventType.STEP_COMPLETED, EventType.STEP_STARTED]
+    # When its lease expires and process B resumes the task
+    clock.now += 6
+    b = process("b")
+    assert await b.executor.maintain_once() == ["t"]
+    await asyncio.wait_for(b.executor.drain(), 10)
+    # Then the retriever is not run again, and the started analyzer counts as one interrupted attempt
+    assert b.store.get("t").status is TaskStatus.COMPLETED
+    assert [(agent, attempt) for _, agent, attempt in calls] == [("retriever", 0), ("analyzer", 1), ("writer", 0)]
+    retrying = [e for e in b.store.read_events("t") if e.event_type is EventType.STEP_RETRYING]
+    assert [(e.data["step_id"], e.data["error"].split(":")[0]) for e in retrying] == [("step_002", "States.Timeout")]

@@ -170,7 +170,8 @@ def test_the_workflow_type_is_a_parameter_and_every_placeholder_is_substituted(t
     placeholders = set(re.findall(r"\$\{(\w+)\}", ASL.read_text()))
     assert placeholders == set(machine["DefinitionSubstitutions"]) == set(SUBSTITUTIONS)
     for placeholder, function in SUBSTITUTIONS.items():
-        assert machine["DefinitionSubstitutions"][placeholder] == {"Fn::GetAtt": [function, "Arn"]}
+        # The "live" alias: a SnapStart snapshot serves only invocations of a published version.
+        assert machine["DefinitionSubstitutions"][placeholder] == {"Ref": f"{function}.Alias"}
     invocable = {
         p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in machine["Policies"] if "LambdaInvokePolicy" in p
     }
@@ -237,3 +238,15 @@ def test_sam_validate_lint_passes(tmp_path):
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SAM_CLI_TELEMETRY": "0"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_snapstart_is_an_option_of_the_pipeline_and_api_functions(template):
+    # Given the template, when SnapStart is left at its default, then it is off; each pipeline and
+    # API function publishes a version behind "live" and snapshots it only when SnapStart is Enabled.
+    assert template["Parameters"]["SnapStart"]["Default"] == "Disabled"
+    assert template["Conditions"]["SnapStartOn"] == {"Fn::Equals": [{"Ref": "SnapStart"}, "Enabled"]}
+    functions = resources(template, "AWS::Serverless::Function")
+    for name in [*SUBSTITUTIONS.values(), "CreateTaskFunction", "QueryTasksFunction"]:
+        properties = functions[name]["Properties"]
+        assert properties["AutoPublishAlias"] == "live", name
+        assert properties["SnapStart"] == {"ApplyOn": {"Fn::If": ["SnapStartOn", "PublishedVersions", "None"]}}, name

@@ -1,14 +1,29 @@
-"""In-process notification of new events, so a local stream wakes at once instead of polling."""
+"""In-process notification of new events, so a local stream wakes at once instead of polling.
+
+The bus also keeps the last committed events of recent tasks, so a local stream that a write woke
+takes them from memory instead of reading them back from the file on a reader thread: one wake-up
+per commit and no thread hop per event batch. The log stays the source of truth: a stream takes
+from memory only a run of events that continues its cursor without a gap, and reads the store
+otherwise (events another process wrote, a stream far behind, a timeout).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable
+
+from agentic.models import StreamEvent
+
+#: Tasks whose recent events are kept (least recently written dropped first).
+RECENT_TASKS = 256
+#: Events kept per task: a stream further behind than this reads the store.
+RECENT_EVENTS = 64
 
 
 class LocalEventBus:
-    """Tracks the newest cursor per task and wakes streams waiting on it.
+    """Tracks the newest cursor per task, keeps its recent events and wakes streams waiting on it.
 
     ``publish`` may be called from any thread; waiters live on their own event loops. The newest
     cursor is checked before sleeping, so an event written between a stream's read and its wait is
@@ -18,6 +33,7 @@ class LocalEventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._latest: dict[str, int] = {}
+        self._recent: OrderedDict[str, dict[int, StreamEvent]] = OrderedDict()
         self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
         #: Set when the server stops: every wait returns at once, and streams end (``tail_events``).
         self.stopping = False
@@ -28,21 +44,51 @@ class LocalEventBus:
             self.stopping = True
             waiters = [fut for futures in self._waiters.values() for fut in futures]
             self._waiters.clear()
-        for fut in waiters:
-            loop = fut.get_loop()
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(_wake, fut)
+        _wake_all(waiters)
 
     def publish(self, task_id: str, cursor: int) -> None:
+        """A committed event of ``task_id`` up to ``cursor`` (written by whoever): wake its streams."""
         with self._lock:
             if cursor > self._latest.get(task_id, 0):
                 self._latest[task_id] = cursor
             waiters = self._waiters.pop(task_id, set())
-        for fut in waiters:
-            loop = fut.get_loop()
-            if loop.is_closed():
-                continue
-            loop.call_soon_threadsafe(_wake, fut)
+        _wake_all(waiters)
+
+    def publish_events(self, events: Iterable[StreamEvent]) -> None:
+        """Events one commit wrote (in cursor order): keep them and wake each task's streams once."""
+        waiters: list[asyncio.Future[None]] = []
+        with self._lock:
+            for event in events:
+                task_id = event.task_id
+                if event.cursor > self._latest.get(task_id, 0):
+                    self._latest[task_id] = event.cursor
+                kept = self._recent.get(task_id)
+                if kept is None:
+                    kept = self._recent[task_id] = {}
+                    if len(self._recent) > RECENT_TASKS:
+                        self._recent.popitem(last=False)
+                else:
+                    self._recent.move_to_end(task_id)
+                kept[event.cursor] = event
+                if len(kept) > RECENT_EVENTS:
+                    del kept[min(kept)]
+                if event.event_type.is_terminal:  # nothing follows; late readers find it in the log
+                    self._latest.pop(task_id, None)
+                waiters.extend(self._waiters.pop(task_id, ()))
+        _wake_all(waiters)
+
+    def recent(self, task_id: str, after: int) -> list[StreamEvent]:
+        """The kept events right after ``after``, without a gap; empty if the next one is not kept."""
+        with self._lock:
+            kept = self._recent.get(task_id)
+            if not kept:
+                return []
+            found = []
+            cursor = after + 1
+            while (event := kept.get(cursor)) is not None:
+                found.append(event)
+                cursor += 1
+            return found
 
     async def wait(self, task_id: str, after: int, timeout: float) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -50,11 +96,12 @@ class LocalEventBus:
             if self.stopping or self._latest.get(task_id, 0) > after:
                 return
             self._waiters[task_id].add(fut)
+        # A timer on the future, not ``wait_for``: no task per wait (a stream waits once per commit).
+        timer = fut.get_loop().call_later(timeout, _wake, fut)
         try:
-            await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            pass
+            await fut
         finally:
+            timer.cancel()
             with self._lock:
                 waiting = self._waiters.get(task_id)
                 if waiting is not None:
@@ -66,6 +113,13 @@ class LocalEventBus:
         """Drop a finished task's cursor (its terminal event is in the store for late readers)."""
         with self._lock:
             self._latest.pop(task_id, None)
+
+
+def _wake_all(waiters: Iterable[asyncio.Future[None]]) -> None:
+    for fut in waiters:
+        loop = fut.get_loop()
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_wake, fut)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

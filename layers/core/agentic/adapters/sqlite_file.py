@@ -42,6 +42,8 @@ VACUUM_BATCH_PAGES = 1024
 READ_THREADS = 4
 #: How long /health's write probe waits for the lock: it reports, it does not queue.
 PROBE_WAIT_SECONDS = 1.0
+#: A write's busy timeout may be this much longer than its deadline allows (saves a statement per write).
+BUSY_TIMEOUT_SLACK_MS = 50
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -133,6 +135,9 @@ class SQLiteFile:
         self._last_failure: tuple[float, str] | None = None
         self._wal_to_shrink = False
         self._closed = threading.Event()
+        #: Set by each commit: the checkpoint thread sleeps while nothing is written (idle costs nothing).
+        self._written = threading.Event()
+        self._busy_ms = -1  # the busy timeout set on the write connection
         self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="sqlite-read")
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
         with self._guard():
@@ -145,6 +150,7 @@ class SQLiteFile:
 
     def close(self) -> None:
         self._closed.set()
+        self._written.set()
         self._read_pool.shutdown(wait=True, cancel_futures=True)
         self._write_pool.shutdown(wait=True, cancel_futures=True)
         with self._readers_lock:
@@ -185,15 +191,25 @@ class SQLiteFile:
         there, stalling the writer that committed; with one commit per write that happened every
         few dozen writes. A checkpoint from another connection runs beside the writers (PASSIVE: it
         never blocks them), and keeps the log small, which matters on a nearly full disk.
+
+        It runs only after this process committed something, at most every
+        ``CHECKPOINT_INTERVAL_SECONDS``: an idle server does not wake for it (other processes
+        sharing the file checkpoint their own writes).
         """
         try:
             db = sqlite3.connect(str(self.path), isolation_level=None, timeout=1)
         except sqlite3.Error:
             return
         try:
-            while not self._closed.wait(CHECKPOINT_INTERVAL_SECONDS):
+            while True:
+                self._written.wait()
+                if self._closed.is_set():
+                    break
+                self._written.clear()
                 with suppress(sqlite3.Error):
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                if self._closed.wait(CHECKPOINT_INTERVAL_SECONDS):
+                    break
         finally:
             db.close()
 
@@ -264,14 +280,19 @@ class SQLiteFile:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise _Locked("database is locked")
-                # SQLite's busy handler waits for other processes' transactions: only until the deadline.
-                self._db.execute(f"PRAGMA busy_timeout = {max(int(remaining * 1000), 1)}")
+                # SQLite's busy handler waits for other processes' transactions: only until the deadline
+                # (set again only when that moved by more than BUSY_TIMEOUT_SLACK_MS: a statement less).
+                busy_ms = max(int(remaining * 1000), 1)
+                if abs(busy_ms - self._busy_ms) > BUSY_TIMEOUT_SLACK_MS:
+                    self._db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                    self._busy_ms = busy_ms
                 if self._wal_to_shrink:
                     self._shrink_wal()
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._db
                     self._db.execute("COMMIT")
+                    self._written.set()
                 except BaseException as exc:
                     # SQLite rolls some failures back by itself (a full disk, an I/O error); the rest here.
                     if self._db.in_transaction:

@@ -42,6 +42,9 @@ from agentic.models import EventType, Lease, NewEvent, StepStatus, StreamEvent, 
 from agentic.ports import Mutation
 
 _PARSED_CACHE_SIZE = 4096
+#: ``json.dumps(data, default=str)`` without building an encoder per event.
+# Non-ASCII text as UTF-8, not \\u escapes: a 3-byte character stays 3 bytes (an escape is 6).
+_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
 # The stored task document leaves out step outputs (they live in the partial_output events).
 _WITHOUT_OUTPUTS: Any = {"execution_plan": {"steps": {"__all__": {"output"}}}}
 
@@ -105,11 +108,8 @@ class SQLiteTaskStore(SQLiteFile):
         )
 
     def _announce(self, written: Iterable[StreamEvent]) -> None:
-        """Wake streams, only ever for committed events."""
-        for event in written:
-            self.bus.publish(event.task_id, event.cursor)
-            if event.event_type.is_terminal:  # nothing follows; late readers find it in the log
-                self.bus.forget(event.task_id)
+        """Wake streams (and hand them the events), only ever for committed events."""
+        self.bus.publish_events(written)
 
     # --- tasks ---------------------------------------------------------------------------------
 
@@ -212,7 +212,7 @@ class SQLiteTaskStore(SQLiteFile):
         **changes: Any,
     ) -> TaskState:
         with self._write() as db:
-            row = db.execute("SELECT doc FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            row = db.execute("SELECT doc, lease_owner, finished_at FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
             task = self._parse(db, task_id, row[0])
@@ -227,23 +227,24 @@ class SQLiteTaskStore(SQLiteFile):
             # A change that takes the task's lease away (cancel, approve, retry) also takes the
             # runner's name off it, so that runner's next renewal finds the lease lost.
             keep_expiry, wake_at = self._wake_at(task, updated)
-            db.execute(
-                "UPDATE tasks SET status = ?, doc = ?, "
-                "lease_expires = CASE WHEN ? THEN lease_expires ELSE ? END, "
-                "lease_owner = CASE WHEN ? THEN lease_owner ELSE NULL END, "
-                "finished_at = CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE NULL END "
-                "WHERE task_id = ?",
-                (
-                    updated.status.value,
-                    doc,
-                    keep_expiry,
-                    wake_at,
-                    updated.lease is not None,
-                    finished,
-                    self._clock(),
-                    task_id,
-                ),
-            )
+            # Only the columns that change: each one set is an index entry rewritten (a page in the
+            # commit), and most writes change the document alone.
+            sets: list[str] = ["doc = ?"]
+            args: list[Any] = [doc]
+            if updated.status is not task.status:
+                sets.append("status = ?")
+                args.append(updated.status.value)
+            if not keep_expiry:
+                sets.append("lease_expires = ?")
+                args.append(wake_at)
+            if updated.lease is None and row[1] is not None:
+                sets.append("lease_owner = NULL")
+            if finished and row[2] is None:
+                sets.append("finished_at = ?")
+                args.append(self._clock())
+            elif not finished and row[2] is not None:
+                sets.append("finished_at = NULL")
+            db.execute(f"UPDATE tasks SET {', '.join(sets)} WHERE task_id = ?", (*args, task_id))
             written = [
                 e for e in (self._insert_event(db, event, final_output=updated.final_output) for event in events) if e
             ]
@@ -380,8 +381,7 @@ class SQLiteTaskStore(SQLiteFile):
             and stored.get("final_output") == final_output
         ):
             stored = {k: v for k, v in stored.items() if k != "final_output"}
-        # Non-ASCII text as UTF-8, not \u escapes: a 3-byte character stays 3 bytes (an escape is 6).
-        data = json.dumps(stored, default=str, ensure_ascii=False)
+        data = _encode(stored)
         check_payload_size(f"the data of a {event.event_type.value} event of task {event.task_id}", data)
         # One statement: the next cursor, and nothing at all if the key was written before.
         row = db.execute(
@@ -392,7 +392,8 @@ class SQLiteTaskStore(SQLiteFile):
         if row is None:
             return None  # this key was written before: an idempotent replay
         (cursor,) = row
-        return StreamEvent(
+        # The fields of a validated NewEvent and the cursor the store chose: nothing to validate again.
+        return StreamEvent.model_construct(
             event_type=event.event_type,
             task_id=event.task_id,
             timestamp=event.timestamp,

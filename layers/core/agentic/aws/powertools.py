@@ -21,6 +21,8 @@ from aws_lambda_powertools import Metrics
 from agentic.observability import enable_metrics, logger
 from agentic.settings import get_settings
 
+from . import snapstart
+
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
 
@@ -31,6 +33,7 @@ CorrelationId = Callable[[LambdaEvent], str | None]
 
 metrics = Metrics()
 enable_metrics(metrics)
+snapstart.install()  # re-seed and rebuild clients after a SnapStart restore (nothing elsewhere)
 
 
 @lru_cache(maxsize=1)

@@ -6,24 +6,23 @@ warm ones. Building it creates no boto3 client: the adapters create theirs on fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Any
 
 from agentic.adapters.model_clients import build_model_client
-from agentic.adapters.s3_reader import S3DocumentReader
-from agentic.adapters.scheduler_timer import SchedulerApprovalTimer
-from agentic.adapters.sfn_executor import StepFunctionsExecutor, UnconfiguredExecutor
 from agentic.agents.catalog import check_model_settings, registry_for
 from agentic.errors import AgenticError
 from agentic.knowledge.base import KnowledgeBase
 from agentic.pipeline import load_pipeline
 from agentic.ports import Executor, TaskStore
 from agentic.service.pipeline_ops import PipelineOps
-from agentic.service.tasks import TaskService
 from agentic.settings import Settings, get_settings
 
-from .service import AwsTaskService
+if TYPE_CHECKING:
+    from agentic.adapters.s3_reader import S3DocumentReader
+    from agentic.adapters.scheduler_timer import SchedulerApprovalTimer
+    from agentic.service.tasks import TaskService
 
 
 class ConfigurationError(AgenticError):
@@ -32,27 +31,75 @@ class ConfigurationError(AgenticError):
 
 @dataclass
 class AwsSystem:
+    """What a function needs, each part built when first used: an agent function builds the store
+    and the pipeline ops only, never the task service, the executor or the stream's waiter (cold
+    start: it imports none of their modules either)."""
+
     settings: Settings
     store: TaskStore
     ops: PipelineOps
-    executor: Executor
-    service: TaskService
-    #: Reads task documents for the S3 trigger (its S3 client is built on first use).
-    documents: S3DocumentReader = field(default_factory=S3DocumentReader)
     #: What the retriever searches: the S3 index object (KNOWLEDGE_BUCKET), else the built-in documents.
     knowledge: KnowledgeBase | None = None
-    #: The approval timeout's schedules (None where the function has no scheduler to call).
-    timer: SchedulerApprovalTimer | None = None
+    sfn_client: Any | None = None
+
+    @cached_property
+    def timer(self) -> SchedulerApprovalTimer | None:
+        """The approval timeout's schedules (None where the function has no scheduler to call)."""
+        settings = self.settings
+        if not (settings.approval_timeout_target_arn and settings.scheduler_role_arn):
+            return None
+        from agentic.adapters.scheduler_timer import SchedulerApprovalTimer
+
+        return SchedulerApprovalTimer(
+            settings.approval_timeout_target_arn, settings.scheduler_role_arn, settings.approval_schedule_group
+        )
+
+    @cached_property
+    def executor(self) -> Executor:
+        """Starts tasks; a function deployed without ``STATE_MACHINE_ARN`` cannot."""
+        from agentic.adapters.sfn_executor import StepFunctionsExecutor, UnconfiguredExecutor
+
+        settings = self.settings
+        if settings.state_machine_arn:
+            return StepFunctionsExecutor(
+                settings.state_machine_arn,
+                self.sfn_client,
+                retry_after_seconds=settings.retry_after_seconds,
+                workflow_type=settings.workflow_type,
+                timer=self.timer,
+            )
+        return UnconfiguredExecutor()
+
+    @cached_property
+    def service(self) -> TaskService:
+        from agentic.adapters.dynamodb_waiter import DynamoDBPollingWaiter
+
+        from .service import AwsTaskService
+
+        settings = self.settings
+        waiter = DynamoDBPollingWaiter(
+            settings.stream_poll_min_seconds,
+            settings.stream_poll_max_seconds,
+            idle_after=settings.stream_idle_after_seconds,
+            idle_interval=settings.stream_idle_poll_seconds,
+        )
+        return AwsTaskService(self.store, self.executor, waiter, settings, ops=self.ops)
+
+    @cached_property
+    def documents(self) -> S3DocumentReader:
+        """Reads task documents for the S3 trigger (its S3 client is built on first use)."""
+        from agentic.adapters.s3_reader import S3DocumentReader
+
+        return S3DocumentReader()
 
 
 def build_aws_system(
     settings: Settings, *, dynamodb_client: Any | None = None, sfn_client: Any | None = None
 ) -> AwsSystem:
-    """The AWS wiring. A function deployed without ``STATE_MACHINE_ARN`` cannot start tasks."""
+    """The AWS wiring (the executor and the task service are built on first use)."""
     if settings.store != "dynamodb":
         raise ConfigurationError(f"the AWS wiring runs on DynamoDB; STORE is {settings.store!r}")
     from agentic.adapters.dynamodb_store import DynamoDBTaskStore
-    from agentic.adapters.dynamodb_waiter import DynamoDBPollingWaiter
 
     store = DynamoDBTaskStore(settings.table_name, dynamodb_client)
     knowledge: KnowledgeBase | None = None
@@ -67,30 +114,7 @@ def build_aws_system(
         raise ConfigurationError(str(exc)) from exc
     model = build_model_client(settings, api_key=model_api_key(settings))
     ops = PipelineOps.configured(store, registry_for(settings, model, knowledge), definition, settings)
-    timer = None
-    if settings.approval_timeout_target_arn and settings.scheduler_role_arn:
-        timer = SchedulerApprovalTimer(
-            settings.approval_timeout_target_arn, settings.scheduler_role_arn, settings.approval_schedule_group
-        )
-    executor: Executor
-    if settings.state_machine_arn:
-        executor = StepFunctionsExecutor(
-            settings.state_machine_arn,
-            sfn_client,
-            retry_after_seconds=settings.retry_after_seconds,
-            workflow_type=settings.workflow_type,
-            timer=timer,
-        )
-    else:
-        executor = UnconfiguredExecutor()
-    waiter = DynamoDBPollingWaiter(
-        settings.stream_poll_min_seconds,
-        settings.stream_poll_max_seconds,
-        idle_after=settings.stream_idle_after_seconds,
-        idle_interval=settings.stream_idle_poll_seconds,
-    )
-    service = AwsTaskService(store, executor, waiter, settings, ops=ops)
-    return AwsSystem(settings, store, ops, executor, service, knowledge=knowledge, timer=timer)
+    return AwsSystem(settings, store, ops, knowledge=knowledge, sfn_client=sfn_client)
 
 
 def model_api_key(settings: Settings) -> str | None:

@@ -25,6 +25,7 @@ from agentic.models import (
     TaskState,
     TaskStatus,
     sources_of,
+    utcnow,
 )
 from agentic.observability import logger, record_metric
 from agentic.pipeline import PipelineDefinition
@@ -80,7 +81,15 @@ class PipelineOps(StepAttempts):
     # --- task-level operations (step attempts: StepAttempts) ------------------------------------
 
     def plan(self, task_id: str, *, lease: Lease | None = None) -> TaskState:
-        """pending -> analyzing -> executing, with the execution plan made by the analyzer.
+        """pending -> analyzing -> executing (``plan_and_start`` without starting the first step)."""
+        return self.plan_and_start(task_id, lease=lease, start_first=False)[0]
+
+    def plan_and_start(
+        self, task_id: str, *, lease: Lease | None = None, start_first: bool = True
+    ) -> tuple[TaskState, bool]:
+        """pending -> analyzing -> executing, with the execution plan made by the analyzer; and
+        whether the first step's first attempt was started in the same write (``start_first``,
+        local runs, unless an approval gate stands before it).
 
         Each state change carries its event; on a repeat (a retried Lambda) the events are written
         again with the same keys, which skips those already in the log. Attempts may also overlap (a
@@ -89,7 +98,7 @@ class PipelineOps(StepAttempts):
         """
         task = self._load(task_id)
         if task.status.is_terminal:
-            return task
+            return task, False
         started = self._event(
             # One key for every run: a retried run is announced by task_retried, and a repeat of the
             # plan (a retried Lambda, a resumed or retried local run) must not start the task again.
@@ -118,16 +127,31 @@ class PipelineOps(StepAttempts):
             analyzer = self.registry.get("analyzer")
             assert isinstance(analyzer, AnalyzerAgent)
             plan = analyzer.analyze(task_id, task.user_input, self.definition, self.registry)
+            events = [self._plan_created(task_id, plan)]
+            gate = self.definition.approval
+            first = plan.steps[0] if plan.steps else None
+            start = (
+                start_first
+                and first is not None
+                and not (gate is not None and gate.before_step == first.step_id and self.needs_approval(task))
+            )
+            if start and first is not None:
+                # The first step starts in the plan's own commit (see the README's durability section).
+                plan = self._replace_step(
+                    plan, 0, status=StepStatus.RUNNING, attempts=first.attempt_base + 1, started_at=utcnow()
+                )
+                events.append(self._start_event(task_id, first, first.attempt_base))
             try:
-                return self.store.update(
+                planned = self.store.update(
                     task_id,
                     {TaskStatus.ANALYZING},
                     status=TaskStatus.EXECUTING,
                     execution_plan=plan,
                     current_step_index=0,
-                    events=[self._plan_created(task_id, plan)],
+                    events=events,
                     mutate=self._fenced(lease),
                 )
+                return planned, start
             except LeaseLost:
                 raise
             except InvalidTransition:
@@ -135,9 +159,9 @@ class PipelineOps(StepAttempts):
                 if task.status is TaskStatus.ANALYZING:  # cannot be: the write failed on another status
                     raise
         if task.execution_plan is None:  # a failed or cancelled task that was never planned
-            return task
+            return task, False
         self._emit(self._plan_created(task_id, task.execution_plan))
-        return task
+        return task, False
 
     def _overlapping_plan(self, task_id: str) -> TaskState:
         """The task after another attempt of the same Plan state moved it on first."""
@@ -205,13 +229,7 @@ class PipelineOps(StepAttempts):
             if task.status is TaskStatus.COMPLETED
             else (plan.steps[-1].output if plan and plan.steps else None)
         )
-        done = self._event(
-            task_id,
-            EventType.TASK_COMPLETED,
-            self._key(task, "task:task_completed"),
-            status=TaskStatus.COMPLETED.value,
-            final_output=final,
-        )
+        done = self._completed_event(task, final)
         if task.status is TaskStatus.COMPLETED:
             self._emit(done)
             return task
@@ -223,8 +241,7 @@ class PipelineOps(StepAttempts):
             events=[done],
             mutate=self._fenced(lease),
         )
-        record_metric("TasksCompleted", 1)
-        logger.info("task completed", extra={"task_id": task_id})
+        self._task_completed(task_id)
         return task
 
     def fail(

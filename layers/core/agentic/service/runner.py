@@ -31,7 +31,7 @@ class LocalRunner:
 
     async def run(self, task_id: str, lease: Lease | None = None) -> None:
         try:
-            task = self.ops.plan(task_id, lease=lease)
+            task, started = self.ops.plan_and_start(task_id, lease=lease)
             if task.status is TaskStatus.AWAITING_APPROVAL:
                 self._approval_expired(task, lease)
                 return
@@ -39,24 +39,47 @@ class LocalRunner:
                 return
             found = {s.step_id: s for s in task.execution_plan.steps}
             gate = self.ops.definition.approval
-            for spec in self.ops.definition.steps:
-                if gate is not None and spec.step_id == gate.before_step and self.ops.needs_approval(task):
+            steps = self.ops.definition.steps
+
+            def gated(step_id: str) -> bool:
+                return gate is not None and step_id == gate.before_step and self.ops.needs_approval(task)
+
+            # ``started``: this step's first attempt was started by the last write (the plan's, or
+            # the last step's completion).
+            for i, spec in enumerate(steps):
+                if gated(spec.step_id):
                     # The run ends here and frees its slot; POST /approve starts the rest.
                     self.ops.request_approval(task_id, lease=lease)
                     return
                 retry_delay = functools.partial(spec.retry_delay, time_scale=self.time_scale, jitter=self.jitter)
-                attempt = await self._resume_at(task_id, found.get(spec.step_id), retry_delay, lease)
+                attempt = 0 if started else await self._resume_at(task_id, found.get(spec.step_id), retry_delay, lease)
                 if attempt is None:
                     return
+                last = i + 1 == len(steps)
+                # One commit per step boundary: this step's completion starts the next (or completes
+                # the task), as the README's durability section says.
+                start_next = not last and not gated(steps[i + 1].step_id)
                 while True:
                     outcome = await self.ops.run_step(
-                        task_id, spec.step_id, attempt, retry_delay, spec.timeout_seconds, lease=lease
+                        task_id,
+                        spec.step_id,
+                        attempt,
+                        retry_delay,
+                        spec.timeout_seconds,
+                        lease=lease,
+                        started=started,
+                        start_next=start_next,
+                        complete_task=last,
                     )
+                    started = False
                     if outcome.ok:
                         if outcome.step.status is not StepStatus.COMPLETED:
                             # Overtaken: another run owns the step now (a retry, a resumed run).
                             logger.info("runner stops: its attempt was overtaken", extra={"task_id": task_id})
                             return
+                        if outcome.task_completed:
+                            return
+                        started = outcome.next_started
                         break
                     if outcome.retry_in is None:
                         self.ops.fail(

@@ -87,10 +87,23 @@ class StepOutcome:
     error: BaseException | None = None
     error_name: str | None = None
     retry_in: float | None = None
+    #: The step's completion started the next step (``start_next``) or completed the task too.
+    next_started: bool = False
+    task_completed: bool = False
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def _then(first: Mutation, second: Mutation) -> Mutation:
+    """Both mutations in one write: ``second`` sees the task as ``first`` left it."""
+
+    def both(task: TaskState) -> dict[str, Any]:
+        changes = first(task)
+        return {**changes, **second(task.model_copy(update=changes))}
+
+    return both
 
 
 def run_key(task: TaskState, key: str) -> str:
@@ -203,11 +216,18 @@ class StepAttempts:
         timeout: float | None = None,
         *,
         lease: Lease | None = None,
+        started: bool = False,
+        start_next: bool = False,
+        complete_task: bool = False,
     ) -> StepOutcome:
         """Run one attempt of one step. Failures are returned, not raised, with the retry decision.
 
         ``attempt`` counts within this run of the task (0 = the step's first attempt in it; on AWS
         ``$$.State.RetryCount``); a retried task's steps continue the numbering of earlier runs.
+
+        Local runs chain their commits (see the README's durability section): ``start_next``
+        writes the next step's start with this step's completion, ``complete_task`` completes the
+        task with it (the last step), and ``started`` says this attempt's start was written so.
         """
         task = self._load(task_id)
         if task.status is not TaskStatus.EXECUTING or task.execution_plan is None:
@@ -223,15 +243,11 @@ class StepAttempts:
             return StepOutcome(step)
         base = {"step_id": step_id, "agent_type": step.agent_type}
         absolute = step.attempt_base + attempt
-        if attempt == 0:
-            first = self._event(
-                task_id,
-                EventType.STEP_STARTED,
-                f"{step_id}:{absolute}:step_started",
-                **base,
-                description=step.description,
-                attempt=absolute + 1,
-            )
+        if started:
+            if step.status is not StepStatus.RUNNING or step.attempts != absolute + 1:
+                return StepOutcome(step)  # the start written with the last step is not this attempt's now
+        elif attempt == 0:
+            first = self._start_event(task_id, step, absolute)
         else:
             # Usually written by the failed attempt already (with its delay); this covers an attempt
             # that died without a word (a Lambda timeout).
@@ -244,18 +260,17 @@ class StepAttempts:
                 error=step.error,
                 delay_seconds=None,
             )
-        try:
-            task = self.store.update(
-                task_id,
-                {TaskStatus.EXECUTING},
-                current_step_index=index,
-                events=[first],
-                mutate=self._fenced(
-                    lease, self._step_change(index, absolute, starting=True, status=StepStatus.RUNNING)
-                ),
-            )
-        except _AttemptOvertaken:
-            return StepOutcome(step)  # a stale start: a newer attempt owns the step already
+        if not started:
+            try:
+                task = self.store.update(
+                    task_id,
+                    {TaskStatus.EXECUTING},
+                    current_step_index=index,
+                    events=[first],
+                    mutate=self._fenced(lease, self._start_change(index, absolute)),
+                )
+            except _AttemptOvertaken:
+                return StepOutcome(step)  # a stale start: a newer attempt owns the step already
         assert task.execution_plan is not None
         deltas = DeltaBatcher(
             self._delta_writer(task, index, absolute, lease),
@@ -305,30 +320,67 @@ class StepAttempts:
                 "cost_usd": self._cost(result.model_id, usage),
             }
         )
+        events = self._step_done_events(task, finished)
+        done = self._step_change(
+            index,
+            absolute,
+            status=StepStatus.COMPLETED,
+            output=finished.output,
+            error=None,
+            completed_at=utcnow(),
+            model_id=finished.model_id,
+            usage=finished.usage,
+            cost_usd=finished.cost_usd,
+        )
+        changes: dict[str, Any] = {}
+        if start_next and index + 1 < len(plan.steps):
+            following = task.execution_plan.steps[index + 1]
+            start = following.attempt_base
+            events.append(self._start_event(task_id, following, start))
+            done = _then(done, self._start_change(index + 1, start))
+            changes["current_step_index"] = index + 1
+        elif complete_task:
+            events.append(self._completed_event(task, finished.output))
+            changes.update(status=TaskStatus.COMPLETED, final_output=finished.output)
         try:
             self.store.update(
-                task_id,
-                {TaskStatus.EXECUTING},
-                events=self._step_done_events(task, finished),
-                mutate=self._fenced(
-                    lease,
-                    self._step_change(
-                        index,
-                        absolute,
-                        status=StepStatus.COMPLETED,
-                        output=finished.output,
-                        error=None,
-                        completed_at=utcnow(),
-                        model_id=finished.model_id,
-                        usage=finished.usage,
-                        cost_usd=finished.cost_usd,
-                    ),
-                ),
+                task_id, {TaskStatus.EXECUTING}, events=events, mutate=self._fenced(lease, done), **changes
             )
         except _AttemptOvertaken:
             return StepOutcome(step)
         logger.debug("step completed", extra={"task_id": task_id, "step_id": step_id, "attempts": absolute + 1})
-        return StepOutcome(finished)
+        if "status" in changes:
+            self._task_completed(task_id)
+        return StepOutcome(finished, next_started="current_step_index" in changes, task_completed="status" in changes)
+
+    def _start_event(self, task_id: str, step: ExecutionStep, absolute: int) -> NewEvent:
+        """``step_started`` of a step's first attempt in this run."""
+        return self._event(
+            task_id,
+            EventType.STEP_STARTED,
+            f"{step.step_id}:{absolute}:step_started",
+            step_id=step.step_id,
+            agent_type=step.agent_type,
+            description=step.description,
+            attempt=absolute + 1,
+        )
+
+    def _start_change(self, index: int, absolute: int) -> Mutation:
+        return self._step_change(index, absolute, starting=True, status=StepStatus.RUNNING)
+
+    def _completed_event(self, task: TaskState, final: str | None) -> NewEvent:
+        return self._event(
+            task.task_id,
+            EventType.TASK_COMPLETED,
+            run_key(task, "task:task_completed"),
+            status=TaskStatus.COMPLETED.value,
+            final_output=final,
+        )
+
+    @staticmethod
+    def _task_completed(task_id: str) -> None:
+        record_metric("TasksCompleted", 1)
+        logger.info("task completed", extra={"task_id": task_id})
 
     @staticmethod
     async def _execute(agent: Agent, step: ExecutionStep, context: StepContext, deltas: DeltaBatcher) -> AgentOutput:

@@ -78,8 +78,13 @@ async def tail_events(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_seconds if max_seconds else None
     last_sent = last_new = loop.time()
-    next_status_check = loop.time()
+    # The caller read the task just now (``finished`` says whether it had ended): the first check
+    # is due a round later, not before the first read (a thread hop per stream saved).
+    next_status_check = loop.time() + STATUS_CHECK_SECONDS
     woke_early = False
+    recent = getattr(waiter, "recent", None)
+    woken = False  # the last wait ended with a notification, not at its timeout
+    from_memory = False  # the last events came from the waiter's memory
     if not_started:
         yield control_line(
             TASK_PENDING,
@@ -100,7 +105,15 @@ async def tail_events(
             )
             return
         try:
-            events = await call_store(store, store.read_events, task_id, after)
+            # Events a local commit handed to the waiter come from memory (no read, no thread hop);
+            # anything else from the log (another process's writes, a timeout, a stream far behind).
+            events = recent(task_id, after) if recent is not None and (woken or from_memory) else []
+            if events:
+                from_memory = True
+            elif from_memory:
+                from_memory = False  # memory had nothing more: wait (the log is read at a gap or a timeout)
+            else:
+                events = await call_store(store, store.read_events, task_id, after)
             if not events and not finished and loop.time() >= next_status_check:
                 idle = loop.time() - last_new >= IDLE_SECONDS
                 next_status_check = loop.time() + (IDLE_STATUS_CHECK_SECONDS if idle else STATUS_CHECK_SECONDS)
@@ -167,7 +180,9 @@ async def tail_events(
             timeout = min(timeout, deadline - now)
         started_wait = loop.time()
         await waiter.wait(task_id, after, max(timeout, 0.0))
-        woke_early = loop.time() - started_wait < min(timeout, max_wait_seconds) / 2
+        waited = loop.time() - started_wait
+        woke_early = waited < min(timeout, max_wait_seconds) / 2
+        woken = waited < timeout
 
 
 def _paused(task_id: str, after: int, pause_seconds: float) -> str:
