@@ -84,7 +84,8 @@ functional: $(VENV)/.installed-dev
 e2e: $(VENV)/.installed-dev browser
 	$(BIN)/python -m pytest -q tests/e2e
 
-## bench: throughput and latency of the in-process runner and of the HTTP API, then storage (prints, never asserts)
+## bench: throughput and latency of the in-process runner and of the HTTP API, the issue-17 table beside
+## LangGraph (installed into .venv-peer, never .venv), then storage (prints, never asserts)
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.model
@@ -109,4 +110,4 @@ coldstart: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.coldstart
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .data .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) .venv-peer .data .aws-sam .pytest_cache .mypy_cache .ruff_cache
