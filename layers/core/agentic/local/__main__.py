@@ -132,10 +132,11 @@ def main(argv: list[str] | None = None) -> None:
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{sock.getsockname()[1]}"
     print(f"{PROG}: listening on {url} (web view {url}/ui, API docs {url}/docs); Ctrl-C stops", file=sys.stderr)
-    try:
+    # uvicorn re-raises Ctrl-C after its graceful shutdown, unless the stop came in before it had
+    # captured the signal: either way the server has stopped, and says so in one line.
+    with suppress(KeyboardInterrupt):
         QuietServer(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
-        print(f"{PROG}: stopped", file=sys.stderr)
+    print(f"{PROG}: stopped", file=sys.stderr)
 
 
 if __name__ == "__main__":
