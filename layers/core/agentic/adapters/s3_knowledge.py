@@ -70,26 +70,29 @@ class S3Objects:
                 return str(obj["ETag"]).strip('"'), int(obj["Size"])
         return None
 
-    def download(self, key: str, dest: Path) -> str | None:
-        """Write ``key`` to ``dest``; its ETag, or None (nothing written) if it does not exist."""
+    def _get(self, key: str) -> Any | None:
+        """The ``GetObject`` answer for ``key``, or None if it does not exist."""
         try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=key)
+            return self.client.get_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
             if _code(exc) in ("NoSuchKey", "404"):
                 return None
             raise
+
+    def download(self, key: str, dest: Path) -> str | None:
+        """Write ``key`` to ``dest``; its ETag, or None (nothing written) if it does not exist."""
+        obj = self._get(key)
+        if obj is None:
+            return None
         with dest.open("wb") as out:
             for chunk in obj["Body"].iter_chunks(1 << 20):
                 out.write(chunk)
         return str(obj["ETag"]).strip('"')
 
     def read(self, key: str, max_bytes: int) -> bytes | None:
-        try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=key)
-        except Exception as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
-                return None
-            raise
+        obj = self._get(key)
+        if obj is None:
+            return None
         data: bytes = obj["Body"].read(max_bytes + 1)
         return data
 

@@ -34,8 +34,6 @@ class AgentOutput:
     text: str
     usage: Usage | None = None
     model_id: str | None = None
-    #: True when the text reached the stream as deltas while it was made.
-    streamed: bool = False
 
 
 class Agent(ABC):

@@ -165,7 +165,7 @@ class ModelWriterAgent(_ModelBacked, WriterAgent):
         tail = sources_section(context.outputs.get("retriever", ""))
         if on_delta is not None:
             await on_delta(tail)
-        return AgentOutput(reply.text + tail, reply.usage, self.model.model_id, streamed=on_delta is not None)
+        return AgentOutput(reply.text + tail, reply.usage, self.model.model_id)
 
     async def execute(self, step: ExecutionStep, context: StepContext) -> str:
         return (await self.invoke(step, context)).text

@@ -37,7 +37,6 @@ class DeltaBatcher:
         # Writes may await the store (a thread, the network): one at a time keeps them in order.
         self._lock = asyncio.Lock()
         self.sent = 0
-        self.chars = 0
         self._failed: BaseException | None = None
 
     async def add(self, text: str) -> None:
@@ -74,7 +73,6 @@ class DeltaBatcher:
             self._buffer.clear()
             self._size = 0
             self.sent += 1
-            self.chars += len(text)
             self._last = self._clock()
             await self._write(text, self.sent)
 
@@ -85,7 +83,7 @@ class DeltaBatcher:
             raise self._failed
         await self.flush()
 
-    async def abandon(self) -> None:
+    def abandon(self) -> None:
         """Drop the buffer and the timer (the attempt failed or was cancelled)."""
         self._stop_timer()
         self._buffer.clear()

@@ -303,7 +303,7 @@ class StepAttempts:
         except Exception as exc:  # every failure is recorded; the retry policy decides what is next
             return self._record_failure(task_id, step, index, attempt, exc, retry_delay, lease)
         finally:
-            await deltas.abandon()
+            deltas.abandon()
         record_metric("StepLatency", (time.perf_counter() - clock) * 1000, "Milliseconds", agent_type=step.agent_type)
         usage = result.usage
         if usage is not None:
