@@ -68,12 +68,15 @@ async def tail_events(
     not_started: bool = False,
     max_wait_seconds: float = MAX_WAIT_SECONDS,
     pause_seconds: float = 0.0,
+    awaiting: bool = False,
 ) -> AsyncIterator[str]:
     """NDJSON lines of the task's events after ``after``, until its terminal event or its end.
 
     ``finished``: the task had already ended when the stream began, so an empty read means the
     client has seen everything and the stream ends. ``not_started``: the task is pending and nobody
     executed it; the stream says so in a ``task_pending`` line, then waits for the start.
+    ``awaiting``: the caller read the task waiting for a person just now, so with ``pause_seconds``
+    a first read with nothing new pauses at once (a client coming back is not held a status round).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_seconds if max_seconds else None
@@ -114,6 +117,10 @@ async def tail_events(
                 from_memory = False  # memory had nothing more: wait (the log is read at a gap or a timeout)
             else:
                 events = await call_store(store, store.read_events, task_id, after)
+            if not events and awaiting and pause_seconds:
+                yield _paused(task_id, after, pause_seconds)
+                return
+            awaiting = False  # only the first read follows the caller's look at the status
             if not events and not finished and loop.time() >= next_status_check:
                 idle = loop.time() - last_new >= IDLE_SECONDS
                 next_status_check = loop.time() + (IDLE_STATUS_CHECK_SECONDS if idle else STATUS_CHECK_SECONDS)

@@ -135,6 +135,7 @@ class TaskService:
             # is woken, and re-reads at least every MAX_WAIT_SECONDS.
             max_wait_seconds=getattr(self.waiter, "max_wait_seconds", MAX_WAIT_SECONDS),
             pause_seconds=self.settings.stream_approval_pause_seconds,
+            awaiting=task.status is TaskStatus.AWAITING_APPROVAL,
         )
 
     # --- task control --------------------------------------------------------------------------
