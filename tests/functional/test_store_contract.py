@@ -816,10 +816,7 @@ def raw_items(store: DynamoDBTaskStore, task_id: str) -> dict[str, dict[str, Any
 def log_entries(items: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The event entries stored in a task's items (inline on the task item, and flushed segments)."""
     return [
-        entry
-        for item in items.values()
-        if "log" in item
-        for entry in json.loads(zlib.decompress(item["log"]["B"]))
+        entry for item in items.values() if "log" in item for entry in json.loads(zlib.decompress(item["log"]["B"]))
     ]
 
 
