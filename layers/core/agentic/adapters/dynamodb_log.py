@@ -29,9 +29,11 @@ Reading after cursor ``n``: one consistent GetItem of the task item, which answe
 Query a polling stream made before). Otherwise one Query of ``EVT#`` items from ``n + 1`` to
 ``lf - 1`` (a segment's sk is its LAST cursor, so the segment holding ``n + 1`` is found). Orphan
 segments may overlap others; an event of a cursor is the same wherever it is stored, so events are
-merged by cursor and returned while their cursors are contiguous from ``n + 1`` (a gap ends the
-answer early; the reader asks again). An item written before the inline log (no ``log``) is read as
-an empty inline log starting past ``event_seq``: every event is an ``EVT#`` item, as it was written.
+merged by cursor. The segments that moved ``lf`` cover every cursor below it without a gap, each put
+before its removal, so the items read up to any sk hold every event up to it: a page cut by
+``Limit`` returns the events up to the last sk read. An item written before the inline log (no
+``log``) is read as an empty inline log starting past ``event_seq``: every event is an ``EVT#``
+item, as it was written; the next write starts the inline log after them.
 """
 
 from __future__ import annotations

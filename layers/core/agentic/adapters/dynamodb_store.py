@@ -6,7 +6,10 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
     TASK#<task_id>    TASK                     doc (B: the TaskState as deflated JSON, without
                                                step outputs nor defaults: ``dynamodb_codec``),
                                                final_out (S, the sk of the output that is the
-                                               final output), status, version (N), event_seq (N),
+                                               final output), fp (B: its list preview), status,
+                                               version (N), event_seq (N: the last cursor),
+                                               log (B) + lf (N): the newest events, inline
+                                               (``dynamodb_log``), w (S: the last write's id),
                                                ek (BS: 8-byte digests of up to 24 event keys
                                                written), kv = 1 (the task keeps keys in ek),
                                                gsi1pk = OWNER#<owner>,
@@ -16,9 +19,12 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
                                                (a key past the 24 of ek, or of an older task)
     TASK#<task_id>    OUT#<step_id>#<attempts> text (S, raw UTF-8), expires_at (N): the output of
                                                the step's attempt that completed it
-    TASK#<task_id>    EVT#<cursor, 12 digits>  event_type, timestamp, data (JSON), expires_at (N),
-                                               ref + ref_field (S, S): data[ref_field] is the text
+    TASK#<task_id>    EVT#<cursor, 12 digits>  log (B): older events flushed from the task item,
+                                               the sk the last one's cursor; or (written before the
+                                               inline log) one event: event_type, timestamp, data
+                                               (JSON), ref + ref_field: data[ref_field] is the text
                                                of the OUT# item ref
+    TASK#<task_id>    DAT#<digest>             text (S): the data of an event over 4 KB
 
     GSI gsi1: hash gsi1pk, range gsi1sk (an owner's tasks, newest first).
     GSI gsi2: hash gsi2pk, range gsi1sk (an owner's tasks in one status, newest first).
@@ -28,14 +34,22 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
     expiry moves forward with every update, so a task never expires before the end of its log.
     On-demand billing.
 
-Step outputs are stored once, as their own items (``dynamodb_outputs``): the transaction that completes a step puts its
-``OUT#`` item (its text as a raw string, so a 3-byte character costs 3 bytes, not a 6-byte JSON
-escape) and its ``partial_output`` event refers to it; the task item holds no output, and the final
-output is a reference to the last step's ``OUT#`` item (the ``task_completed`` event refers to it
-too). The task item therefore stays a few KB however long the outputs are, and every update, which
-rewrites it, costs the same. ``get`` and ``read_events`` put the texts back (one BatchGetItem; an
-output never changes once written, so a container keeps the ones it read); ``list`` and
-``list_in_status`` put back the final output only, as the SQLite store's listings do. An ``OUT#``
+What a task costs (``make cost``, the seed's agents, Express): 31 WRU and about 27 RRU. Each write
+of a task is ONE UpdateItem of its task item (about 2 KB: the deflated document and its newest
+events), no transaction; each output is one put; a read of the log is one GetItem of the task item
+(a stream that follows the task reads nothing else). Before the inline log: 65 WRU (9 transactions,
+each the task item and an item per event, billed twice).
+
+Step outputs are stored once, as their own items (``dynamodb_outputs``): the write that completes a
+step first puts its ``OUT#`` item (its text as a raw string, so a 3-byte character costs 3 bytes,
+not a 6-byte JSON escape; an ``OUT#`` item no write refers to, after a crash, is harmless and
+expires), and its ``partial_output`` event refers to it; the task item holds no output, and the
+final output is a reference to the last step's ``OUT#`` item (the ``task_completed`` event refers to
+it too) plus its first ``LIST_PREVIEW_CHARS + 1`` characters (``fp``), which is what ``list`` shows:
+a listing reads no output item. The task item therefore stays a few KB however long the outputs
+are, and every update, which rewrites it, costs the same. ``get`` and ``read_events`` put the texts
+back (an output never changes once written, so a container keeps the ones it read);
+``list_in_status`` puts back the final output only, as the SQLite store's listings do. An ``OUT#``
 item expires like the events, ``event_ttl_days`` after it was written; a retried task's kept
 outputs (which its steps run again read) are given the task's expiry again by the retry's write.
 
@@ -46,18 +60,21 @@ How the contract of ``TaskStore`` holds here:
   makes it read again and retry; a status that no longer matches raises ``InvalidTransition``).
   The item read may be the one this store last read or wrote (``ItemMemory``): the conditions make
   that safe, and a refusal is only ever decided on a fresh read.
-- An event is written in one transaction with the task item's ``event_seq`` moving from the value
-  read to the event's cursor, its key (when it has one) added to ``ek`` by the same write, or past
-  the set's bound a ``KEY#`` item in the transaction. Cursors are therefore
-  contiguous and strictly increasing, and cursor n is visible before n + 1 can be allocated, so a
-  stream that has read up to n can never miss an event that commits later with a lower cursor
-  (allocating with ``ADD`` and putting the event afterwards would allow exactly that).
-- ``update`` writes the state change and its events in the same transaction, as SQLite does: a
-  stream never sees an event before the state it announces, and a crash cannot keep one without the
-  other.
-
-- Every transaction carries a deterministic ``ClientRequestToken`` (``request_token``), so a write
-  that committed but whose response was lost is answered as success when it is sent again.
+- An event is written by the UpdateItem that moves the task item's ``event_seq`` from the value
+  read to the event's cursor and puts the event in the item's inline log, its key (when it has
+  one) added to ``ek`` by the same write. Cursors are therefore contiguous and strictly increasing,
+  and cursor n is visible before n + 1 can be allocated, so a stream that has read up to n can
+  never miss an event that commits later with a lower cursor. Events flushed out of the task item
+  were committed before (``dynamodb_log``): their segment is put before the update that removes
+  them, so a reader, which reads the task item first, always finds them.
+- ``update`` writes the state change and its events in that same single-item write, as SQLite does
+  in one transaction: a stream never sees an event before the state it announces, and a crash
+  cannot keep one without the other.
+- A keyed event past the 24 keys of ``ek`` needs its ``KEY#`` item written with it: only that write
+  is a transaction (the task item's update and the ``KEY#`` put, conditioned on its absence), with
+  a deterministic ``ClientRequestToken`` (``request_token``). Every other write sets a random ``w``
+  on the task item: a writer whose answer was lost finds its ``w`` on the fresh read and knows its
+  write landed.
 
 Condition failures and cancelled transactions are recognised in one place (``conflict_codes``);
 no ``ClientError`` for them leaves this module. Throttling, internal errors and lost connections
