@@ -23,7 +23,17 @@ from agentic.adapters.dynamodb_codec import KEY_SET_MAX
 from agentic.adapters.dynamodb_store import DynamoDBTaskStore
 from agentic.adapters.sqlite_store import encode_cursor, sort_key
 from agentic.errors import InputTooLarge, InvalidInput, InvalidTransition, TaskAlreadyExists, TaskNotFound
-from agentic.models import EventType, ExecutionPlan, ExecutionStep, NewEvent, StepStatus, TaskState, TaskStatus
+from agentic.models import (
+    LIST_PREVIEW_CHARS,
+    EventType,
+    ExecutionPlan,
+    ExecutionStep,
+    NewEvent,
+    StepStatus,
+    TaskPublic,
+    TaskState,
+    TaskStatus,
+)
 from tests.functional.conftest import TABLE_NAME
 
 pytestmark = pytest.mark.functional
@@ -508,8 +518,9 @@ def test_step_outputs_and_the_final_output_read_back_whole(store):
     assert [s.output for s in read.execution_plan.steps] == outputs
     assert read.final_output == CJK_OUTPUT
     assert read == returned
-    # And a listing shows the final output too
-    assert listed.final_output == CJK_OUTPUT
+    # And a listing shows the final output as a listing's preview does (a store may hold only that much)
+    shown = TaskPublic.of(listed).preview()
+    assert (shown.final_output, shown.final_output_truncated) == (CJK_OUTPUT[:LIST_PREVIEW_CHARS], True)
     # And the log's events carry the texts they were written with
     partials = [e.data for e in log if e.event_type is EventType.PARTIAL_OUTPUT]
     assert [(d["step_id"], d["output"]) for d in partials] == list(
@@ -585,29 +596,20 @@ def test_items_are_laid_out_as_documented(dynamodb_store):
     dynamodb_store.create(task)
     dynamodb_store.append_event(event("t-1", EventType.TASK_STARTED, key="task:task_started", a=1))
     # When the raw items are read
-    client = dynamodb_store.client
-    items = client.query(
-        TableName=TABLE_NAME,
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": "TASK#t-1"}},
-        ConsistentRead=True,
-    )["Items"]
-    by_sk = {item["sk"]["S"]: item for item in items}
-    # Then there is the task item and one event item, with the documented attributes
-    assert set(by_sk) == {"TASK", "EVT#000000000001"}
+    by_sk = raw_items(dynamodb_store, "t-1")
+    # Then there is the task item only: it holds the event inline, with the documented attributes
+    assert set(by_sk) == {"TASK"}
     head = by_sk["TASK"]
     assert head["gsi1pk"] == {"S": "OWNER#alice"}
     assert head["gsi1sk"] == {"S": "2026-11-24T14:50:24.331495Z#t-1"}
-    assert (head["status"], head["event_seq"]) == ({"S": "pending"}, {"N": "1"})
+    assert (head["status"], head["event_seq"], head["lf"]) == ({"S": "pending"}, {"N": "1"}, {"N": "1"})
     assert TaskState.model_validate_json(zlib.decompress(head["doc"]["B"])) == task
+    [entry] = json.loads(zlib.decompress(head["log"]["B"]))
+    assert (entry["c"], entry["t"], entry["d"]) == (1, "task_started", {"a": 1})
     # And the event's key is a digest in the task item's key set, not an item of its own
     assert head["ek"]["BS"] == [hashlib.sha256(b"task:task_started").digest()[:8]]
-    evt = by_sk["EVT#000000000001"]
-    assert (evt["event_type"]["S"], json.loads(evt["data"]["S"])) == ("task_started", {"a": 1})
-    month = 30 * 86400
     # And the task expires with its log, so no task outlives the events a stream needs
-    for item in (head, evt):
-        assert abs(int(item["expires_at"]["N"]) - (time.time() + month)) < 60
+    assert abs(int(head["expires_at"]["N"]) - (time.time() + 30 * 86400)) < 60
 
 
 def test_event_keys_past_the_key_set_are_items_and_stay_idempotent(dynamodb_store):
@@ -636,9 +638,10 @@ def test_a_task_written_before_the_key_set_keeps_its_key_items(dynamodb_store):
     dynamodb_store.client.update_item(
         TableName=TABLE_NAME, Key={"pk": {"S": "TASK#t-1"}, "sk": {"S": "TASK"}}, UpdateExpression="REMOVE kv"
     )
-    assert dynamodb_store.append_event(event("t-1", EventType.STEP_STARTED, key="k")) is not None
+    store = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)  # one that has not seen the task yet
+    assert store.append_event(event("t-1", EventType.STEP_STARTED, key="k")) is not None
     # When the same event is written again
-    again = dynamodb_store.append_event(event("t-1", EventType.STEP_STARTED, key="k"))
+    again = store.append_event(event("t-1", EventType.STEP_STARTED, key="k"))
     # Then it is not written twice, and the key is an item, as the earlier version wrote it
     assert again is None
     assert len(dynamodb_store.read_events("t-1")) == 1
@@ -722,7 +725,7 @@ def test_a_task_deleted_during_an_update_is_not_found(dynamodb_store):
     client = dynamodb_store.client
     racing = InterferingClient(
         client,
-        "transact_write_items",
+        "update_item",
         lambda: client.delete_item(TableName=TABLE_NAME, Key={"pk": {"S": "TASK#t-1"}, "sk": {"S": "TASK"}}),
     )
     # When an update with an event runs / Then it reports the task missing and wrote no event
@@ -738,7 +741,7 @@ def test_concurrent_appends_get_distinct_contiguous_cursors(dynamodb_store):
     dynamodb_store.create(make_task("t-1"))
     other = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)
     racing = InterferingClient(
-        dynamodb_store.client, "transact_write_items", lambda: other.append_event(event("t-1", who="other"))
+        dynamodb_store.client, "update_item", lambda: other.append_event(event("t-1", who="other"))
     )
     # When we append
     ours = DynamoDBTaskStore(TABLE_NAME, racing).append_event(event("t-1", who="us"))
@@ -753,7 +756,7 @@ def test_a_key_written_concurrently_makes_our_append_a_replay(dynamodb_store):
     other = DynamoDBTaskStore(TABLE_NAME, dynamodb_store.client)
     racing = InterferingClient(
         dynamodb_store.client,
-        "transact_write_items",
+        "update_item",
         lambda: other.append_event(event("t-1", EventType.TASK_COMPLETED, key="task:task_completed")),
     )
     # When we write it / Then ours is the replay and the log holds it once
@@ -810,6 +813,13 @@ def raw_items(store: DynamoDBTaskStore, task_id: str) -> dict[str, dict[str, Any
     return {item["sk"]["S"]: item for item in items}
 
 
+def log_entries(items: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The event entries stored in a task's items (inline on the task item, and flushed segments)."""
+    return [
+        entry for item in items.values() if "log" in item for entry in json.loads(zlib.decompress(item["log"]["B"]))
+    ]
+
+
 def item_bytes(item: dict[str, Any]) -> int:
     """DynamoDB's item size: attribute names plus values (strings as UTF-8, binaries as bytes)."""
     return sum(len(name.encode()) + len(_raw(next(iter(v.values())))) for name, v in item.items())
@@ -839,16 +849,11 @@ def test_outputs_are_items_of_their_own_and_the_task_item_stays_small(dynamodb_s
     assert abs(item_bytes(large["TASK"]) - item_bytes(small["TASK"])) < 64
     assert item_bytes(large["TASK"]) < 4096
     # And the events refer to the output item instead of a second copy
-    partial = next(
-        i
-        for sk, i in large.items()
-        if sk.startswith("EVT#")
-        and i["event_type"]["S"] == "partial_output"
-        and i.get("ref") == {"S": "OUT#step_003#1"}
-    )
-    assert "output" not in json.loads(partial["data"]["S"])
-    completed = next(i for i in large.values() if i.get("event_type") == {"S": "task_completed"})
-    assert (completed["ref_field"], completed["ref"]) == ({"S": "final_output"}, {"S": "OUT#step_003#1"})
+    entries = log_entries(large)
+    partial = next(e for e in entries if e["t"] == "partial_output" and e.get("r") == ["output", "OUT#step_003#1"])
+    assert "output" not in partial["d"]
+    completed = next(e for e in entries if e["t"] == "task_completed")
+    assert completed["r"] == ["final_output", "OUT#step_003#1"]
 
 
 def test_a_retried_step_keeps_the_output_of_each_completion(dynamodb_store):

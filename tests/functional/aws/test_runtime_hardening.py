@@ -1,7 +1,7 @@
 """What moto alone cannot show about the AWS path (issue 8, runtime behaviour) and the test debts of issue 7.
 
 - A Plan attempt overtaken by its own retry still succeeds (item 1).
-- A committed transaction whose response is lost is not failed by the SDK's retry (item 2).
+- A committed write whose response is lost is not failed by the SDK's retry (item 2).
 - Throttling and write conflicts leave the functions as ``RetryableStoreError``, which the real ASL
   retries (item 3).
 - Executing a task whose execution died fails the task instead of waiting for ever (item 4).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import zlib
 from typing import Any
 from unittest import mock
 
@@ -20,6 +21,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, ReadTimeoutError
 
+from agentic.adapters.dynamodb_codec import KEY_SET_MAX
 from agentic.adapters.dynamodb_store import DynamoDBTaskStore
 from agentic.adapters.dynamodb_writes import request_token as _request_token
 from agentic.agents.analyzer import AnalyzerAgent
@@ -109,17 +111,18 @@ def test_a_plan_attempt_overtaken_by_its_retry_still_succeeds(moto_table, overta
 class LostResponses:
     """DynamoDB's ClientRequestToken, in front of moto (which ignores it).
 
-    The first TransactWriteItems is applied, then its response is "lost" (a read timeout), so the
+    The first ``operation`` request is applied, then its response is "lost" (a read timeout), so the
     SDK retries the same request. A request whose token was applied before is answered as DynamoDB
-    does for 10 minutes: success, without applying it again.
+    does for 10 minutes: success, without applying it again (an UpdateItem has no token: its retry
+    meets the condition the first call changed).
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, operation: str = "TransactWriteItems") -> None:
         self.client = client
         self.applied: set[str] = set()
         self.lost = 0
         self.requests: list[dict[str, Any]] = []
-        client.meta.events.register("before-send.dynamodb.TransactWriteItems", self.before_send)
+        client.meta.events.register(f"before-send.dynamodb.{operation}", self.before_send)
 
     def before_send(self, request: Any, **kwargs: Any) -> Any:
         body = json.loads(request.body)
@@ -151,14 +154,35 @@ class _RawBody:
         return self.data
 
 
-def test_a_committed_transaction_whose_response_is_lost_is_not_failed_by_the_retry(moto_table):
-    # Given a pending task, and a network that loses the response of the first transaction
+def test_a_committed_write_whose_response_is_lost_is_not_failed_by_the_retry(moto_table):
+    # Given a pending task, and a network that loses the response of the first write of the task item
     client = boto3.client("dynamodb", region_name=REGION)
     store = DynamoDBTaskStore(TABLE_NAME, client)
     task_id = new_task()
+    lost = LostResponses(client, "UpdateItem")
+    started = NewEvent(task_id=task_id, event_type=EventType.TASK_STARTED, key="task:task_started")
+    # When the task starts (a state change and its event, one UpdateItem)
+    task = store.update(task_id, {TaskStatus.PENDING}, status=TaskStatus.ANALYZING, events=[started])
+    # Then the SDK's retry fails its condition (the first call applied it), and the store, finding its
+    # own write on a fresh read, reports success: applied once, not an invalid transition
+    assert lost.lost == 1
+    assert len(lost.requests) == 2
+    assert task.status is TaskStatus.ANALYZING
+    assert [e.event_type for e in store.read_events(task_id)] == [EventType.TASK_STARTED]
+    assert store.get(task_id) == task
+
+
+def test_a_committed_transaction_whose_response_is_lost_is_not_failed_by_the_retry(moto_table):
+    # Given a task whose key set is full, so that a keyed event is a transaction with its KEY# item,
+    # and a network that loses the response of that transaction
+    client = boto3.client("dynamodb", region_name=REGION)
+    store = DynamoDBTaskStore(TABLE_NAME, client)
+    task_id = new_task()
+    for n in range(KEY_SET_MAX):
+        store.append_event(NewEvent(task_id=task_id, event_type=EventType.PARTIAL_OUTPUT, key=f"k{n}"))
     lost = LostResponses(client)
     started = NewEvent(task_id=task_id, event_type=EventType.TASK_STARTED, key="task:task_started")
-    # When the task starts (a state change and its event, one transaction)
+    # When the task starts (a state change, its event and its key item: one transaction)
     task = store.update(task_id, {TaskStatus.PENDING}, status=TaskStatus.ANALYZING, events=[started])
     # Then the SDK's retry of the committed write succeeds: same token, applied once
     assert lost.lost == 1
@@ -168,7 +192,7 @@ def test_a_committed_transaction_whose_response_is_lost_is_not_failed_by_the_ret
     # one per call: enough for its own retries, not for a write the store or a step sends again)
     assert lost.requests[0]["ClientRequestToken"] == _request_token(task_id, lost.requests[0]["TransactItems"])
     assert task.status is TaskStatus.ANALYZING
-    assert [e.event_type for e in store.read_events(task_id)] == [EventType.TASK_STARTED]
+    assert [e.event_type for e in store.read_events(task_id)][-1:] == [EventType.TASK_STARTED]
 
 
 def test_the_token_differs_for_any_other_write(moto_table):
@@ -180,9 +204,10 @@ def test_the_token_differs_for_any_other_write(moto_table):
         "before-send.dynamodb.TransactWriteItems",
         lambda request, **_: seen.append(json.loads(request.body)["ClientRequestToken"]),
     )
-    for n in range(3):
-        store.append_event(NewEvent(task_id=task_id, event_type=EventType.PARTIAL_OUTPUT, data={"n": n}))
-    assert len(set(seen)) == 3
+    # (keyed events past the task item's key set are the writes that are transactions)
+    for n in range(KEY_SET_MAX + 3):
+        store.append_event(NewEvent(task_id=task_id, event_type=EventType.PARTIAL_OUTPUT, key=f"k{n}", data={"n": n}))
+    assert len(seen) == len(set(seen)) == 3
     assert all(len(token) <= 36 for token in seen)  # DynamoDB's limit
 
 
@@ -193,21 +218,22 @@ def test_throttling_in_a_step_is_retried_by_the_state_machine(pipeline):
     # Given a table that throttles the first write of the retriever's step
     store = get_system().store
     assert isinstance(store, DynamoDBTaskStore)
-    real = store.client.transact_write_items
+    real = store.client.update_item
     throttled: list[str] = []
 
-    def transact(**kwargs: Any) -> Any:
-        items = json.dumps(kwargs["TransactItems"], default=str)  # the task document is binary: the event says
-        if not throttled and "step_001" in items and "step_started" in items:
+    def update(**kwargs: Any) -> Any:
+        log = kwargs.get("ExpressionAttributeValues", {}).get(":log")  # the events written, deflated
+        entries = zlib.decompress(log["B"]).decode() if log is not None else ""
+        if not throttled and "step_001" in entries and "step_started" in entries:
             throttled.append("step_001")
             raise ClientError(
                 {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
-                "TransactWriteItems",
+                "UpdateItem",
             )
         return real(**kwargs)
 
     # When a task runs
-    with mock.patch.object(store.client, "transact_write_items", side_effect=transact):
+    with mock.patch.object(store.client, "update_item", side_effect=update):
         task_id, execution = run_task(pipeline)
     # Then the state machine retried the step under the one retryable name, and the task completed
     assert throttled == ["step_001"]

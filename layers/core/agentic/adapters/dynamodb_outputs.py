@@ -12,13 +12,14 @@ changes once written, so it keeps the ones it read.
 from __future__ import annotations
 
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from agentic.adapters.dynamodb_codec import parse_task, task_pk
 from agentic.errors import RetryableStoreError
-from agentic.models import EventType, NewEvent, StepStatus, TaskState
+from agentic.models import LIST_PREVIEW_CHARS, EventType, NewEvent, StepStatus, TaskState
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -34,6 +35,13 @@ _WITHOUT_OUTPUTS_AND_FINAL: Any = {**_WITHOUT_OUTPUTS, "final_output": True}
 TEXT_CACHE_CHARS = 8_000_000
 #: BatchGetItem reads at most 100 keys per call.
 _BATCH_GET_MAX_KEYS = 100
+
+
+#: The task item's ``fp``: the final output's first ``LIST_PREVIEW_CHARS + 1`` characters, deflated,
+#: written with ``final_out``. A listing shows it instead of reading the OUT# item (which may be 350 KB
+#: for a few characters shown); one character more than a listing shows, so that the listing knows
+#: when the text was cut (``final_output_truncated``).
+PREVIEW_ATTR = "fp"
 
 
 def output_sk(step_id: str, attempts: int) -> str:
@@ -88,6 +96,16 @@ def reference(
 def final_out(item: Item) -> str | None:
     value = item.get("final_out")
     return value["S"] if value is not None and "S" in value else None
+
+
+def pack_preview(final_output: str) -> AttributeValueTypeDef:
+    return {"B": zlib.compress(final_output[: LIST_PREVIEW_CHARS + 1].encode(), 9)}
+
+
+def preview(item: Item) -> str | None:
+    """The final output's preview a task item holds (None: none, or written before previews)."""
+    value = item.get(PREVIEW_ATTR)
+    return zlib.decompress(value["B"]).decode() if value is not None and "B" in value else None
 
 
 def dump_task(task: TaskState, final_sk: str | None) -> str:

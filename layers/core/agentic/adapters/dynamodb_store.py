@@ -6,7 +6,10 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
     TASK#<task_id>    TASK                     doc (B: the TaskState as deflated JSON, without
                                                step outputs nor defaults: ``dynamodb_codec``),
                                                final_out (S, the sk of the output that is the
-                                               final output), status, version (N), event_seq (N),
+                                               final output), fp (B: its list preview), status,
+                                               version (N), event_seq (N: the last cursor),
+                                               log (B) + lf (N): the newest events, inline
+                                               (``dynamodb_log``), w (S: the last write's id),
                                                ek (BS: 8-byte digests of up to 24 event keys
                                                written), kv = 1 (the task keeps keys in ek),
                                                gsi1pk = OWNER#<owner>,
@@ -16,9 +19,12 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
                                                (a key past the 24 of ek, or of an older task)
     TASK#<task_id>    OUT#<step_id>#<attempts> text (S, raw UTF-8), expires_at (N): the output of
                                                the step's attempt that completed it
-    TASK#<task_id>    EVT#<cursor, 12 digits>  event_type, timestamp, data (JSON), expires_at (N),
-                                               ref + ref_field (S, S): data[ref_field] is the text
+    TASK#<task_id>    EVT#<cursor, 12 digits>  log (B): older events flushed from the task item,
+                                               the sk the last one's cursor; or (written before the
+                                               inline log) one event: event_type, timestamp, data
+                                               (JSON), ref + ref_field: data[ref_field] is the text
                                                of the OUT# item ref
+    TASK#<task_id>    DAT#<digest>             text (S): the data of an event over 4 KB
 
     GSI gsi1: hash gsi1pk, range gsi1sk (an owner's tasks, newest first).
     GSI gsi2: hash gsi2pk, range gsi1sk (an owner's tasks in one status, newest first).
@@ -28,14 +34,22 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
     expiry moves forward with every update, so a task never expires before the end of its log.
     On-demand billing.
 
-Step outputs are stored once, as their own items (``dynamodb_outputs``): the transaction that completes a step puts its
-``OUT#`` item (its text as a raw string, so a 3-byte character costs 3 bytes, not a 6-byte JSON
-escape) and its ``partial_output`` event refers to it; the task item holds no output, and the final
-output is a reference to the last step's ``OUT#`` item (the ``task_completed`` event refers to it
-too). The task item therefore stays a few KB however long the outputs are, and every update, which
-rewrites it, costs the same. ``get`` and ``read_events`` put the texts back (one BatchGetItem; an
-output never changes once written, so a container keeps the ones it read); ``list`` and
-``list_in_status`` put back the final output only, as the SQLite store's listings do. An ``OUT#``
+What a task costs (``make cost``, the seed's agents, Express): 31 WRU and about 27 RRU. Each write
+of a task is ONE UpdateItem of its task item (about 2 KB: the deflated document and its newest
+events), no transaction; each output is one put; a read of the log is one GetItem of the task item
+(a stream that follows the task reads nothing else). Before the inline log: 65 WRU (9 transactions,
+each the task item and an item per event, billed twice).
+
+Step outputs are stored once, as their own items (``dynamodb_outputs``): the write that completes a
+step first puts its ``OUT#`` item (its text as a raw string, so a 3-byte character costs 3 bytes,
+not a 6-byte JSON escape; an ``OUT#`` item no write refers to, after a crash, is harmless and
+expires), and its ``partial_output`` event refers to it; the task item holds no output, and the
+final output is a reference to the last step's ``OUT#`` item (the ``task_completed`` event refers to
+it too) plus its first ``LIST_PREVIEW_CHARS + 1`` characters (``fp``), which is what ``list`` shows:
+a listing reads no output item. The task item therefore stays a few KB however long the outputs
+are, and every update, which rewrites it, costs the same. ``get`` and ``read_events`` put the texts
+back (an output never changes once written, so a container keeps the ones it read);
+``list_in_status`` puts back the final output only, as the SQLite store's listings do. An ``OUT#``
 item expires like the events, ``event_ttl_days`` after it was written; a retried task's kept
 outputs (which its steps run again read) are given the task's expiry again by the retry's write.
 
@@ -46,18 +60,21 @@ How the contract of ``TaskStore`` holds here:
   makes it read again and retry; a status that no longer matches raises ``InvalidTransition``).
   The item read may be the one this store last read or wrote (``ItemMemory``): the conditions make
   that safe, and a refusal is only ever decided on a fresh read.
-- An event is written in one transaction with the task item's ``event_seq`` moving from the value
-  read to the event's cursor, its key (when it has one) added to ``ek`` by the same write, or past
-  the set's bound a ``KEY#`` item in the transaction. Cursors are therefore
-  contiguous and strictly increasing, and cursor n is visible before n + 1 can be allocated, so a
-  stream that has read up to n can never miss an event that commits later with a lower cursor
-  (allocating with ``ADD`` and putting the event afterwards would allow exactly that).
-- ``update`` writes the state change and its events in the same transaction, as SQLite does: a
-  stream never sees an event before the state it announces, and a crash cannot keep one without the
-  other.
-
-- Every transaction carries a deterministic ``ClientRequestToken`` (``request_token``), so a write
-  that committed but whose response was lost is answered as success when it is sent again.
+- An event is written by the UpdateItem that moves the task item's ``event_seq`` from the value
+  read to the event's cursor and puts the event in the item's inline log, its key (when it has
+  one) added to ``ek`` by the same write. Cursors are therefore contiguous and strictly increasing,
+  and cursor n is visible before n + 1 can be allocated, so a stream that has read up to n can
+  never miss an event that commits later with a lower cursor. Events flushed out of the task item
+  were committed before (``dynamodb_log``): their segment is put before the update that removes
+  them, so a reader, which reads the task item first, always finds them.
+- ``update`` writes the state change and its events in that same single-item write, as SQLite does
+  in one transaction: a stream never sees an event before the state it announces, and a crash
+  cannot keep one without the other.
+- A keyed event past the 24 keys of ``ek`` needs its ``KEY#`` item written with it: only that write
+  is a transaction (the task item's update and the ``KEY#`` put, conditioned on its absence), with
+  a deterministic ``ClientRequestToken`` (``request_token``). Every other write sets a random ``w``
+  on the task item: a writer whose answer was lost finds its ``w`` on the fresh read and knows its
+  write landed.
 
 Condition failures and cancelled transactions are recognised in one place (``conflict_codes``);
 no ``ClientError`` for them leaves this module. Throttling, internal errors and lost connections
@@ -67,13 +84,11 @@ leave it as ``RetryableStoreError`` (``retryable``): nothing was applied, the ca
 from __future__ import annotations
 
 import builtins
-import json
 import random
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
@@ -82,12 +97,10 @@ from botocore.exceptions import ClientError
 # Shared with the SQLite store: the cursor format and the payload bound (MAX_PAYLOAD_BYTES, 350 KB of
 # a document or an event's data, leaving room in DynamoDB's 400 KB item for the other attributes).
 from agentic.adapters.dynamodb_codec import (
-    EVENT_PREFIX,
     KEY_SET_MARK,
     KEY_SET_MAX,
     MAX_CURSOR,
     TASK_SK,
-    event_sk,
     gsi1pk,
     gsi1sk,
     gsi2pk,
@@ -99,7 +112,17 @@ from agentic.adapters.dynamodb_codec import (
     task_key,
     task_pk,
 )
+from agentic.adapters.dynamodb_log import (
+    InlineLog,
+    LogWrite,
+    PendingEvent,
+    after_write,
+    fit_write,
+    plan_append,
+    read_log,
+)
 from agentic.adapters.dynamodb_outputs import (
+    PREVIEW_ATTR,
     OutputTexts,
     completed_outputs,
     dump_task,
@@ -107,9 +130,18 @@ from agentic.adapters.dynamodb_outputs import (
     final_output_sk,
     output_expiry,
     output_put,
+    pack_preview,
+    preview,
     reference,
 )
-from agentic.adapters.dynamodb_writes import ItemMemory, conflict_codes, request_token, retryable
+from agentic.adapters.dynamodb_writes import (
+    WRITE_ID_ATTR,
+    ItemMemory,
+    conflict_codes,
+    new_write_id,
+    request_token,
+    retryable,
+)
 from agentic.adapters.sqlite_store import check_payload_size, decode_cursor, encode_cursor, sort_key
 from agentic.errors import (
     InvalidInput,
@@ -139,10 +171,9 @@ if TYPE_CHECKING:
 
 #: Read-modify-write attempts before giving up on a task that keeps changing underneath.
 MAX_ATTEMPTS = 8
-#: A TransactWriteItems call holds at most 100 items and 4 MB; stay below both.
-_TRANSACTION_MAX_ITEMS = 100
-_TRANSACTION_MAX_BYTES = 3_500_000
-_ITEM_OVERHEAD_BYTES = 256
+#: Events one write carries at most: with a KEY# item each past the key set, a transaction stays
+#: under TransactWriteItems' 100 items.
+_WRITE_MAX_EVENTS = 90
 #: BatchGetItem reads at most 100 keys per call: the largest page.
 _BATCH_GET_MAX_KEYS = 100
 
@@ -205,48 +236,39 @@ def _pause(attempt: int) -> None:
     time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
 
 
-@dataclass(frozen=True, eq=False)
-class _PendingEvent:
-    """An event checked and serialised, waiting for its cursor (compared by identity)."""
+@dataclass(frozen=True)
+class _Tried:
+    """The last write ``update`` sent: if a fresh read shows its write id, it landed."""
 
-    event: NewEvent
-    data: str
-    #: (field, OUT# sk): ``data`` lacks that field, which is the text of that output item.
-    ref: tuple[str, str] | None = None
+    write_id: str
+    result: TaskState
+    rest: builtins.list[PendingEvent]
+    outputs: dict[str, str]
 
-    @classmethod
-    def of(cls, event: NewEvent, ref: tuple[str, str] | None = None) -> _PendingEvent:
-        stored = event.data if ref is None else {k: v for k, v in event.data.items() if k != ref[0]}
-        data = json.dumps(stored, default=str, ensure_ascii=False)  # 3 bytes a CJK character, not 6
-        check_payload_size(f"the data of a {event.event_type.value} event of task {event.task_id}", data)
-        return cls(event, data, ref)
-
-    @property
-    def cost(self) -> tuple[int, int]:
-        """(items, bytes) this event adds to a transaction."""
-        return (1 if self.event.key is None else 2), len(self.data) + 2 * _ITEM_OVERHEAD_BYTES
-
-    def written(self, cursor: int) -> StreamEvent:
-        return StreamEvent(
-            event_type=self.event.event_type,
-            task_id=self.event.task_id,
-            timestamp=self.event.timestamp,
-            cursor=cursor,
-            data=self.event.data,
-        )
+    def applied(self, item: Item) -> bool:
+        return item.get(WRITE_ID_ATTR) == {"S": self.write_id}
 
 
-def _keys_for_set(batch: Sequence[_PendingEvent], known: set[bytes] | None) -> builtins.list[_PendingEvent]:
+def _seq_condition(seq: int | None, values: dict[str, AttributeValueTypeDef]) -> str:
+    """The condition that ``event_seq`` is still ``seq`` (every write of the log is conditioned on it)."""
+    if seq is None:
+        return "attribute_not_exists(#seq)"
+    values[":seq"] = {"N": str(seq)}
+    return "#seq = :seq"
+
+
+def _keys_for_set(batch: Sequence[PendingEvent], known: set[bytes] | None) -> builtins.list[PendingEvent]:
     """The keyed events of ``batch`` whose keys go into the task item's key set (while it has room).
 
     Writing a key there costs nothing more (the task item is written with the events anyway) where a
-    ``KEY#`` item costs 2 WRU in the transaction. Every write of the set also moves ``event_seq``, on
-    which every event write is conditioned, so checking the set read before the write is exact.
+    ``KEY#`` item makes the write a transaction (every item billed twice). Every write of the set
+    also moves ``event_seq``, on which every event write is conditioned, so checking the set read
+    before the write is exact.
     """
     if known is None:
         return []
     room = KEY_SET_MAX - len(known)
-    chosen: builtins.list[_PendingEvent] = []
+    chosen: builtins.list[PendingEvent] = []
     digests: set[bytes] = set()
     for pending in batch:
         key = pending.event.key
@@ -406,7 +428,12 @@ class DynamoDBTaskStore:
         return TaskPage(items=items, next_cursor=next_cursor)
 
     def _batch_get_docs(self, pks: builtins.list[str]) -> dict[str, TaskState]:
-        """The task documents of a page (strongly consistent), by pk."""
+        """The task documents of a page (strongly consistent), by pk.
+
+        A task's final output is its preview (``fp``: the first ``LIST_PREVIEW_CHARS + 1``
+        characters, what a listing shows and one more to tell it was cut): a page reads no output
+        item. A task completed before previews were written has its output item read instead.
+        """
         docs: dict[str, TaskState] = {}
         if not pks:
             return docs
@@ -414,8 +441,8 @@ class DynamoDBTaskStore:
             self.table_name: {
                 "Keys": [{"pk": {"S": pk}, "sk": {"S": TASK_SK}} for pk in pks],
                 "ConsistentRead": True,
-                "ProjectionExpression": "pk, #doc, final_out",
-                "ExpressionAttributeNames": {"#doc": "doc"},
+                "ProjectionExpression": "pk, #doc, final_out, #preview",
+                "ExpressionAttributeNames": {"#doc": "doc", "#preview": PREVIEW_ATTR},
             }
         }
         stored: dict[str, tuple[TaskState, str | None]] = {}
@@ -423,7 +450,11 @@ class DynamoDBTaskStore:
             response = self.client.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(self.table_name, []):
                 if "doc" in item:
-                    stored[item["pk"]["S"]] = (parse_task(item), final_out(item))
+                    task, shown = parse_task(item), preview(item)
+                    if shown is not None and task.final_output is None:
+                        stored[item["pk"]["S"]] = (task.model_copy(update={"final_output": shown}), None)
+                    else:
+                        stored[item["pk"]["S"]] = (task, final_out(item))
             unprocessed = response.get("UnprocessedKeys", {})
             if not unprocessed:
                 filled = self._outputs.fill(builtins.list(stored.values()), outputs=False)
@@ -468,6 +499,8 @@ class DynamoDBTaskStore:
         expected = {TaskStatus(s) for s in expect}
         remaining = [e for e in events if e.task_id == task_id]
         elsewhere = [e for e in events if e.task_id != task_id]
+        tried: _Tried | None = None
+        rest: builtins.list[PendingEvent] = []
         for attempt in range(MAX_ATTEMPTS):
             # Read, check, write conditionally; a failed condition loops back here, where the
             # fresh read tells "gone", "moved to another state" and "changed concurrently" apart.
@@ -475,6 +508,10 @@ class DynamoDBTaskStore:
             item = remembered if remembered is not None else self._read_task_item(task_id)
             if item is None:
                 raise TaskNotFound(task_id)
+            if tried is not None and tried.applied(item):  # our write landed, its answer was lost
+                updated, rest = tried.result, tried.rest
+                self._outputs.remember(updated, tried.outputs)
+                break
             task, stored = self._outputs.inflate(item)
             known = key_set(item)
             if known:  # events whose key the task item holds were written before: drop them
@@ -490,7 +527,8 @@ class DynamoDBTaskStore:
                     continue
                 raise
             updated = task.model_copy(update={**applied, "updated_at": utcnow()})
-            # A step completed by this write: its output becomes an OUT# item, written with it.
+            # A step completed by this write: its output becomes an OUT# item, put before the write
+            # that refers to it (an OUT# item no write refers to is harmless and expires).
             outputs = {sk: text for sk, text in completed_outputs(updated).items() if sk not in stored}
             for sk, text in outputs.items():
                 check_payload_size(f"the output {sk} of task {task_id}", text)
@@ -499,41 +537,50 @@ class DynamoDBTaskStore:
             doc = dump_task(updated, final_sk)
             check_payload_size(f"task {task_id}", doc)
             packed = pack_doc(doc)
-            pending = [_PendingEvent.of(e, reference(e, updated, final_sk, stored)) for e in remaining]
-            output_puts = [
-                output_put(self.table_name, task_id, sk, text, self._expires_at()) for sk, text in outputs.items()
+            expires = self._expires_at()
+            pending = [PendingEvent.of(e, reference(e, updated, final_sk, stored)) for e in remaining]
+            before: builtins.list[TransactWriteItemTypeDef] = [
+                output_put(self.table_name, task_id, sk, text, expires) for sk, text in outputs.items()
             ]
             if task.status.is_terminal and not updated.status.is_terminal:
                 # A retried task keeps the outputs of its completed steps, which the steps it runs
                 # again read: they expire with the task from now on, not with the first run's log.
                 kept = sorted(set(completed_outputs(updated)) - set(outputs))
-                output_puts += [output_expiry(self.table_name, task_id, sk, self._expires_at()) for sk in kept]
-            batch, rest = self._fit_transaction(
-                pending, len(packed["B"]) + sum(len(text.encode()) for text in outputs.values()), len(output_puts)
-            )
+                before += [output_expiry(self.table_name, task_id, sk, expires) for sk in kept]
+            batch, rest = fit_write(pending, _WRITE_MAX_EVENTS)
             version = _number(item, "version")
             seq = _number(item, "event_seq")
-            names = {"#doc": "doc", "#status": "status", "#version": "version"}
+            write_id = new_write_id()
+            names = {
+                "#doc": "doc",
+                "#status": "status",
+                "#version": "version",
+                "#expires": "expires_at",
+                "#gsi2pk": "gsi2pk",
+                "#final_out": "final_out",
+                "#preview": PREVIEW_ATTR,
+                "#w": WRITE_ID_ATTR,
+            }
             values: dict[str, AttributeValueTypeDef] = {
                 ":doc": packed,
                 ":status": {"S": TaskStatus(updated.status).value},
                 ":next_version": {"N": str((version or 0) + 1)},
+                ":expires": {"N": expires},
+                ":gsi2pk": {"S": gsi2pk(updated.owner, updated.status)},
+                ":w": {"S": write_id},
                 **{f":e{i}": {"S": s.value} for i, s in enumerate(sorted(expected))},
             }
             sets = (
-                "SET #doc = :doc, #status = :status, #version = :next_version, #expires = :expires, #gsi2pk = :gsi2pk"
+                "SET #doc = :doc, #status = :status, #version = :next_version, #expires = :expires,"
+                " #gsi2pk = :gsi2pk, #w = :w"
             )
-            names["#expires"] = "expires_at"
-            values[":expires"] = {"N": self._expires_at()}
-            names["#gsi2pk"] = "gsi2pk"
-            values[":gsi2pk"] = {"S": gsi2pk(updated.owner, updated.status)}
-            names["#final_out"] = "final_out"
             remove = ""
             if final_sk is None:
-                remove = " REMOVE #final_out"
+                remove = " REMOVE #final_out, #preview"
             else:
-                sets += ", #final_out = :final_out"
+                sets += ", #final_out = :final_out, #preview = :preview"
                 values[":final_out"] = {"S": final_sk}
+                values[":preview"] = pack_preview(updated.final_output or "")
             condition = f"attribute_exists(pk) AND #status IN ({', '.join(f':e{i}' for i in range(len(expected)))})"
             if version is None:
                 condition += " AND attribute_not_exists(#version)"
@@ -544,15 +591,13 @@ class DynamoDBTaskStore:
             if in_set:
                 names["#ek"] = "ek"
                 values[":ek"] = {"BS": [key_digest(p.event.key) for p in in_set if p.event.key is not None]}
+            log_write: LogWrite | None = None
             if batch:
-                names["#seq"] = "event_seq"
-                sets += ", #seq = :next_seq"
-                values[":next_seq"] = {"N": str((seq or 0) + len(batch))}
-                if seq is None:
-                    condition += " AND attribute_not_exists(#seq)"
-                else:
-                    condition += " AND #seq = :seq"
-                    values[":seq"] = {"N": str(seq)}
+                log_write = self._plan_append(task_id, item, batch, expires)
+                sets += ", " + LogWrite.SET
+                names.update(LogWrite.names())
+                values.update(log_write.values())
+                condition += " AND " + _seq_condition(seq, values)
             change: UpdateTypeDef = {
                 "TableName": self.table_name,
                 "Key": task_key(task_id),
@@ -561,33 +606,27 @@ class DynamoDBTaskStore:
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
             }
-            after = {
+            after: dict[str, AttributeValueTypeDef] = {
                 **item,
                 "doc": packed,
                 "status": values[":status"],
                 "version": values[":next_version"],
                 "expires_at": values[":expires"],
                 "gsi2pk": values[":gsi2pk"],
+                WRITE_ID_ATTR: values[":w"],
             }
             if final_sk is None:
                 after.pop("final_out", None)
+                after.pop(PREVIEW_ATTR, None)
             else:
-                after["final_out"] = values[":final_out"]
-            if batch:
-                after["event_seq"] = values[":next_seq"]
+                after["final_out"], after[PREVIEW_ATTR] = values[":final_out"], values[":preview"]
+            if log_write is not None:
+                after = after_write(after, log_write)
             if in_set:
                 after["ek"] = {"BS": [*(known or ()), *values[":ek"]["BS"]]}
-            if not batch and not output_puts:
-                codes = self._attempt(partial(self.client.update_item, **change))
-                if codes is None:
-                    self._memory.keep(task_id, after)
-                    break
-                _pause(attempt)
-                continue
-            written, already = self._write_events(
-                task_id, {"Update": change}, batch, seq or 0, output_puts, in_set=in_set
-            )
-            if written is not None:
+            tried = _Tried(write_id, updated, rest, outputs)
+            committed, already = self._commit(task_id, change, batch, in_set, before, log_write)
+            if committed:
                 self._outputs.remember(updated, outputs)
                 self._memory.keep(task_id, after)
                 break
@@ -596,121 +635,53 @@ class DynamoDBTaskStore:
                 skipped = {id(p.event) for p in already}
                 remaining = [e for e in remaining if id(e) not in skipped]
                 continue
-            _pause(attempt)
+            if remembered is None:
+                _pause(attempt)
         else:
             raise WriteConflict(f"task {task_id} kept changing while it was updated; try again")
         for leftover in rest:
-            self._append(leftover)
+            self._append(leftover.event, leftover)
         for event in elsewhere:
             self.append_event(event)
         return updated
 
-    @staticmethod
-    def _fit_transaction(
-        pending: builtins.list[_PendingEvent], doc_bytes: int, other_items: int = 0
-    ) -> tuple[builtins.list[_PendingEvent], builtins.list[_PendingEvent]]:
-        """The events that fit in one transaction with the task item (and ``other_items``), and the rest."""
-        items, size = 1 + other_items, doc_bytes + (1 + other_items) * _ITEM_OVERHEAD_BYTES
-        for index, event in enumerate(pending):
-            more_items, more_bytes = event.cost
-            items, size = items + more_items, size + more_bytes
-            if items > _TRANSACTION_MAX_ITEMS or size > _TRANSACTION_MAX_BYTES:
-                return pending[:index], pending[index:]
-        return pending, []
-
-    # --- events --------------------------------------------------------------------------------
-
-    @retryable
-    def append_event(self, event: NewEvent) -> StreamEvent | None:
-        return self._append(self._pending_alone(event))
-
-    def _pending_alone(self, event: NewEvent) -> _PendingEvent:
-        """An event written on its own; one that repeats a stored output refers to its OUT# item."""
-        data = event.data
-        carries_text = (event.event_type is EventType.PARTIAL_OUTPUT and isinstance(data.get("output"), str)) or (
-            event.event_type is EventType.TASK_COMPLETED and isinstance(data.get("final_output"), str)
-        )
-        if carries_text:
-            item = self._read_task_item(event.task_id)
-            if item is not None:
-                task, stored = self._outputs.inflate(item)
-                return _PendingEvent.of(event, reference(event, task, final_output_sk(task, stored), stored))
-        return _PendingEvent.of(event)
-
-    def _append(self, pending: _PendingEvent) -> StreamEvent | None:
-        task_id = pending.event.task_id
-        for attempt in range(MAX_ATTEMPTS):
-            response = self.client.get_item(
-                TableName=self.table_name,
-                Key=task_key(task_id),
-                ConsistentRead=True,
-                ProjectionExpression="pk, #seq, #ek, #kv",
-                ExpressionAttributeNames={"#seq": "event_seq", "#ek": "ek", "#kv": KEY_SET_MARK},
-            )
-            item = response.get("Item")
-            if not item:
-                raise TaskNotFound(task_id)
-            known = key_set(item)
-            key = pending.event.key
-            if known and key is not None and key_digest(key) in known:
-                return None  # this key was written before: an idempotent replay
-            in_set = _keys_for_set([pending], known)
-            seq = _number(item, "event_seq")
-            counter: UpdateTypeDef = {
-                "TableName": self.table_name,
-                "Key": task_key(task_id),
-                "UpdateExpression": "SET #seq = :next_seq",
-                "ConditionExpression": "attribute_exists(pk) AND "
-                + ("attribute_not_exists(#seq)" if seq is None else "#seq = :seq"),
-                "ExpressionAttributeNames": {"#seq": "event_seq"},
-                "ExpressionAttributeValues": {":next_seq": {"N": str((seq or 0) + 1)}},
-            }
-            if seq is not None:
-                counter["ExpressionAttributeValues"] = {
-                    ":next_seq": {"N": str(seq + 1)},
-                    ":seq": {"N": str(seq)},
-                }
-            if in_set and key is not None:
-                counter["UpdateExpression"] += " ADD #ek :ek"
-                counter["ExpressionAttributeNames"] = {"#seq": "event_seq", "#ek": "ek"}
-                counter["ExpressionAttributeValues"] = {
-                    **counter["ExpressionAttributeValues"],
-                    ":ek": {"BS": [key_digest(key)]},
-                }
-            self._memory.forget(task_id)  # its event_seq moves (and its key set may)
-            written, already = self._write_events(task_id, {"Update": counter}, [pending], seq or 0, in_set=in_set)
-            if written is not None:
-                return written[0]
-            if already:
-                return None  # this key was written before: an idempotent replay
-            _pause(attempt)
-        raise WriteConflict(f"task {task_id} kept changing while an event was appended; try again")
-
-    def _write_events(
-        self,
-        task_id: str,
-        task_write: TransactWriteItemTypeDef,
-        batch: builtins.list[_PendingEvent],
-        seq: int,
-        others: Sequence[TransactWriteItemTypeDef] = (),
-        *,
-        in_set: Sequence[_PendingEvent] = (),
-    ) -> tuple[builtins.list[StreamEvent] | None, set[_PendingEvent]]:
-        """One transaction: ``task_write`` (which moves event_seq past the batch), the events, ``others``.
-
-        The keys of the events ``in_set`` are added to the task item's key set by ``task_write``; the
-        other keyed events get a ``KEY#`` item each.
-
-        Returns the written events, or None and the events whose key was already written.
-        """
+    def _plan_append(self, task_id: str, item: Item, batch: Sequence[PendingEvent], expires: str) -> LogWrite:
+        seq = _number(item, "event_seq") or 0
         if seq + len(batch) > MAX_CURSOR:
             raise InvalidInput(f"task {task_id} has too many events")
-        expires_at = self._expires_at()
-        items: builtins.list[TransactWriteItemTypeDef] = [task_write]
-        key_slots: dict[int, _PendingEvent] = {}
-        for cursor, pending in enumerate(batch, start=seq + 1):
-            event = pending.event
-            if event.key is not None and all(p is not pending for p in in_set):
+        return plan_append(self.table_name, task_id, InlineLog.of(item), batch, expires)
+
+    def _commit(
+        self,
+        task_id: str,
+        change: UpdateTypeDef,
+        batch: Sequence[PendingEvent],
+        in_set: Sequence[PendingEvent],
+        before: Sequence[TransactWriteItemTypeDef],
+        log_write: LogWrite | None,
+    ) -> tuple[bool, set[PendingEvent]]:
+        """Write what must precede the task item, then the task item's conditional update.
+
+        First the items the update will refer to (outputs, spilled event data, a flushed segment of
+        committed events): plain puts, harmless when the update does not follow. Then ONE
+        conditional UpdateItem of the task item, its state and its new events together; only a
+        keyed event past the task item's key set makes it a transaction (with that ``KEY#`` item,
+        which must be written together with the event, or a replay would write the event again).
+
+        Returns whether the update applied, else the events whose key was already written.
+        """
+        for write in before:
+            if "Put" in write:
+                self.client.put_item(**cast("Any", write["Put"]))
+            else:
+                self.client.update_item(**cast("Any", write["Update"]))
+        for put in log_write.puts if log_write is not None else ():
+            self.client.put_item(**put)
+        items: builtins.list[TransactWriteItemTypeDef] = [{"Update": change}]
+        key_slots: dict[int, PendingEvent] = {}
+        for pending in batch:
+            key = pending.event.key
+            if key is not None and all(p is not pending for p in in_set):
                 key_slots[len(items)] = pending
                 items.append(
                     {
@@ -718,85 +689,102 @@ class DynamoDBTaskStore:
                             "TableName": self.table_name,
                             "Item": {
                                 "pk": {"S": task_pk(task_id)},
-                                "sk": {"S": key_sk(event.key)},
-                                "expires_at": {"N": expires_at},
+                                "sk": {"S": key_sk(key)},
+                                "expires_at": {"N": self._expires_at()},
                             },
                             "ConditionExpression": "attribute_not_exists(pk)",
                         }
                     }
                 )
-            stored: dict[str, AttributeValueTypeDef] = {
-                "pk": {"S": task_pk(task_id)},
-                "sk": {"S": event_sk(cursor)},
-                "event_type": {"S": event.event_type.value},
-                "timestamp": {"S": event.timestamp.isoformat()},
-                "data": {"S": pending.data},
-                "expires_at": {"N": expires_at},
-            }
-            if pending.ref is not None:
-                stored["ref_field"], stored["ref"] = {"S": pending.ref[0]}, {"S": pending.ref[1]}
-            items.append(
-                {
-                    "Put": {
-                        "TableName": self.table_name,
-                        "Item": stored,
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                }
+        if len(items) == 1:
+            codes = self._attempt(partial(self.client.update_item, **change))
+        else:
+            token = request_token(task_id, items)
+            codes = self._attempt(
+                lambda: self.client.transact_write_items(TransactItems=items, ClientRequestToken=token)
             )
-        items.extend(others)
-        token = request_token(task_id, items)
-        codes = self._attempt(lambda: self.client.transact_write_items(TransactItems=items, ClientRequestToken=token))
         if codes is None:
-            return [p.written(cursor) for cursor, p in enumerate(batch, start=seq + 1)], set()
+            return True, set()
         already = {
             pending
             for slot, pending in key_slots.items()
             if slot < len(codes) and codes[slot] == "ConditionalCheckFailed"
         }
-        return None, already
+        return False, already
+
+    # --- events --------------------------------------------------------------------------------
+
+    @retryable
+    def append_event(self, event: NewEvent) -> StreamEvent | None:
+        return self._append(event)
+
+    def _pending_for(self, event: NewEvent, item: Item) -> PendingEvent:
+        """An event written on its own; one that repeats a stored output refers to its OUT# item."""
+        data = event.data
+        carries_text = (event.event_type is EventType.PARTIAL_OUTPUT and isinstance(data.get("output"), str)) or (
+            event.event_type is EventType.TASK_COMPLETED and isinstance(data.get("final_output"), str)
+        )
+        if carries_text:
+            task, stored = self._outputs.inflate(item)
+            return PendingEvent.of(event, reference(event, task, final_output_sk(task, stored), stored))
+        return PendingEvent.of(event)
+
+    def _append(self, event: NewEvent, pending: PendingEvent | None = None) -> StreamEvent | None:
+        """One event on its own: one conditional UpdateItem of the task item (moving ``event_seq``)."""
+        task_id = event.task_id
+        tried: tuple[str, StreamEvent] | None = None
+        for attempt in range(MAX_ATTEMPTS):
+            remembered = self._memory.recall(task_id) if attempt == 0 else None
+            item = remembered if remembered is not None else self._read_task_item(task_id)
+            if item is None:
+                raise TaskNotFound(task_id)
+            if tried is not None and item.get(WRITE_ID_ATTR) == {"S": tried[0]}:
+                return tried[1]  # our write landed, its answer was lost
+            known = key_set(item)
+            key = event.key
+            if known and key is not None and key_digest(key) in known:
+                return None  # this key was written before (keys are never removed): an idempotent replay
+            if pending is None:
+                pending = self._pending_for(event, item)
+            in_set = _keys_for_set([pending], known)
+            seq = _number(item, "event_seq")
+            expires = self._expires_at()
+            log_write = self._plan_append(task_id, item, [pending], expires)
+            write_id = new_write_id()
+            names = {**LogWrite.names(), "#w": WRITE_ID_ATTR}
+            values: dict[str, AttributeValueTypeDef] = {**log_write.values(), ":w": {"S": write_id}}
+            update = f"SET {LogWrite.SET}, #w = :w"
+            if in_set and key is not None:
+                update += " ADD #ek :ek"
+                names["#ek"] = "ek"
+                values[":ek"] = {"BS": [key_digest(key)]}
+            counter: UpdateTypeDef = {
+                "TableName": self.table_name,
+                "Key": task_key(task_id),
+                "UpdateExpression": update,
+                "ConditionExpression": "attribute_exists(pk) AND " + _seq_condition(seq, values),
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+            written = pending.written(log_write.next_seq)
+            tried = (write_id, written)
+            committed, already = self._commit(task_id, counter, [pending], in_set, (), log_write)
+            if committed:
+                after = {**after_write(item, log_write), WRITE_ID_ATTR: values[":w"]}
+                if in_set:
+                    after["ek"] = {"BS": [*(known or ()), *values[":ek"]["BS"]]}
+                self._memory.keep(task_id, after)
+                return written
+            if already:
+                return None  # this key was written before: an idempotent replay
+            if remembered is None:
+                _pause(attempt)
+        raise WriteConflict(f"task {task_id} kept changing while an event was appended; try again")
 
     @retryable
     def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
-        start = max(after, 0) + 1
-        if limit < 1 or start > MAX_CURSOR:
+        """One GetItem of the task item (its inline events), and a Query only for older events."""
+        item = self._read_task_item(task_id)
+        if item is None:
             return []
-        params: QueryInputTypeDef = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
-            "ExpressionAttributeValues": {
-                ":pk": {"S": task_pk(task_id)},
-                ":first": {"S": event_sk(start)},
-                ":last": {"S": event_sk(MAX_CURSOR)},
-            },
-            "ConsistentRead": True,
-            "ScanIndexForward": True,
-        }
-        events: builtins.list[StreamEvent] = []
-        refs: builtins.list[tuple[dict[str, Any], str, str]] = []
-        while len(events) < limit:
-            params["Limit"] = limit - len(events)
-            response = self.client.query(**params)
-            for item in response.get("Items", []):
-                data = json.loads(item["data"]["S"])
-                if "ref" in item:
-                    refs.append((data, item["ref_field"]["S"], item["ref"]["S"]))
-                # Items this store wrote itself: build them without validating again.
-                events.append(
-                    StreamEvent.model_construct(
-                        event_type=EventType(item["event_type"]["S"]),
-                        task_id=task_id,
-                        timestamp=datetime.fromisoformat(item["timestamp"]["S"]),
-                        cursor=int(item["sk"]["S"][len(EVENT_PREFIX) :]),
-                        data=data,
-                    )
-                )
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                break
-            params["ExclusiveStartKey"] = last
-        if refs:
-            texts = self._outputs.read([(task_id, sk) for _, _, sk in refs])
-            for data, name, sk in refs:
-                data[name] = texts.get((task_id, sk))
-        return events[:limit]
+        return read_log(self.client, self.table_name, task_id, item, after, limit, self._outputs.read)

@@ -48,6 +48,10 @@ RETRYABLE_CODES = frozenset(
         "TransactionInProgressException",
     }
 )
+#: The task item's ``w``: a random id each write sets, so that a writer whose answer was lost (the
+#: SDK's retry then fails the condition the first call changed) can tell, on a fresh read, that its
+#: write landed. A transaction has its ``ClientRequestToken`` for that; an UpdateItem has nothing.
+WRITE_ID_ATTR = "w"
 #: Namespace of the transactions' ClientRequestToken (see ``request_token``).
 _TOKEN_NAMESPACE = uuid.UUID("8f9a7d0e-3b1c-4c55-a2f4-1e6b0c9d7a21")
 
@@ -90,6 +94,10 @@ def retryable(fn: Callable[_P, _R]) -> Callable[_P, _R]:
             raise RetryableStoreError(f"DynamoDB could not be reached ({type(exc).__name__}); try again") from exc
 
     return call
+
+
+def new_write_id() -> str:
+    return uuid.uuid4().hex[:16]
 
 
 def _wire(value: object) -> str:
