@@ -78,9 +78,7 @@ def measure(shards: int, tasks: int) -> list[tuple[str, str]]:
         store = DynamoDBTaskStore(table, metered, index_shards=shards)
         for n in range(tasks):
             created = BASE + timedelta(seconds=n)
-            store.create(
-                TaskState(task_id=f"task-{n:05d}", owner=OWNER, user_input=f"task {n}", created_at=created)
-            )
+            store.create(TaskState(task_id=f"task-{n:05d}", owner=OWNER, user_input=f"task {n}", created_at=created))
             if n % 4 == 0:
                 store.update(f"task-{n:05d}", {TaskStatus.PENDING}, status=TaskStatus.COMPLETED)
         rows = []
