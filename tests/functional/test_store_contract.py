@@ -42,6 +42,15 @@ BASE = datetime(2026, 11, 24, 14, 50, 24, 331495, tzinfo=UTC)
 OVER_400_KB = "x" * (410 * 1024)
 
 
+@pytest.fixture(params=["sqlite", "dynamodb", "dynamodb_sharded"])
+def store(request):
+    """Each TaskStore implementation in turn; DynamoDB also with every owner's index keys spread over
+    8 shards (issue 16), which must keep the same contract."""
+    if request.param == "dynamodb_sharded":
+        return DynamoDBTaskStore(TABLE_NAME, request.getfixturevalue("dynamodb_store").client, index_shards=8)
+    return request.getfixturevalue(f"{request.param}_store")
+
+
 def make_task(
     task_id: str,
     owner: str = "alice",

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     store: Literal["sqlite", "dynamodb"] = "sqlite"
     database_path: Path = Path(".data/agentic.db")
     table_name: str = "agentic-tasks"
+    # DynamoDB: every owner's index keys are spread over this many shards by task id, so one owner's
+    # writes (the triggers' owner takes every S3/SQS task) are not capped by one index partition; a
+    # page of GET /tasks reads every shard. Raise it freely; lowering it hides the tasks of the
+    # shards dropped (until it is raised again). At most dynamodb_listing.MAX_INDEX_SHARDS.
+    index_shards: int = Field(default=8, ge=1, le=32)
     state_machine_arn: str | None = None
     # Where the pipeline (step order and retry policy) is defined; by default the packaged copy of
     # statemachine/pipeline.asl.json.

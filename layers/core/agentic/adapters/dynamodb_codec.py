@@ -55,12 +55,53 @@ def gsi1sk(created_at: str, task_id: str) -> str:
     return f"{created_at}#{task_id}"
 
 
-def gsi1pk(owner: str) -> str:
-    return f"OWNER#{owner}"
+# An owner's index keys are spread over ``shards`` partitions (``INDEX_SHARDS``), so one owner's
+# writes (every triggered task has the same owner) are not capped by one index partition. Shard 0 is
+# the plain key, the only one written before sharding, so those items are shard 0's and are listed
+# with no migration; shard k > 0 prefixes the key with ``S<k>#`` (no owner key starts with "S").
 
 
-def gsi2pk(owner: str, status: TaskStatus) -> str:
-    return f"OWNER#{owner}#STATUS#{TaskStatus(status).value}"
+def gsi1pk(owner: str, shard: int = 0) -> str:
+    return _in_shard(f"OWNER#{owner}", shard)
+
+
+def gsi2pk(owner: str, status: TaskStatus, shard: int = 0) -> str:
+    return _in_shard(f"OWNER#{owner}#STATUS#{TaskStatus(status).value}", shard)
+
+
+def _in_shard(key: str, shard: int) -> str:
+    return key if shard == 0 else f"S{shard}#{key}"
+
+
+def index_shard(task_id: str, shards: int) -> int:
+    """The shard of a task's index keys among ``shards``: a function of the task id alone.
+
+    SHA-256, not ``hash()``, which Python salts per process: every function and every version puts
+    a task in the same shard.
+    """
+    if shards <= 1:
+        return 0
+    return int.from_bytes(hashlib.sha256(task_id.encode()).digest()[:8], "big") % shards
+
+
+def key_shard(key: str) -> int:
+    """The shard of an index key (``gsi1pk`` or ``gsi2pk``) as written: 0 for a plain key."""
+    head, sep, _ = key.partition("#")
+    if sep and head[:1] == "S" and head[1:].isdigit():
+        return int(head[1:])
+    return 0
+
+
+def item_shard(item: Item, task_id: str, shards: int) -> int:
+    """The shard a task item's index keys live in: where ``create`` put its ``gsi1pk``.
+
+    An update moves ``gsi2pk`` within that shard, so a task's keys stay together even if
+    ``INDEX_SHARDS`` changed since it was created; an item without one falls back to the id's shard.
+    """
+    value = item.get("gsi1pk")
+    if value is not None and "S" in value:
+        return key_shard(value["S"])
+    return index_shard(task_id, shards)
 
 
 def pack_doc(doc: str) -> AttributeValueTypeDef:

@@ -12,8 +12,9 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
                                                (``dynamodb_log``), w (S: the last write's id),
                                                ek (BS: 8-byte digests of up to 24 event keys
                                                written), kv = 1 (the task keeps keys in ek),
-                                               gsi1pk = OWNER#<owner>,
-                                               gsi2pk = OWNER#<owner>#STATUS#<status>
+                                               gsi1pk = [S<shard>#]OWNER#<owner>,
+                                               gsi2pk = [S<shard>#]OWNER#<owner>#STATUS#<status>
+                                               (shard 0 unprefixed; dynamodb_codec.index_shard)
                                                gsi1sk = <created_at, fixed-width UTC>#<task_id>
     TASK#<task_id>    KEY#<event key>          expires_at (N): this idempotency key was written
                                                (a key past the 24 of ek, or of an older task)
@@ -28,6 +29,8 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
 
     GSI gsi1: hash gsi1pk, range gsi1sk (an owner's tasks, newest first).
     GSI gsi2: hash gsi2pk, range gsi1sk (an owner's tasks in one status, newest first).
+    An owner's keys are spread over ``index_shards`` shards by task id, so a busy owner's index writes
+    share out over that many partitions; a list reads every shard and merges (``dynamodb_listing``).
     Both project keys only: a list reads one bounded page of keys, then the page's task items
     (BatchGetItem), so a task document (up to 350 KB) is written once per update, not once per index.
     TTL on expires_at: events and keys expire event_ttl_days after they were written; the task item's
@@ -104,6 +107,8 @@ from agentic.adapters.dynamodb_codec import (
     gsi1pk,
     gsi1sk,
     gsi2pk,
+    index_shard,
+    item_shard,
     key_digest,
     key_set,
     key_sk,
@@ -112,6 +117,7 @@ from agentic.adapters.dynamodb_codec import (
     task_key,
     task_pk,
 )
+from agentic.adapters.dynamodb_listing import ShardedIndex
 from agentic.adapters.dynamodb_log import (
     InlineLog,
     LogWrite,
@@ -142,7 +148,7 @@ from agentic.adapters.dynamodb_writes import (
     request_token,
     retryable,
 )
-from agentic.adapters.sqlite_store import check_payload_size, decode_cursor, encode_cursor, sort_key
+from agentic.adapters.sqlite_store import check_payload_size, encode_cursor, sort_key
 from agentic.errors import (
     InvalidInput,
     InvalidTransition,
@@ -161,7 +167,6 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import (
         AttributeValueTypeDef,
         KeysAndAttributesTypeDef,
-        QueryInputTypeDef,
         ScanInputTypeDef,
         TransactWriteItemTypeDef,
         UpdateTypeDef,
@@ -227,10 +232,6 @@ def _number(item: Item, name: str) -> int | None:
     return int(value["N"]) if value is not None and "N" in value else None
 
 
-def _invalid_cursor() -> InvalidInput:
-    return InvalidInput("cursor is not valid: pass back the next_cursor of a previous page")
-
-
 def _pause(attempt: int) -> None:
     """Full-jitter backoff between read-modify-write attempts (we run in a worker thread)."""
     time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
@@ -287,10 +288,14 @@ def _keys_for_set(batch: Sequence[PendingEvent], known: set[bytes] | None) -> bu
 class DynamoDBTaskStore:
     blocking = True  # every call is a network round trip: async callers run it in a thread
 
-    def __init__(self, table_name: str, client: Any | None = None, *, event_ttl_days: int = 30) -> None:
+    def __init__(
+        self, table_name: str, client: Any | None = None, *, event_ttl_days: int = 30, index_shards: int = 1
+    ) -> None:
         if event_ttl_days < 1:
             raise ValueError("event_ttl_days must be at least 1")
         self.table_name = table_name
+        # Every owner's index keys are spread over this many shards (dynamodb_listing).
+        self._index = ShardedIndex(table_name, lambda: self.client, index_shards)
         self.event_ttl_seconds = event_ttl_days * 86400
         self._client: DynamoDBClient | None = client
         self._client_lock = threading.Lock()
@@ -329,6 +334,7 @@ class DynamoDBTaskStore:
         doc = dump_task(task, None)  # a new task: no step has run, nothing is stored elsewhere yet
         check_payload_size(f"task {task.task_id}", doc)
         created_at = sort_key(task.created_at)
+        shard = index_shard(task.task_id, self._index.shards)
         item: dict[str, AttributeValueTypeDef] = {
             **task_key(task.task_id),
             "doc": pack_doc(doc),
@@ -336,8 +342,8 @@ class DynamoDBTaskStore:
             "version": {"N": "0"},
             "event_seq": {"N": "0"},
             KEY_SET_MARK: {"N": "1"},
-            "gsi1pk": {"S": gsi1pk(task.owner)},
-            "gsi2pk": {"S": gsi2pk(task.owner, task.status)},
+            "gsi1pk": {"S": gsi1pk(task.owner, shard)},
+            "gsi2pk": {"S": gsi2pk(task.owner, task.status, shard)},
             "gsi1sk": {"S": gsi1sk(created_at, task.task_id)},
             # A task expires with its events (every update moves both forward), so a stream never
             # finds a task whose log has expired under it.
@@ -374,45 +380,15 @@ class DynamoDBTaskStore:
 
     @retryable
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
-        """One bounded page: one Query of at most ``limit + 1`` keys, then one BatchGetItem of the page.
-
-        With a status, the owner-and-status index answers, so no call ever reads past a page.
+        """One bounded page: one Query per shard of the owner's keys (in parallel) for at most
+        ``limit + 1`` keys each, merged newest first (``dynamodb_listing``), then one BatchGetItem of
+        the page. With a status, the owner-and-status index answers, so no call ever reads past a page.
         """
         if limit < 1:
             raise InvalidInput("limit must be at least 1")
         if limit > _BATCH_GET_MAX_KEYS:
             raise InvalidInput(f"limit must be at most {_BATCH_GET_MAX_KEYS}")
-        if status is None:
-            index, hash_name, hash_value = "gsi1", "gsi1pk", gsi1pk(owner)
-        else:
-            index, hash_name, hash_value = "gsi2", "gsi2pk", gsi2pk(owner, status)
-        params: QueryInputTypeDef = {
-            "TableName": self.table_name,
-            "IndexName": index,
-            "KeyConditionExpression": "#hash = :hash",
-            "ExpressionAttributeNames": {"#hash": hash_name},
-            "ExpressionAttributeValues": {":hash": {"S": hash_value}},
-            "ScanIndexForward": False,
-            # One more than a page, to know whether another page exists (as the SQLite store does).
-            "Limit": limit + 1,
-        }
-        if cursor:
-            parts = decode_cursor(cursor)
-            if len(parts) != 2 or not all(isinstance(p, str) and p for p in parts):
-                raise _invalid_cursor()
-            created_at, task_id = parts
-            params["ExclusiveStartKey"] = {
-                hash_name: {"S": hash_value},
-                "gsi1sk": {"S": gsi1sk(created_at, task_id)},
-                **task_key(task_id),
-            }
-        try:
-            response = self.client.query(**params)
-        except ClientError as exc:
-            if cursor and exc.response.get("Error", {}).get("Code") == "ValidationException":
-                raise _invalid_cursor() from None
-            raise
-        keys = response.get("Items", [])
+        keys = self._index.page_keys(owner, limit=limit, cursor=cursor, status=status)
         page = keys[:limit]
         docs = self._batch_get_docs([item["pk"]["S"] for item in page])
         items = []
@@ -566,7 +542,8 @@ class DynamoDBTaskStore:
                 ":status": {"S": TaskStatus(updated.status).value},
                 ":next_version": {"N": str((version or 0) + 1)},
                 ":expires": {"N": expires},
-                ":gsi2pk": {"S": gsi2pk(updated.owner, updated.status)},
+                # the status key moves within the shard the task was created in
+                ":gsi2pk": {"S": gsi2pk(updated.owner, updated.status, item_shard(item, task_id, self._index.shards))},
                 ":w": {"S": write_id},
                 **{f":e{i}": {"S": s.value} for i, s in enumerate(sorted(expected))},
             }

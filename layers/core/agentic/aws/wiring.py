@@ -101,7 +101,7 @@ def build_aws_system(
         raise ConfigurationError(f"the AWS wiring runs on DynamoDB; STORE is {settings.store!r}")
     from agentic.adapters.dynamodb_store import DynamoDBTaskStore
 
-    store = DynamoDBTaskStore(settings.table_name, dynamodb_client)
+    store = DynamoDBTaskStore(settings.table_name, dynamodb_client, index_shards=settings.index_shards)
     knowledge: KnowledgeBase | None = None
     if settings.knowledge_bucket:
         from .knowledge_handlers import build_s3_knowledge
