@@ -295,6 +295,12 @@ class SQLiteTaskStore(SQLiteFile):
                 "UPDATE tasks SET doc = ?, lease_owner = ?, lease_epoch = ?, lease_expires = ? WHERE task_id = ?",
                 (self._dump(task), runner, lease.epoch, now + ttl_seconds, task_id),
             )
+            # The log's end now, under the write lock: from here this process's commits are the
+            # task's events (a stream of it needs no first read; see LocalEventBus.track).
+            (log_end,) = db.execute(
+                "SELECT COALESCE(MAX(cursor), 0) FROM events WHERE task_id = ?", (task_id,)
+            ).fetchone()
+            self.bus.track(task_id, log_end)
         return lease
 
     def renew(self, runner: str, leases: dict[str, Lease], ttl_seconds: float) -> set[str]:

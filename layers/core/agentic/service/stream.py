@@ -83,8 +83,11 @@ async def tail_events(
     next_status_check = loop.time() + STATUS_CHECK_SECONDS
     woke_early = False
     recent = getattr(waiter, "recent", None)
+    holds_after = getattr(waiter, "holds_after", None)
     woken = False  # the last wait ended with a notification, not at its timeout
-    from_memory = False  # the last events came from the waiter's memory
+    # The last events came from the waiter's memory; at the start, when it holds every event of
+    # this process after ``after`` (a task it has just claimed), the first read of the log is saved.
+    from_memory = bool(recent is not None and holds_after is not None and holds_after(task_id, after))
     if not_started:
         yield control_line(
             TASK_PENDING,
