@@ -29,6 +29,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import to_json
+
 from agentic.adapters.local_events import LocalEventBus
 from agentic.adapters.sqlite_file import SQLiteFile
 from agentic.errors import (
@@ -42,9 +44,23 @@ from agentic.models import EventType, Lease, NewEvent, StepStatus, StreamEvent, 
 from agentic.ports import Mutation
 
 _PARSED_CACHE_SIZE = 4096
-#: ``json.dumps(data, default=str)`` without building an encoder per event.
-# Non-ASCII text as UTF-8, not \\u escapes: a 3-byte character stays 3 bytes (an escape is 6).
-_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
+
+
+def _encode(data: dict[str, Any]) -> str:
+    """An event's data as stored: compact JSON, non-ASCII text as UTF-8, not \\u escapes (a 3-byte
+    character stays 3 bytes, an escape is 6); what JSON cannot hold as its ``str``. Pydantic's encoder,
+    so that it is also the ``data`` of the event's stream line, byte for byte (``_line``)."""
+    return to_json(data, serialize_unknown=True).decode()
+
+
+def _line(event: NewEvent, cursor: int, data: str) -> str:
+    """The event's NDJSON line, exactly ``StreamEvent.model_dump_json() + "\\n"``, around its encoded data."""
+    return (
+        f'{{"event_type":"{event.event_type.value}","task_id":{to_json(event.task_id).decode()},'
+        f'"timestamp":{to_json(event.timestamp).decode()},"cursor":{cursor},"data":{data}}}\n'
+    )
+
+
 # The stored task document leaves out step outputs (they live in the partial_output events).
 _WITHOUT_OUTPUTS: Any = {"execution_plan": {"steps": {"__all__": {"output"}}}}
 
@@ -380,14 +396,13 @@ class SQLiteTaskStore(SQLiteFile):
         A ``task_completed`` event written with the task it completes refers to the task's
         ``final_output`` rather than storing the report a second time (``read_events`` puts it back).
         """
-        stored = event.data
+        whole = data = _encode(event.data)
         if (
             event.event_type is EventType.TASK_COMPLETED
             and final_output is not None
-            and stored.get("final_output") == final_output
+            and event.data.get("final_output") == final_output
         ):
-            stored = {k: v for k, v in stored.items() if k != "final_output"}
-        data = _encode(stored)
+            data = _encode({k: v for k, v in event.data.items() if k != "final_output"})
         check_payload_size(f"the data of a {event.event_type.value} event of task {event.task_id}", data)
         # One statement: the next cursor, and nothing at all if the key was written before.
         row = db.execute(
@@ -399,12 +414,14 @@ class SQLiteTaskStore(SQLiteFile):
             return None  # this key was written before: an idempotent replay
         (cursor,) = row
         # The fields of a validated NewEvent and the cursor the store chose: nothing to validate again.
+        # Its stream line is made here, once, from the data just encoded (streams write it as it is).
         return StreamEvent.model_construct(
             event_type=event.event_type,
             task_id=event.task_id,
             timestamp=event.timestamp,
             cursor=cursor,
             data=event.data,
+            _line=_line(event, cursor, whole),
         )
 
     def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:

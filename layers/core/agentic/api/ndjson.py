@@ -53,7 +53,7 @@ class NdjsonResponse(StreamingResponse):
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not left:
+            if not left or stream.cancelling() > 1:  # not (only) ours: the server's, it goes on up
                 raise
             stream.uncancel()  # our own cancel: the client left, and that ends the response quietly
         finally:
