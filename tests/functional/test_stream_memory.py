@@ -147,7 +147,7 @@ def test_a_committed_events_line_is_the_line_the_event_encodes_to(tmp_path, data
         written = store.append_event(NewEvent(task_id='t-ü/"x', event_type=EventType.STEP_STARTED, data=data))
         assert written is not None
         # When its line is taken from memory (encoded once, at commit) and from the log
-        from_memory = store.bus.recent('t-ü/"x', 0)[0].to_line()
+        (_, from_memory) = store.bus.recent_lines('t-ü/"x', 0)[0]
         from_log = store.read_events('t-ü/"x')[0].to_line()
         # Then both are exactly what the event encodes to as a model, and parse back to the data
         encoded = StreamEvent.model_validate(written.model_dump()).model_dump_json() + "\n"
@@ -172,7 +172,7 @@ def test_a_task_completed_line_carries_the_final_output_that_the_log_stores_once
         )
         store.update("t", {TaskStatus.EXECUTING}, events=[done], status=TaskStatus.COMPLETED, final_output=report)
         # When its line is taken from memory and from the log (which stores the report once, in the task)
-        from_memory = store.bus.recent("t", 0)[0].to_line()
+        (_, from_memory) = store.bus.recent_lines("t", 0)[0]
         from_log = store.read_events("t")[0].to_line()
         # Then both lines are the same, with the report
         assert from_memory == from_log

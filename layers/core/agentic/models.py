@@ -160,12 +160,9 @@ class StreamEvent(BaseModel):
     timestamp: datetime
     cursor: int
     data: dict[str, Any] = Field(default_factory=dict)
-    #: This event's line as its writer encoded it at commit (the local store): written as it is.
-    _line: str | None = None
 
     def to_line(self) -> str:
-        line = self._line
-        return line if line is not None else self.model_dump_json() + "\n"
+        return self.model_dump_json() + "\n"
 
 
 class StreamLine(BaseModel):

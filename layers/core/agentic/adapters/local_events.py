@@ -37,7 +37,8 @@ class LocalEventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._latest: dict[str, int] = {}
-        self._recent: OrderedDict[str, dict[int, StreamEvent]] = OrderedDict()
+        #: Per task: its recent events by cursor, each with its NDJSON line (encoded once, at commit).
+        self._recent: OrderedDict[str, dict[int, tuple[StreamEvent, str]]] = OrderedDict()
         #: Per tracked task: every committed event after this cursor that this process wrote is kept.
         self._kept_after: dict[str, int] = {}
         self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
@@ -60,11 +61,12 @@ class LocalEventBus:
             waiters = self._waiters.pop(task_id, set())
         _wake_all(waiters)
 
-    def publish_events(self, events: Iterable[StreamEvent]) -> None:
-        """Events one commit wrote (in cursor order): keep them and wake each task's streams once."""
+    def publish_events(self, events: Iterable[tuple[StreamEvent, str]]) -> None:
+        """Events one commit wrote (in cursor order) with their lines: keep them and wake each task's
+        streams once."""
         waiters: list[asyncio.Future[None]] = []
         with self._lock:
-            for event in events:
+            for event, line in events:
                 task_id = event.task_id
                 if event.cursor > self._latest.get(task_id, 0):
                     self._latest[task_id] = event.cursor
@@ -73,7 +75,7 @@ class LocalEventBus:
                     kept = self._keep(task_id)
                 else:
                     self._recent.move_to_end(task_id)
-                kept[event.cursor] = event
+                kept[event.cursor] = (event, line)
                 if len(kept) > RECENT_EVENTS:
                     oldest = min(kept)
                     del kept[oldest]
@@ -84,9 +86,9 @@ class LocalEventBus:
                 waiters.extend(self._waiters.pop(task_id, ()))
         _wake_all(waiters)
 
-    def _keep(self, task_id: str) -> dict[int, StreamEvent]:
+    def _keep(self, task_id: str) -> dict[int, tuple[StreamEvent, str]]:
         """A new (empty) record of a task's recent events; the least recently written task makes room."""
-        kept: dict[int, StreamEvent] = {}
+        kept: dict[int, tuple[StreamEvent, str]] = {}
         self._recent[task_id] = kept
         if len(self._recent) > RECENT_TASKS:
             dropped, _ = self._recent.popitem(last=False)
@@ -121,14 +123,18 @@ class LocalEventBus:
 
     def recent(self, task_id: str, after: int) -> list[StreamEvent]:
         """The kept events right after ``after``, without a gap; empty if the next one is not kept."""
+        return [event for event, _ in self.recent_lines(task_id, after)]
+
+    def recent_lines(self, task_id: str, after: int) -> list[tuple[StreamEvent, str]]:
+        """``recent``, each event with its NDJSON line."""
         with self._lock:
             kept = self._recent.get(task_id)
             if not kept:
                 return []
             found = []
             cursor = after + 1
-            while (event := kept.get(cursor)) is not None:
-                found.append(event)
+            while (pair := kept.get(cursor)) is not None:
+                found.append(pair)
                 cursor += 1
             return found
 

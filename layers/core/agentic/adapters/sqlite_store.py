@@ -123,8 +123,8 @@ class SQLiteTaskStore(SQLiteFile):
             synchronous=synchronous,
         )
 
-    def _announce(self, written: Iterable[StreamEvent]) -> None:
-        """Wake streams (and hand them the events), only ever for committed events."""
+    def _announce(self, written: Iterable[tuple[StreamEvent, str]]) -> None:
+        """Wake streams (and hand them the events and their lines), only ever for committed events."""
         self.bus.publish_events(written)
 
     # --- tasks ---------------------------------------------------------------------------------
@@ -383,15 +383,19 @@ class SQLiteTaskStore(SQLiteFile):
     def append_event(self, event: NewEvent) -> StreamEvent | None:
         with self._write() as db:
             written = self._insert_event(db, event)
-        if written is not None:
-            self._announce([written])
-        return written
+        if written is None:
+            return None
+        self._announce([written])
+        return written[0]
 
     @staticmethod
     def _insert_event(
         db: sqlite3.Connection, event: NewEvent, *, final_output: str | None = None
-    ) -> StreamEvent | None:
+    ) -> tuple[StreamEvent, str] | None:
         """Insert with the task's next cursor, inside the caller's transaction; None if the key exists.
+
+        Returns the event and its NDJSON line, made here from the data just encoded (a stream writes
+        it as it is: each event is encoded once).""
 
         A ``task_completed`` event written with the task it completes refers to the task's
         ``final_output`` rather than storing the report a second time (``read_events`` puts it back).
@@ -414,15 +418,14 @@ class SQLiteTaskStore(SQLiteFile):
             return None  # this key was written before: an idempotent replay
         (cursor,) = row
         # The fields of a validated NewEvent and the cursor the store chose: nothing to validate again.
-        # Its stream line is made here, once, from the data just encoded (streams write it as it is).
-        return StreamEvent.model_construct(
+        written = StreamEvent.model_construct(
             event_type=event.event_type,
             task_id=event.task_id,
             timestamp=event.timestamp,
             cursor=cursor,
             data=event.data,
-            _line=_line(event, cursor, whole),
         )
+        return written, _line(event, cursor, whole)
 
     def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
         with self._read() as db:

@@ -82,7 +82,8 @@ async def tail_events(
     # is due a round later, not before the first read (a thread hop per stream saved).
     next_status_check = loop.time() + STATUS_CHECK_SECONDS
     woke_early = False
-    recent = getattr(waiter, "recent", None)
+    # The waiter's memory of committed events, each with its line (encoded once, at its commit).
+    recent = getattr(waiter, "recent_lines", None)
     holds_after = getattr(waiter, "holds_after", None)
     woken = False  # the last wait ended with a notification, not at its timeout
     # The last events came from the waiter's memory; at the start, when it holds every event of
@@ -110,7 +111,8 @@ async def tail_events(
         try:
             # Events a local commit handed to the waiter come from memory (no read, no thread hop);
             # anything else from the log (another process's writes, a timeout, a stream far behind).
-            events = recent(task_id, after) if recent is not None and (woken or from_memory) else []
+            kept = recent(task_id, after) if recent is not None and (woken or from_memory) else []
+            events = [event for event, _ in kept]
             if events:
                 from_memory = True
             elif from_memory:
@@ -141,7 +143,7 @@ async def tail_events(
             # Events read together go out in one write: each is still sent the moment it is seen.
             chunk = []
             for i, event in enumerate(events):
-                chunk.append(event.to_line())
+                chunk.append(kept[i][1] if kept else event.to_line())
                 after = event.cursor
                 if event.event_type is EventType.TASK_RETRIED:
                     finished = False  # the task runs again: follow it to its new end
