@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agentic.api.ndjson import NdjsonResponse
+from agentic.service.stream import LastChunk
 
 pytestmark = pytest.mark.unit
 
@@ -98,3 +99,17 @@ async def test_a_cancel_from_elsewhere_is_not_swallowed():
     # Then the cancellation goes on up
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(response, 5)
+
+
+async def test_the_last_chunk_ends_the_body_in_the_same_message():
+    # Given a stream whose second chunk is its last (its task's end), and a generator that would go on
+    async def lines() -> AsyncIterator[str]:
+        yield "first\n"
+        yield LastChunk("end\n")
+        yield "never\n"
+
+    client = Client()
+    # When it is sent
+    await NdjsonResponse(lines(), media_type="application/x-ndjson")(SCOPE, client.receive, client.send)
+    # Then the last chunk closes the body: no empty message after it, nothing more read
+    assert [(m["body"], m["more_body"]) for m in client.sent[1:]] == [(b"first\n", True), (b"end\n", False)]

@@ -4,7 +4,8 @@ Starlette's ``StreamingResponse`` does both through an anyio task group (two tas
 on servers that speak ASGI spec 2.3, as uvicorn does: about a tenth of the server's CPU per task
 here. This response runs the stream in the request's own task and watches for the disconnect in one
 plain asyncio task, which cancels the stream when the client is gone, as the task group did; a
-stream that ends first cancels the watcher.
+stream that ends first cancels the watcher. A stream's last chunk (``LastChunk``) ends the body in
+the same message, so the end costs no write of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import AsyncIterator, Mapping
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
+
+from agentic.service.stream import LastChunk
 
 
 class NdjsonResponse(StreamingResponse):
@@ -48,10 +51,15 @@ class NdjsonResponse(StreamingResponse):
         lines = self.body_iterator
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            more = True
             async for chunk in lines:
                 body = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                more = not isinstance(chunk, LastChunk)  # the end of the task: the body ends with it
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+                if not more:
+                    break
+            if more:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not left or stream.cancelling() > 1:  # not (only) ours: the server's, it goes on up
                 raise

@@ -27,6 +27,11 @@ from agentic.models import EventType, TaskStatus, utcnow
 from agentic.ports import EventWaiter, TaskStore
 from agentic.service.io import call_store
 
+
+class LastChunk(str):
+    """A chunk after which the stream ends (its task's end): a response can end its body with it."""
+
+
 KEEPALIVE = "keepalive"
 STREAM_TIMEOUT = "stream_timeout"
 TASK_PENDING = "task_pending"
@@ -150,11 +155,11 @@ async def tail_events(
                 # The end, unless a retry follows it (a retried task's log holds earlier endings).
                 retried = i + 1 < len(events) and events[i + 1].event_type is EventType.TASK_RETRIED
                 if event.event_type.is_terminal and not retried:
-                    yield "".join(chunk)
+                    yield LastChunk("".join(chunk))
                     return
             if pause_seconds and events[-1].event_type is EventType.APPROVAL_REQUESTED:
                 chunk.append(_paused(task_id, after, pause_seconds))
-                yield "".join(chunk)
+                yield LastChunk("".join(chunk))
                 return
             yield "".join(chunk)
             last_sent = last_new = loop.time()
