@@ -44,6 +44,8 @@ from agentic.models import EventType, Lease, NewEvent, StepStatus, StreamEvent, 
 from agentic.ports import Mutation
 
 _PARSED_CACHE_SIZE = 4096
+#: A task row's lease_owner and finished_at.
+_Columns = tuple[str | None, float | None]
 
 
 def _encode(data: dict[str, Any]) -> str:
@@ -112,8 +114,9 @@ class SQLiteTaskStore(SQLiteFile):
     ) -> None:
         self.bus = bus or LocalEventBus()
         # Parsed tasks keyed by their exact stored JSON: a read still fetches the row (so another
-        # process's write is always seen) but skips re-parsing a document it parsed before.
-        self._parsed: OrderedDict[str, tuple[str, TaskState]] = OrderedDict()
+        # process's write is always seen) but skips re-parsing a document it parsed before. After a
+        # write of this process, also the row's lease_owner and finished_at as written (see update).
+        self._parsed: OrderedDict[str, tuple[str, TaskState, _Columns | None]] = OrderedDict()
         self._parsed_lock = threading.Lock()
         super().__init__(
             path,
@@ -177,9 +180,9 @@ class SQLiteTaskStore(SQLiteFile):
         ]
         return task.model_copy(update={"execution_plan": plan.model_copy(update={"steps": steps})})
 
-    def _remember(self, task_id: str, doc: str, task: TaskState) -> None:
+    def _remember(self, task_id: str, doc: str, task: TaskState, columns: _Columns | None = None) -> None:
         with self._parsed_lock:
-            self._parsed[task_id] = (doc, task)
+            self._parsed[task_id] = (doc, task, columns)
             self._parsed.move_to_end(task_id)
             if len(self._parsed) > _PARSED_CACHE_SIZE:
                 self._parsed.popitem(last=False)
@@ -228,45 +231,86 @@ class SQLiteTaskStore(SQLiteFile):
         **changes: Any,
     ) -> TaskState:
         with self._write() as db:
-            row = db.execute("SELECT doc, lease_owner, finished_at FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-            if row is None:
-                raise TaskNotFound(task_id)
-            task = self._parse(db, task_id, row[0])
-            if task.status not in expect:
-                raise InvalidTransition.unexpected(task_id, task.status.value, (s.value for s in expect))
-            if mutate is not None:
-                changes = {**changes, **mutate(task)}
-            updated = task.model_copy(update={**changes, "updated_at": utcnow()})
-            doc = self._dump(updated)
-            check_payload_size(f"task {task_id}", doc)
-            finished = updated.status.is_terminal
-            # A change that takes the task's lease away (cancel, approve, retry) also takes the
-            # runner's name off it, so that runner's next renewal finds the lease lost.
-            keep_expiry, wake_at = self._wake_at(task, updated)
-            # Only the columns that change: each one set is an index entry rewritten (a page in the
-            # commit), and most writes change the document alone.
-            sets: list[str] = ["doc = ?"]
-            args: list[Any] = [doc]
-            if updated.status is not task.status:
-                sets.append("status = ?")
-                args.append(updated.status.value)
-            if not keep_expiry:
-                sets.append("lease_expires = ?")
-                args.append(wake_at)
-            if updated.lease is None and row[1] is not None:
-                sets.append("lease_owner = NULL")
-            if finished and row[2] is None:
-                sets.append("finished_at = ?")
-                args.append(self._clock())
-            elif not finished and row[2] is not None:
-                sets.append("finished_at = NULL")
-            db.execute(f"UPDATE tasks SET {', '.join(sets)} WHERE task_id = ?", (*args, task_id))
+            change = None
+            with self._parsed_lock:
+                known = self._parsed.get(task_id)
+            if known is not None and known[2] is not None:
+                # The row as this process last wrote it: change that, on the condition (checked in the
+                # same statement) that nobody changed the row since; else read it as it is.
+                doc_before, task, (owner_before, finished_before) = known[0], known[1], known[2]
+                try:
+                    change = self._change(task_id, task, expect, mutate, changes, owner_before, finished_before)
+                except InvalidTransition:
+                    change = None  # perhaps only refused by what memory holds: the row decides
+                if change is not None:
+                    cursor = db.execute(
+                        f"UPDATE tasks SET {change[2]} WHERE task_id = ? AND doc = ? AND lease_owner IS ? "
+                        "AND finished_at IS ?",
+                        (*change[3], task_id, doc_before, owner_before, finished_before),
+                    )
+                    if cursor.rowcount != 1:
+                        change = None
+            if change is None:
+                row = db.execute(
+                    "SELECT doc, lease_owner, finished_at FROM tasks WHERE task_id = ?", (task_id,)
+                ).fetchone()
+                if row is None:
+                    raise TaskNotFound(task_id)
+                task = self._parse(db, task_id, row[0])
+                change = self._change(task_id, task, expect, mutate, changes, row[1], row[2])
+                db.execute(f"UPDATE tasks SET {change[2]} WHERE task_id = ?", (*change[3], task_id))
+            updated, doc, _, _, columns = change
             written = [
                 e for e in (self._insert_event(db, event, final_output=updated.final_output) for event in events) if e
             ]
-        self._remember(task_id, doc, updated)
+        self._remember(task_id, doc, updated, columns)
         self._announce(written)
         return updated
+
+    def _change(
+        self,
+        task_id: str,
+        task: TaskState,
+        expect: Collection[TaskStatus],
+        mutate: Mutation | None,
+        changes: dict[str, Any],
+        lease_owner: str | None,
+        finished_at: float | None,
+    ) -> tuple[TaskState, str, str, builtins.list[Any], _Columns]:
+        """The task after the change, its document, the UPDATE's SET clause and arguments, and the
+        row's lease_owner and finished_at after it; raises if the task's state refuses the change."""
+        if task.status not in expect:
+            raise InvalidTransition.unexpected(task_id, task.status.value, (s.value for s in expect))
+        if mutate is not None:
+            changes = {**changes, **mutate(task)}
+        updated = task.model_copy(update={**changes, "updated_at": utcnow()})
+        doc = self._dump(updated)
+        check_payload_size(f"task {task_id}", doc)
+        finished = updated.status.is_terminal
+        # A change that takes the task's lease away (cancel, approve, retry) also takes the
+        # runner's name off it, so that runner's next renewal finds the lease lost.
+        keep_expiry, wake_at = self._wake_at(task, updated)
+        # Only the columns that change: each one set is an index entry rewritten (a page in the
+        # commit), and most writes change the document alone.
+        sets: list[str] = ["doc = ?"]
+        args: builtins.list[Any] = [doc]
+        if updated.status is not task.status:
+            sets.append("status = ?")
+            args.append(updated.status.value)
+        if not keep_expiry:
+            sets.append("lease_expires = ?")
+            args.append(wake_at)
+        if updated.lease is None and lease_owner is not None:
+            sets.append("lease_owner = NULL")
+            lease_owner = None
+        if finished and finished_at is None:
+            finished_at = self._clock()
+            sets.append("finished_at = ?")
+            args.append(finished_at)
+        elif not finished and finished_at is not None:
+            sets.append("finished_at = NULL")
+            finished_at = None
+        return updated, doc, ", ".join(sets), args, (lease_owner, finished_at)
 
     # --- leases --------------------------------------------------------------------------------
 
@@ -307,9 +351,10 @@ class SQLiteTaskStore(SQLiteFile):
                 return None
             lease = Lease(runner=runner, epoch=epoch + 1)
             task = task.model_copy(update={"lease": lease})
+            claimed = self._dump(task)
             db.execute(
                 "UPDATE tasks SET doc = ?, lease_owner = ?, lease_epoch = ?, lease_expires = ? WHERE task_id = ?",
-                (self._dump(task), runner, lease.epoch, now + ttl_seconds, task_id),
+                (claimed, runner, lease.epoch, now + ttl_seconds, task_id),
             )
             # The log's end now, under the write lock: from here this process's commits are the
             # task's events (a stream of it needs no first read; see LocalEventBus.track).
@@ -317,6 +362,9 @@ class SQLiteTaskStore(SQLiteFile):
                 "SELECT COALESCE(MAX(cursor), 0) FROM events WHERE task_id = ?", (task_id,)
             ).fetchone()
             self.bus.track(task_id, log_end)
+            task = self._with_outputs(db, task)
+        # The run's first write starts from this row as written (unfinished: finished_at is NULL).
+        self._remember(task_id, claimed, task, (runner, None))
         return lease
 
     def renew(self, runner: str, leases: dict[str, Lease], ttl_seconds: float) -> set[str]:
