@@ -16,8 +16,6 @@ never wait for writers, and async callers never wait on the file.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import builtins
 import json
 import sqlite3
@@ -29,12 +27,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic_core import to_json
-
 from agentic.adapters.local_events import LocalEventBus
 from agentic.adapters.sqlite_file import SQLiteFile
+from agentic.adapters.store_codec import (
+    check_payload_size,
+    decode_cursor,
+    encode_cursor,
+    encode_data,
+    event_line,
+    sort_key,
+)
 from agentic.errors import (
-    InputTooLarge,
     InvalidInput,
     InvalidTransition,
     TaskAlreadyExists,
@@ -48,55 +51,8 @@ _PARSED_CACHE_SIZE = 4096
 _Columns = tuple[str | None, float | None]
 
 
-def _encode(data: dict[str, Any]) -> str:
-    """An event's data as stored: compact JSON, non-ASCII text as UTF-8, not \\u escapes (a 3-byte
-    character stays 3 bytes, an escape is 6); what JSON cannot hold as its ``str``. Pydantic's encoder,
-    so that it is also the ``data`` of the event's stream line, byte for byte (``_line``)."""
-    return to_json(data, serialize_unknown=True).decode()
-
-
-def _line(event: NewEvent, cursor: int, data: str) -> str:
-    """The event's NDJSON line, exactly ``StreamEvent.model_dump_json() + "\\n"``, around its encoded data."""
-    return (
-        f'{{"event_type":"{event.event_type.value}","task_id":{to_json(event.task_id).decode()},'
-        f'"timestamp":{to_json(event.timestamp).decode()},"cursor":{cursor},"data":{data}}}\n'
-    )
-
-
 # The stored task document leaves out step outputs (they live in the partial_output events).
 _WITHOUT_OUTPUTS: Any = {"execution_plan": {"steps": {"__all__": {"output"}}}}
-
-#: Bound on a stored task document or event data, in UTF-8 bytes. DynamoDB items hold at most 400 KB;
-#: both stores enforce this bound so the local system rejects what AWS would.
-MAX_PAYLOAD_BYTES = 350 * 1024
-
-
-def check_payload_size(what: str, text: str) -> None:
-    """Raise ``InputTooLarge`` when ``text`` is over ``MAX_PAYLOAD_BYTES`` (encoded only if it may be)."""
-    if len(text) * 4 > MAX_PAYLOAD_BYTES and (size := len(text.encode())) > MAX_PAYLOAD_BYTES:
-        raise InputTooLarge(
-            f"{what} is {size} bytes; a stored item holds at most {MAX_PAYLOAD_BYTES} bytes "
-            "(DynamoDB limits an item to 400 KB)"
-        )
-
-
-def sort_key(ts: datetime) -> str:
-    """A fixed-width UTC timestamp that sorts as text."""
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def encode_cursor(parts: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(parts, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> list[Any]:
-    try:
-        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise InvalidInput("cursor is not valid: pass back the next_cursor of a previous page") from None
-    if not isinstance(parts, list):
-        raise InvalidInput("cursor is not valid: pass back the next_cursor of a previous page")
-    return parts
 
 
 class SQLiteTaskStore(SQLiteFile):
@@ -448,13 +404,13 @@ class SQLiteTaskStore(SQLiteFile):
         A ``task_completed`` event written with the task it completes refers to the task's
         ``final_output`` rather than storing the report a second time (``read_events`` puts it back).
         """
-        whole = data = _encode(event.data)
+        whole = data = encode_data(event.data)
         if (
             event.event_type is EventType.TASK_COMPLETED
             and final_output is not None
             and event.data.get("final_output") == final_output
         ):
-            data = _encode({k: v for k, v in event.data.items() if k != "final_output"})
+            data = encode_data({k: v for k, v in event.data.items() if k != "final_output"})
         check_payload_size(f"the data of a {event.event_type.value} event of task {event.task_id}", data)
         # One statement: the next cursor, and nothing at all if the key was written before.
         row = db.execute(
@@ -473,7 +429,7 @@ class SQLiteTaskStore(SQLiteFile):
             cursor=cursor,
             data=event.data,
         )
-        return written, _line(event, cursor, whole)
+        return written, event_line(event, cursor, whole)
 
     def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
         with self._read() as db:
