@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from agentic.adapters.dynamodb_codec import gsi1pk, gsi1sk, gsi2pk
-from agentic.adapters.sqlite_store import decode_cursor
+from agentic.adapters.store_codec import decode_cursor
 from agentic.errors import InvalidInput
 from agentic.models import TaskStatus
 

@@ -47,7 +47,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from agentic.adapters.dynamodb_codec import EVENT_PREFIX, MAX_CURSOR, event_sk, task_pk
-from agentic.adapters.sqlite_store import check_payload_size
+from agentic.adapters.store_codec import check_payload_size
 from agentic.models import EventType, NewEvent, StreamEvent
 
 if TYPE_CHECKING:

@@ -148,7 +148,7 @@ from agentic.adapters.dynamodb_writes import (
     request_token,
     retryable,
 )
-from agentic.adapters.sqlite_store import check_payload_size, encode_cursor, sort_key
+from agentic.adapters.store_codec import check_payload_size, encode_cursor, sort_key
 from agentic.errors import (
     InvalidInput,
     InvalidTransition,

@@ -5,6 +5,10 @@ takes them from memory instead of reading them back from the file on a reader th
 per commit and no thread hop per event batch. The log stays the source of truth: a stream takes
 from memory only a run of events that continues its cursor without a gap, and reads the store
 otherwise (events another process wrote, a stream far behind, a timeout).
+
+A task this process just claimed is tracked from the end of its log at the claim (``track``): its
+events from there on are all this process's own writes (or a gap, seen at once), so a stream that
+starts at or past that end needs no first read of the log either.
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ class LocalEventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._latest: dict[str, int] = {}
-        self._recent: OrderedDict[str, dict[int, StreamEvent]] = OrderedDict()
+        #: Per task: its recent events by cursor, each with its NDJSON line (encoded once, at commit).
+        self._recent: OrderedDict[str, dict[int, tuple[StreamEvent, str]]] = OrderedDict()
+        #: Per tracked task: every committed event after this cursor that this process wrote is kept.
+        self._kept_after: dict[str, int] = {}
         self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
         #: Set when the server stops: every wait returns at once, and streams end (``tail_events``).
         self.stopping = False
@@ -54,46 +61,89 @@ class LocalEventBus:
             waiters = self._waiters.pop(task_id, set())
         _wake_all(waiters)
 
-    def publish_events(self, events: Iterable[StreamEvent]) -> None:
-        """Events one commit wrote (in cursor order): keep them and wake each task's streams once."""
+    def publish_events(self, events: Iterable[tuple[StreamEvent, str]]) -> None:
+        """Events one commit wrote (in cursor order) with their lines: keep them and wake each task's
+        streams once."""
         waiters: list[asyncio.Future[None]] = []
         with self._lock:
-            for event in events:
+            for event, line in events:
                 task_id = event.task_id
                 if event.cursor > self._latest.get(task_id, 0):
                     self._latest[task_id] = event.cursor
                 kept = self._recent.get(task_id)
                 if kept is None:
-                    kept = self._recent[task_id] = {}
-                    if len(self._recent) > RECENT_TASKS:
-                        self._recent.popitem(last=False)
+                    kept = self._keep(task_id)
                 else:
                     self._recent.move_to_end(task_id)
-                kept[event.cursor] = event
+                kept[event.cursor] = (event, line)
                 if len(kept) > RECENT_EVENTS:
-                    del kept[min(kept)]
+                    oldest = min(kept)
+                    del kept[oldest]
+                    if task_id in self._kept_after:
+                        self._kept_after[task_id] = max(self._kept_after[task_id], oldest)
                 if event.event_type.is_terminal:  # nothing follows; late readers find it in the log
                     self._latest.pop(task_id, None)
                 waiters.extend(self._waiters.pop(task_id, ()))
         _wake_all(waiters)
 
+    def _keep(self, task_id: str) -> dict[int, tuple[StreamEvent, str]]:
+        """A new (empty) record of a task's recent events; the least recently written task makes room."""
+        kept: dict[int, tuple[StreamEvent, str]] = {}
+        self._recent[task_id] = kept
+        if len(self._recent) > RECENT_TASKS:
+            dropped, _ = self._recent.popitem(last=False)
+            self._kept_after.pop(dropped, None)
+        return kept
+
+    def track(self, task_id: str, log_end: int) -> None:
+        """This process holds ``task_id`` now (it claimed it) and its log ended at ``log_end`` then.
+
+        Called inside the claim's transaction, which holds the file's write lock: no event of the
+        task can be committed between the read of ``log_end`` and this call.
+        """
+        with self._lock:
+            kept = self._recent.get(task_id)
+            if kept is None:
+                kept = self._keep(task_id)
+            else:
+                self._recent.move_to_end(task_id)
+            for cursor in [c for c in kept if c <= log_end]:
+                del kept[cursor]
+            self._kept_after[task_id] = log_end
+
+    def holds_after(self, task_id: str, after: int) -> bool:
+        """Whether every event after ``after`` that this process committed is in memory (``recent``).
+
+        True for a task this process tracks since its claim, from the log's end at that claim on.
+        Events of other processes may still be missing: a stream finds them at a gap or a timeout.
+        """
+        with self._lock:
+            kept_after = self._kept_after.get(task_id)
+            return kept_after is not None and after >= kept_after and task_id in self._recent
+
     def recent(self, task_id: str, after: int) -> list[StreamEvent]:
         """The kept events right after ``after``, without a gap; empty if the next one is not kept."""
+        return [event for event, _ in self.recent_lines(task_id, after)]
+
+    def recent_lines(self, task_id: str, after: int) -> list[tuple[StreamEvent, str]]:
+        """``recent``, each event with its NDJSON line."""
         with self._lock:
             kept = self._recent.get(task_id)
             if not kept:
                 return []
             found = []
             cursor = after + 1
-            while (event := kept.get(cursor)) is not None:
-                found.append(event)
+            while (pair := kept.get(cursor)) is not None:
+                found.append(pair)
                 cursor += 1
             return found
 
     async def wait(self, task_id: str, after: int, timeout: float) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
-            if self.stopping or self._latest.get(task_id, 0) > after:
+            # The newest cursor is dropped at a task's end: its kept events tell that too.
+            kept = self._recent.get(task_id)
+            if self.stopping or self._latest.get(task_id, 0) > after or (kept is not None and after + 1 in kept):
                 return
             self._waiters[task_id].add(fut)
         # A timer on the future, not ``wait_for``: no task per wait (a stream waits once per commit).

@@ -33,7 +33,7 @@ from agentic.observability import logger
 from agentic.ports import LeaseStore
 from agentic.service.io import call_store
 
-RunFn = Callable[[str, Lease], Awaitable[None]]
+RunFn = Callable[[str, Lease], Awaitable[object]]  # what it returns is the runner's business
 #: Pages the retention pass frees per store call: each call is one short transaction, and other
 #: writes go between the calls.
 FREE_PAGES_PER_CALL = 1024

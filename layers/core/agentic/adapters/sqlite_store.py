@@ -16,8 +16,6 @@ never wait for writers, and async callers never wait on the file.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import builtins
 import json
 import sqlite3
@@ -31,8 +29,15 @@ from typing import Any
 
 from agentic.adapters.local_events import LocalEventBus
 from agentic.adapters.sqlite_file import SQLiteFile
+from agentic.adapters.store_codec import (
+    check_payload_size,
+    decode_cursor,
+    encode_cursor,
+    encode_data,
+    event_line,
+    sort_key,
+)
 from agentic.errors import (
-    InputTooLarge,
     InvalidInput,
     InvalidTransition,
     TaskAlreadyExists,
@@ -42,43 +47,12 @@ from agentic.models import EventType, Lease, NewEvent, StepStatus, StreamEvent, 
 from agentic.ports import Mutation
 
 _PARSED_CACHE_SIZE = 4096
-#: ``json.dumps(data, default=str)`` without building an encoder per event.
-# Non-ASCII text as UTF-8, not \\u escapes: a 3-byte character stays 3 bytes (an escape is 6).
-_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
+#: A task row's lease_owner and finished_at.
+_Columns = tuple[str | None, float | None]
+
+
 # The stored task document leaves out step outputs (they live in the partial_output events).
 _WITHOUT_OUTPUTS: Any = {"execution_plan": {"steps": {"__all__": {"output"}}}}
-
-#: Bound on a stored task document or event data, in UTF-8 bytes. DynamoDB items hold at most 400 KB;
-#: both stores enforce this bound so the local system rejects what AWS would.
-MAX_PAYLOAD_BYTES = 350 * 1024
-
-
-def check_payload_size(what: str, text: str) -> None:
-    """Raise ``InputTooLarge`` when ``text`` is over ``MAX_PAYLOAD_BYTES`` (encoded only if it may be)."""
-    if len(text) * 4 > MAX_PAYLOAD_BYTES and (size := len(text.encode())) > MAX_PAYLOAD_BYTES:
-        raise InputTooLarge(
-            f"{what} is {size} bytes; a stored item holds at most {MAX_PAYLOAD_BYTES} bytes "
-            "(DynamoDB limits an item to 400 KB)"
-        )
-
-
-def sort_key(ts: datetime) -> str:
-    """A fixed-width UTC timestamp that sorts as text."""
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def encode_cursor(parts: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(parts, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> list[Any]:
-    try:
-        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise InvalidInput("cursor is not valid: pass back the next_cursor of a previous page") from None
-    if not isinstance(parts, list):
-        raise InvalidInput("cursor is not valid: pass back the next_cursor of a previous page")
-    return parts
 
 
 class SQLiteTaskStore(SQLiteFile):
@@ -96,8 +70,9 @@ class SQLiteTaskStore(SQLiteFile):
     ) -> None:
         self.bus = bus or LocalEventBus()
         # Parsed tasks keyed by their exact stored JSON: a read still fetches the row (so another
-        # process's write is always seen) but skips re-parsing a document it parsed before.
-        self._parsed: OrderedDict[str, tuple[str, TaskState]] = OrderedDict()
+        # process's write is always seen) but skips re-parsing a document it parsed before. After a
+        # write of this process, also the row's lease_owner and finished_at as written (see update).
+        self._parsed: OrderedDict[str, tuple[str, TaskState, _Columns | None]] = OrderedDict()
         self._parsed_lock = threading.Lock()
         super().__init__(
             path,
@@ -107,8 +82,8 @@ class SQLiteTaskStore(SQLiteFile):
             synchronous=synchronous,
         )
 
-    def _announce(self, written: Iterable[StreamEvent]) -> None:
-        """Wake streams (and hand them the events), only ever for committed events."""
+    def _announce(self, written: Iterable[tuple[StreamEvent, str]]) -> None:
+        """Wake streams (and hand them the events and their lines), only ever for committed events."""
         self.bus.publish_events(written)
 
     # --- tasks ---------------------------------------------------------------------------------
@@ -161,9 +136,9 @@ class SQLiteTaskStore(SQLiteFile):
         ]
         return task.model_copy(update={"execution_plan": plan.model_copy(update={"steps": steps})})
 
-    def _remember(self, task_id: str, doc: str, task: TaskState) -> None:
+    def _remember(self, task_id: str, doc: str, task: TaskState, columns: _Columns | None = None) -> None:
         with self._parsed_lock:
-            self._parsed[task_id] = (doc, task)
+            self._parsed[task_id] = (doc, task, columns)
             self._parsed.move_to_end(task_id)
             if len(self._parsed) > _PARSED_CACHE_SIZE:
                 self._parsed.popitem(last=False)
@@ -212,45 +187,86 @@ class SQLiteTaskStore(SQLiteFile):
         **changes: Any,
     ) -> TaskState:
         with self._write() as db:
-            row = db.execute("SELECT doc, lease_owner, finished_at FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-            if row is None:
-                raise TaskNotFound(task_id)
-            task = self._parse(db, task_id, row[0])
-            if task.status not in expect:
-                raise InvalidTransition.unexpected(task_id, task.status.value, (s.value for s in expect))
-            if mutate is not None:
-                changes = {**changes, **mutate(task)}
-            updated = task.model_copy(update={**changes, "updated_at": utcnow()})
-            doc = self._dump(updated)
-            check_payload_size(f"task {task_id}", doc)
-            finished = updated.status.is_terminal
-            # A change that takes the task's lease away (cancel, approve, retry) also takes the
-            # runner's name off it, so that runner's next renewal finds the lease lost.
-            keep_expiry, wake_at = self._wake_at(task, updated)
-            # Only the columns that change: each one set is an index entry rewritten (a page in the
-            # commit), and most writes change the document alone.
-            sets: list[str] = ["doc = ?"]
-            args: list[Any] = [doc]
-            if updated.status is not task.status:
-                sets.append("status = ?")
-                args.append(updated.status.value)
-            if not keep_expiry:
-                sets.append("lease_expires = ?")
-                args.append(wake_at)
-            if updated.lease is None and row[1] is not None:
-                sets.append("lease_owner = NULL")
-            if finished and row[2] is None:
-                sets.append("finished_at = ?")
-                args.append(self._clock())
-            elif not finished and row[2] is not None:
-                sets.append("finished_at = NULL")
-            db.execute(f"UPDATE tasks SET {', '.join(sets)} WHERE task_id = ?", (*args, task_id))
+            change = None
+            with self._parsed_lock:
+                known = self._parsed.get(task_id)
+            if known is not None and known[2] is not None:
+                # The row as this process last wrote it: change that, on the condition (checked in the
+                # same statement) that nobody changed the row since; else read it as it is.
+                doc_before, task, (owner_before, finished_before) = known[0], known[1], known[2]
+                try:
+                    change = self._change(task_id, task, expect, mutate, changes, owner_before, finished_before)
+                except InvalidTransition:
+                    change = None  # perhaps only refused by what memory holds: the row decides
+                if change is not None:
+                    cursor = db.execute(
+                        f"UPDATE tasks SET {change[2]} WHERE task_id = ? AND doc = ? AND lease_owner IS ? "
+                        "AND finished_at IS ?",
+                        (*change[3], task_id, doc_before, owner_before, finished_before),
+                    )
+                    if cursor.rowcount != 1:
+                        change = None
+            if change is None:
+                row = db.execute(
+                    "SELECT doc, lease_owner, finished_at FROM tasks WHERE task_id = ?", (task_id,)
+                ).fetchone()
+                if row is None:
+                    raise TaskNotFound(task_id)
+                task = self._parse(db, task_id, row[0])
+                change = self._change(task_id, task, expect, mutate, changes, row[1], row[2])
+                db.execute(f"UPDATE tasks SET {change[2]} WHERE task_id = ?", (*change[3], task_id))
+            updated, doc, _, _, columns = change
             written = [
                 e for e in (self._insert_event(db, event, final_output=updated.final_output) for event in events) if e
             ]
-        self._remember(task_id, doc, updated)
+        self._remember(task_id, doc, updated, columns)
         self._announce(written)
         return updated
+
+    def _change(
+        self,
+        task_id: str,
+        task: TaskState,
+        expect: Collection[TaskStatus],
+        mutate: Mutation | None,
+        changes: dict[str, Any],
+        lease_owner: str | None,
+        finished_at: float | None,
+    ) -> tuple[TaskState, str, str, builtins.list[Any], _Columns]:
+        """The task after the change, its document, the UPDATE's SET clause and arguments, and the
+        row's lease_owner and finished_at after it; raises if the task's state refuses the change."""
+        if task.status not in expect:
+            raise InvalidTransition.unexpected(task_id, task.status.value, (s.value for s in expect))
+        if mutate is not None:
+            changes = {**changes, **mutate(task)}
+        updated = task.model_copy(update={**changes, "updated_at": utcnow()})
+        doc = self._dump(updated)
+        check_payload_size(f"task {task_id}", doc)
+        finished = updated.status.is_terminal
+        # A change that takes the task's lease away (cancel, approve, retry) also takes the
+        # runner's name off it, so that runner's next renewal finds the lease lost.
+        keep_expiry, wake_at = self._wake_at(task, updated)
+        # Only the columns that change: each one set is an index entry rewritten (a page in the
+        # commit), and most writes change the document alone.
+        sets: list[str] = ["doc = ?"]
+        args: builtins.list[Any] = [doc]
+        if updated.status is not task.status:
+            sets.append("status = ?")
+            args.append(updated.status.value)
+        if not keep_expiry:
+            sets.append("lease_expires = ?")
+            args.append(wake_at)
+        if updated.lease is None and lease_owner is not None:
+            sets.append("lease_owner = NULL")
+            lease_owner = None
+        if finished and finished_at is None:
+            finished_at = self._clock()
+            sets.append("finished_at = ?")
+            args.append(finished_at)
+        elif not finished and finished_at is not None:
+            sets.append("finished_at = NULL")
+            finished_at = None
+        return updated, doc, ", ".join(sets), args, (lease_owner, finished_at)
 
     # --- leases --------------------------------------------------------------------------------
 
@@ -291,10 +307,20 @@ class SQLiteTaskStore(SQLiteFile):
                 return None
             lease = Lease(runner=runner, epoch=epoch + 1)
             task = task.model_copy(update={"lease": lease})
+            claimed = self._dump(task)
             db.execute(
                 "UPDATE tasks SET doc = ?, lease_owner = ?, lease_epoch = ?, lease_expires = ? WHERE task_id = ?",
-                (self._dump(task), runner, lease.epoch, now + ttl_seconds, task_id),
+                (claimed, runner, lease.epoch, now + ttl_seconds, task_id),
             )
+            # The log's end now, under the write lock: from here this process's commits are the
+            # task's events (a stream of it needs no first read; see LocalEventBus.track).
+            (log_end,) = db.execute(
+                "SELECT COALESCE(MAX(cursor), 0) FROM events WHERE task_id = ?", (task_id,)
+            ).fetchone()
+            self.bus.track(task_id, log_end)
+            task = self._with_outputs(db, task)
+        # The run's first write starts from this row as written (unfinished: finished_at is NULL).
+        self._remember(task_id, claimed, task, (runner, None))
         return lease
 
     def renew(self, runner: str, leases: dict[str, Lease], ttl_seconds: float) -> set[str]:
@@ -361,27 +387,30 @@ class SQLiteTaskStore(SQLiteFile):
     def append_event(self, event: NewEvent) -> StreamEvent | None:
         with self._write() as db:
             written = self._insert_event(db, event)
-        if written is not None:
-            self._announce([written])
-        return written
+        if written is None:
+            return None
+        self._announce([written])
+        return written[0]
 
     @staticmethod
     def _insert_event(
         db: sqlite3.Connection, event: NewEvent, *, final_output: str | None = None
-    ) -> StreamEvent | None:
+    ) -> tuple[StreamEvent, str] | None:
         """Insert with the task's next cursor, inside the caller's transaction; None if the key exists.
+
+        Returns the event and its NDJSON line, made here from the data just encoded (a stream writes
+        it as it is: each event is encoded once).""
 
         A ``task_completed`` event written with the task it completes refers to the task's
         ``final_output`` rather than storing the report a second time (``read_events`` puts it back).
         """
-        stored = event.data
+        whole = data = encode_data(event.data)
         if (
             event.event_type is EventType.TASK_COMPLETED
             and final_output is not None
-            and stored.get("final_output") == final_output
+            and event.data.get("final_output") == final_output
         ):
-            stored = {k: v for k, v in stored.items() if k != "final_output"}
-        data = _encode(stored)
+            data = encode_data({k: v for k, v in event.data.items() if k != "final_output"})
         check_payload_size(f"the data of a {event.event_type.value} event of task {event.task_id}", data)
         # One statement: the next cursor, and nothing at all if the key was written before.
         row = db.execute(
@@ -393,13 +422,14 @@ class SQLiteTaskStore(SQLiteFile):
             return None  # this key was written before: an idempotent replay
         (cursor,) = row
         # The fields of a validated NewEvent and the cursor the store chose: nothing to validate again.
-        return StreamEvent.model_construct(
+        written = StreamEvent.model_construct(
             event_type=event.event_type,
             task_id=event.task_id,
             timestamp=event.timestamp,
             cursor=cursor,
             data=event.data,
         )
+        return written, event_line(event, cursor, whole)
 
     def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
         with self._read() as db:

@@ -63,6 +63,9 @@ def create_app(
         lifespan=lifespan,
         docs_url=None if offline_docs else "/docs",
         redoc_url=None if offline_docs else "/redoc",
+        # The system observes itself through Powertools (AWS) and Prometheus (local); FastAPI's
+        # native OpenTelemetry would look up the global providers on every request for nothing.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     if offline_docs:
         from agentic.api.docs import install_offline_docs

@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
@@ -45,7 +46,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentic.models import Lease
+from agentic.models import Lease, TaskStatus
 from agentic.observability import logger
 from agentic.ports import TaskStore
 
@@ -55,7 +56,7 @@ STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
-Run = Callable[[str, Lease], Awaitable[None]]
+Run = Callable[[str, Lease], Awaitable[TaskStatus | None]]
 
 # No `*_created` timestamp series next to each counter and histogram: noise for a scraper.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -124,6 +125,17 @@ class PrometheusSink:
             registry=self.registry,
         )
         self._other: dict[str, Counter] = {}
+        # Each metric's series by label values: prometheus_client's ``labels()`` validates and locks
+        # on every call, and a task records a dozen data points.
+        self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def series(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once per series."""
+        key = (id(metric), values)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = metric.labels(*values)
+        return found
 
     def watch_executor(self, waiting: Callable[[], int], running: Callable[[], int]) -> None:
         """Read the executor's load when scraped."""
@@ -136,17 +148,17 @@ class PrometheusSink:
             self.tasks_created.inc(value)
         elif name == "StepLatency":
             seconds = value / 1000 if unit == "Milliseconds" else value
-            self.step_duration.labels(agent).observe(seconds)
-            self.steps.labels(agent, "succeeded").inc()
+            self.series(self.step_duration, agent).observe(seconds)
+            self.series(self.steps, agent, "succeeded").inc()
         elif name in ("ModelInputTokens", "ModelOutputTokens"):
             direction = "input" if name == "ModelInputTokens" else "output"
             self.model_tokens.labels(dimensions.get("model_id", "unknown"), direction).inc(value)
         elif name == "StepRetries":
-            self.steps.labels(agent, "retried").inc(value)
+            self.series(self.steps, agent, "retried").inc(value)
         elif name == "StepFailures":
-            self.steps.labels(agent, "failed").inc(value)
+            self.series(self.steps, agent, "failed").inc(value)
         elif name.startswith("Tasks") and unit == "Count":  # TasksCompleted, TasksFailed, TasksCancelled, ...
-            self.tasks_finished.labels(_snake(name.removeprefix("Tasks"))).inc(value)
+            self.series(self.tasks_finished, _snake(name.removeprefix("Tasks"))).inc(value)
         elif unit == "Count":  # any other count, e.g. TriggerInputRejected: agentic_trigger_input_rejected_total
             labels = sorted(dimensions)
             key = f"{name}:{','.join(labels)}"
@@ -158,15 +170,19 @@ class PrometheusSink:
     def timed(self, run: Run, store: TaskStore) -> Run:
         """``run`` that also observes the task's run time, labelled with how it ended."""
 
-        async def timed_run(task_id: str, lease: Lease) -> None:
+        async def timed_run(task_id: str, lease: Lease) -> TaskStatus | None:
             started = time.perf_counter()
+            ended: TaskStatus | None = None
             try:
-                await run(task_id, lease)
+                ended = await run(task_id, lease)
+                return ended
             finally:
                 try:
-                    task = store.get(task_id)
-                    if task is not None and task.status.is_terminal:  # not when the server stopped mid-run
-                        self.task_duration.labels(task.status.value).observe(time.perf_counter() - started)
+                    if ended is None:  # the run did not say how it ended (it stopped, or another did it)
+                        task = store.get(task_id)
+                        ended = task.status if task is not None else None
+                    if ended is not None and ended.is_terminal:  # not when the server stopped mid-run
+                        self.series(self.task_duration, ended.value).observe(time.perf_counter() - started)
                 except Exception:  # a metric must never break the run it measures
                     logger.exception("could not observe the task's duration", extra={"task_id": task_id})
 
@@ -188,19 +204,20 @@ class HttpMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        sink = self.sink
         status = 500  # an app that raised before it answered: what the server sends
 
         async def timed_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                self.sink.http_duration.labels(scope["method"], _route(scope)).observe(time.perf_counter() - started)
+                sink.series(sink.http_duration, scope["method"], _route(scope)).observe(time.perf_counter() - started)
             await send(message)
 
         try:
             await self.app(scope, receive, timed_send)
         finally:
-            self.sink.http_requests.labels(scope["method"], _route(scope), str(status)).inc()
+            sink.series(sink.http_requests, scope["method"], _route(scope), str(status)).inc()
 
 
 def _route(scope: Scope) -> str:

@@ -29,14 +29,14 @@ class LocalRunner:
         self.time_scale = time_scale
         self.jitter = jitter
 
-    async def run(self, task_id: str, lease: Lease | None = None) -> None:
+    async def run(self, task_id: str, lease: Lease | None = None) -> TaskStatus | None:
+        """Run the task from where it stands; return the status the run ended it in (None: not ended here)."""
         try:
             task, started = self.ops.plan_and_start(task_id, lease=lease)
             if task.status is TaskStatus.AWAITING_APPROVAL:
-                self._approval_expired(task, lease)
-                return
+                return self._approval_expired(task, lease)
             if task.status is not TaskStatus.EXECUTING or task.execution_plan is None:
-                return
+                return None
             found = {s.step_id: s for s in task.execution_plan.steps}
             gate = self.ops.definition.approval
             steps = self.ops.definition.steps
@@ -50,11 +50,11 @@ class LocalRunner:
                 if gated(spec.step_id):
                     # The run ends here and frees its slot; POST /approve starts the rest.
                     self.ops.request_approval(task_id, lease=lease)
-                    return
+                    return None
                 retry_delay = functools.partial(spec.retry_delay, time_scale=self.time_scale, jitter=self.jitter)
                 attempt = 0 if started else await self._resume_at(task_id, found.get(spec.step_id), retry_delay, lease)
                 if attempt is None:
-                    return
+                    return TaskStatus.FAILED
                 last = i + 1 == len(steps)
                 # One commit per step boundary: this step's completion starts the next (or completes
                 # the task), as the README's durability section says.
@@ -76,19 +76,18 @@ class LocalRunner:
                         if outcome.step.status is not StepStatus.COMPLETED:
                             # Overtaken: another run owns the step now (a retry, a resumed run).
                             logger.info("runner stops: its attempt was overtaken", extra={"task_id": task_id})
-                            return
+                            return None
                         if outcome.task_completed:
-                            return
+                            return TaskStatus.COMPLETED
                         started = outcome.next_started
                         break
                     if outcome.retry_in is None:
-                        self.ops.fail(
+                        return self.ops.fail(
                             task_id, outcome.error_name or "Error", outcome.step.error or "step failed", lease=lease
-                        )
-                        return
+                        ).status
                     await asyncio.sleep(outcome.retry_in)
                     attempt += 1
-            self.ops.complete(task_id, lease=lease)
+            return self.ops.complete(task_id, lease=lease).status
         except asyncio.CancelledError:
             raise  # shutdown or a lost lease: whoever holds the lease next resumes the task
         except StoreUnavailable as exc:
@@ -98,28 +97,30 @@ class LocalRunner:
             raise
         except InvalidTransition as exc:  # the task left its running state under us, or the lease moved on
             logger.info("runner stops: the task is not ours to run", extra={"task_id": task_id, "reason": str(exc)})
+            return None
         except Exception as exc:  # a fault of the pipeline itself, not of an agent: never leave it hanging
             logger.exception("pipeline error", extra={"task_id": task_id})
             try:
-                self.ops.fail(task_id, error_name(exc), f"internal error: {exc}", lease=lease)
+                return self.ops.fail(task_id, error_name(exc), f"internal error: {exc}", lease=lease).status
             except Exception:
                 logger.exception("could not mark the task failed", extra={"task_id": task_id})
+                return None
 
-    def _approval_expired(self, task: TaskState, lease: Lease | None) -> None:
+    def _approval_expired(self, task: TaskState, lease: Lease | None) -> TaskStatus | None:
         """Picked up while waiting for approval: its deadline passed (the store wakes it then)."""
         deadline = task.approval_deadline
         if deadline is None or time.time() < deadline:
-            return
+            return None
         gate = self.ops.definition.approval
         waited = f" within {gate.timeout_seconds:g} s" if gate is not None and gate.timeout_seconds else ""
         # Only if it is still waiting when the failure is written: an approval may land meanwhile.
-        self.ops.fail(
+        return self.ops.fail(
             task.task_id,
             STATES_TIMEOUT,
             f"{STATES_TIMEOUT}: nobody approved the task{waited}",
             lease=lease,
             expect={TaskStatus.AWAITING_APPROVAL},
-        )
+        ).status
 
     async def _resume_at(
         self, task_id: str, step: ExecutionStep | None, retry_delay: RetryDelay, lease: Lease | None

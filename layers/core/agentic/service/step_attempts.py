@@ -155,8 +155,11 @@ class StepAttempts:
         if lease is None:
             return mutate
 
+        runner, epoch = lease.runner, lease.epoch
+
         def check(task: TaskState) -> dict[str, Any]:
-            if task.lease != lease:
+            held = task.lease
+            if held is None or held.epoch != epoch or held.runner != runner:
                 raise LeaseLost(f"task {task.task_id} is run by another runner now; this run stops")
             return mutate(task) if mutate is not None else {}
 
@@ -293,7 +296,8 @@ class StepAttempts:
             )
             self.faults.check(step.agent_type, attempt)
             agent = self.registry.get(step.agent_type)
-            result = await asyncio.wait_for(self._execute(agent, step, context, deltas), timeout)
+            async with asyncio.timeout(timeout):  # no task per step, as wait_for would make
+                result = await self._execute(agent, step, context, deltas)
         except _AttemptOvertaken:
             return StepOutcome(step)  # a delta write found a newer attempt owning the step
         except InvalidTransition:

@@ -27,6 +27,11 @@ from agentic.models import EventType, TaskStatus, utcnow
 from agentic.ports import EventWaiter, TaskStore
 from agentic.service.io import call_store
 
+
+class LastChunk(str):
+    """A chunk after which the stream ends (its task's end): a response can end its body with it."""
+
+
 KEEPALIVE = "keepalive"
 STREAM_TIMEOUT = "stream_timeout"
 TASK_PENDING = "task_pending"
@@ -85,9 +90,13 @@ async def tail_events(
     # is due a round later, not before the first read (a thread hop per stream saved).
     next_status_check = loop.time() + STATUS_CHECK_SECONDS
     woke_early = False
-    recent = getattr(waiter, "recent", None)
+    # The waiter's memory of committed events, each with its line (encoded once, at its commit).
+    recent = getattr(waiter, "recent_lines", None)
+    holds_after = getattr(waiter, "holds_after", None)
     woken = False  # the last wait ended with a notification, not at its timeout
-    from_memory = False  # the last events came from the waiter's memory
+    # The last events came from the waiter's memory; at the start, when it holds every event of
+    # this process after ``after`` (a task it has just claimed), the first read of the log is saved.
+    from_memory = bool(recent is not None and holds_after is not None and holds_after(task_id, after))
     if not_started:
         yield control_line(
             TASK_PENDING,
@@ -110,7 +119,8 @@ async def tail_events(
         try:
             # Events a local commit handed to the waiter come from memory (no read, no thread hop);
             # anything else from the log (another process's writes, a timeout, a stream far behind).
-            events = recent(task_id, after) if recent is not None and (woken or from_memory) else []
+            kept = recent(task_id, after) if recent is not None and (woken or from_memory) else []
+            events = [event for event, _ in kept]
             if events:
                 from_memory = True
             elif from_memory:
@@ -145,18 +155,18 @@ async def tail_events(
             # Events read together go out in one write: each is still sent the moment it is seen.
             chunk = []
             for i, event in enumerate(events):
-                chunk.append(event.to_line())
+                chunk.append(kept[i][1] if kept else event.to_line())
                 after = event.cursor
                 if event.event_type is EventType.TASK_RETRIED:
                     finished = False  # the task runs again: follow it to its new end
                 # The end, unless a retry follows it (a retried task's log holds earlier endings).
                 retried = i + 1 < len(events) and events[i + 1].event_type is EventType.TASK_RETRIED
                 if event.event_type.is_terminal and not retried:
-                    yield "".join(chunk)
+                    yield LastChunk("".join(chunk))
                     return
             if pause_seconds and events[-1].event_type is EventType.APPROVAL_REQUESTED:
                 chunk.append(_paused(task_id, after, pause_seconds))
-                yield "".join(chunk)
+                yield LastChunk("".join(chunk))
                 return
             yield "".join(chunk)
             last_sent = last_new = loop.time()

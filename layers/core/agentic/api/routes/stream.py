@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from agentic.api.deps import Owner, Service, TaskId
 from agentic.api.errors import error_responses
+from agentic.api.ndjson import NdjsonResponse
 from agentic.errors import InvalidInput
 from agentic.models import MAX_CURSOR, StreamLine
 
@@ -76,7 +77,7 @@ async def execute_task(
 ) -> StreamingResponse:
     """Start the task (if pending) and stream its events. Running or finished tasks are attached to."""
     lines = await service.execute_and_stream(owner, task_id, cursor)
-    return StreamingResponse(lines, media_type=NDJSON, headers=_NO_BUFFERING)
+    return NdjsonResponse(lines, media_type=NDJSON, headers=_NO_BUFFERING)
 
 
 @router.get(
@@ -92,4 +93,4 @@ async def task_events(
 ) -> StreamingResponse:
     """Re-attach to a task's stream without starting it."""
     lines = await service.stream(owner, task_id, cursor)
-    return StreamingResponse(lines, media_type=NDJSON, headers=_NO_BUFFERING)
+    return NdjsonResponse(lines, media_type=NDJSON, headers=_NO_BUFFERING)
