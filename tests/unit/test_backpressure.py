@@ -115,3 +115,69 @@ async def test_shutdown_cancels_running_pipelines():
     assert runner.started == ["a"]
     # And both leases are handed back so that any live process resumes the tasks at once
     assert sorted(store.released) == ["a", "b"]
+
+
+async def test_a_run_whose_last_event_is_committed_frees_its_slot_before_it_returns():
+    # Given one slot, no waiting line, and a run that has committed its task's end (the bus told
+    # the executor) but has not returned yet
+    store, runner = RecordingStore(), GatedRunner()
+    ex = LocalExecutor(runner, store, max_concurrent=1, max_queue=0)
+    await ex.start("a")
+    await settle()
+    with pytest.raises(Backpressure):
+        await ex.start("b")
+    ex.run_ending("a")
+    # When a client that saw the end executes the next task at once
+    await ex.start("b")
+    await settle()
+    # Then it runs (no 429 for a slot whose run has nothing left to do)
+    assert runner.started == ["a", "b"]
+    # and when the ended run returns, the count is exact again: one slot, held by b
+    runner.release("a")
+    await settle()
+    with pytest.raises(Backpressure):
+        await ex.start("c")
+    runner.release("b")
+    await settle()
+    await ex.start("c")
+
+
+async def test_an_ending_run_lets_waiting_tasks_go_first():
+    # Given one slot, a waiting line of two with one task in it, and the running task ending
+    store, runner = RecordingStore(), GatedRunner()
+    ex = LocalExecutor(runner, store, max_concurrent=1, max_queue=2)
+    await ex.start("a")
+    await ex.start("b")
+    await settle()
+    ex.run_ending("a")
+    # When another task is executed before the ended run has returned
+    await ex.start("c")
+    await settle()
+    # Then it waits behind the task that was waiting already
+    assert runner.started == ["a"]
+    runner.release("a")
+    await settle()
+    assert runner.started == ["a", "b"]
+    runner.release("b")
+    await settle()
+    assert runner.started == ["a", "b", "c"]
+
+
+def test_the_event_bus_tells_of_each_commit_that_ends_a_run():
+    from datetime import UTC, datetime
+
+    from agentic.adapters.local_events import LocalEventBus
+    from agentic.models import StreamEvent
+
+    bus = LocalEventBus()
+    told: list[str] = []
+    bus.on_run_end = told.append
+
+    def event(kind: EventType, cursor: int) -> tuple[StreamEvent, str]:
+        return StreamEvent(event_type=kind, task_id="t", timestamp=datetime.now(UTC), cursor=cursor), "{}\n"
+
+    bus.publish_events([event(EventType.STEP_STARTED, 1)])
+    assert told == []
+    bus.publish_events([event(EventType.APPROVAL_REQUESTED, 2)])
+    bus.publish_events([event(EventType.TASK_COMPLETED, 3)])
+    assert told == ["t", "t"]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from agentic.models import StreamEvent
+from agentic.models import EventType, StreamEvent
 
 #: Tasks whose recent events are kept (least recently written dropped first).
 RECENT_TASKS = 256
@@ -44,6 +44,10 @@ class LocalEventBus:
         self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
         #: Set when the server stops: every wait returns at once, and streams end (``tail_events``).
         self.stopping = False
+        #: Told of each task whose run ends with a commit (a terminal event, or the approval request at
+        #: which a run stops), before that task's streams are woken: the executor frees its slot then,
+        #: so whoever sees the end and starts another task finds the slot free.
+        self.on_run_end: Callable[[str], None] | None = None
 
     def stop(self) -> None:
         """Wake every waiting stream for good: the server is stopping and its streams end now."""
@@ -65,6 +69,7 @@ class LocalEventBus:
         """Events one commit wrote (in cursor order) with their lines: keep them and wake each task's
         streams once."""
         waiters: list[asyncio.Future[None]] = []
+        ended: list[str] = []
         with self._lock:
             for event, line in events:
                 task_id = event.task_id
@@ -83,7 +88,12 @@ class LocalEventBus:
                         self._kept_after[task_id] = max(self._kept_after[task_id], oldest)
                 if event.event_type.is_terminal:  # nothing follows; late readers find it in the log
                     self._latest.pop(task_id, None)
+                if event.event_type.is_terminal or event.event_type is EventType.APPROVAL_REQUESTED:
+                    ended.append(task_id)
                 waiters.extend(self._waiters.pop(task_id, ()))
+        if ended and self.on_run_end is not None:
+            for task_id in ended:
+                self.on_run_end(task_id)
         _wake_all(waiters)
 
     def _keep(self, task_id: str) -> dict[int, tuple[StreamEvent, str]]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -72,6 +73,11 @@ class LocalExecutor:
         self.runner_id = runner_id or new_runner_id()
         self._held: dict[str, Lease] = {}  # every task admitted here (running or waiting) and its lease
         self._running: dict[str, asyncio.Task[None]] = {}
+        # Runs whose last event is committed, on their way out: their slots count as free already
+        # (``run_ending``), so a client that saw a task end and executes the next one at once is
+        # never refused for the slot of a run that has nothing left to do.
+        self._ending: set[str] = set()
+        self._ending_lock = threading.Lock()
         self._waiting: deque[str] = deque()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -89,8 +95,20 @@ class LocalExecutor:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def run_ending(self, task_id: str) -> None:
+        """The run of ``task_id`` committed its last event (any thread: called by the event bus before
+        it wakes the task's streams). Its slot is free from now on, before the run has returned."""
+        with self._ending_lock:
+            if task_id in self._running:  # (an ending written here for a run elsewhere frees nothing here)
+                self._ending.add(task_id)
+
+    def _occupied(self) -> int:
+        with self._ending_lock:
+            ending = sum(1 for task_id in self._ending if task_id in self._running)
+        return len(self._running) - ending
+
     def _free_slots(self) -> int:
-        return self.max_concurrent - len(self._running) + self.max_queue - len(self._waiting)
+        return self.max_concurrent - self._occupied() + self.max_queue - len(self._waiting)
 
     async def start(self, task_id: str) -> None:
         """Claim and run (or queue) the task; a task another runner holds is left to it (attach)."""
@@ -116,7 +134,7 @@ class LocalExecutor:
             await call_store(self._store, self._store.release, self.runner_id, [task_id])
             return
         self._held[task_id] = lease
-        if len(self._running) < self.max_concurrent:
+        if not self._waiting and self._occupied() < self.max_concurrent:  # waiting tasks go first
             self._launch(task_id)
             return
         self._waiting.append(task_id)
@@ -145,7 +163,9 @@ class LocalExecutor:
         finally:
             self._running.pop(task_id, None)
             self._held.pop(task_id, None)
-            while self._waiting and len(self._running) < self.max_concurrent and not self._stopping:
+            with self._ending_lock:
+                self._ending.discard(task_id)
+            while self._waiting and self._occupied() < self.max_concurrent and not self._stopping:
                 self._launch(self._waiting.popleft())
             if not self._running:
                 self._idle.set()

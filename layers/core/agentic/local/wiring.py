@@ -88,6 +88,7 @@ def build_local_system(settings: Settings, *, pipelines_thread: bool = False) ->
         pipelines=BackgroundLoop() if pipelines_thread else None,
     )
     metrics.watch_executor(lambda: executor.waiting, lambda: executor.running)
+    store.bus.on_run_end = executor.run_ending
     service = TaskService(store, executor, store.bus, settings, ops=ops)
     return LocalSystem(settings, store, ops, runner, executor, service, metrics, model, knowledge)
 
