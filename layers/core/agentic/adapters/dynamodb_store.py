@@ -110,7 +110,7 @@ from agentic.adapters.dynamodb_outputs import (
     reference,
 )
 from agentic.adapters.dynamodb_writes import ItemMemory, conflict_codes, request_token, retryable
-from agentic.adapters.sqlite_store import check_payload_size, decode_cursor, encode_cursor, sort_key
+from agentic.adapters.store_keys import check_payload_size, decode_cursor, encode_cursor, sort_key
 from agentic.errors import (
     InvalidInput,
     InvalidTransition,
