@@ -4,16 +4,18 @@ invocation, as ratios to ``import boto3``.
     make coldstart        (or: python -m bench.coldstart [--runs N] [--compare OTHER_TREE])
 
 Two columns per handler, each the median of N fresh interpreters (``-X importtime`` is not used: it
-slows imports down unevenly), measured round robin (boto3, then each handler, N times over) so that a
-change in the machine's load weighs on every figure alike:
+slows imports down unevenly), measured round robin (boto3, then each handler, N times over; with
+``--compare``, the two checkouts alternate figure by figure) so that a change in the machine's load
+weighs on every figure alike. Both count the CPU time of the function's interpreter (on a machine
+shared with other work, wall time mostly measures the wait for a core), as a ratio to the CPU time
+of ``import boto3`` in a fresh interpreter:
 
-- **import**: wall time of ``import <handler module>``, as a ratio to the wall time of ``import boto3``;
-- **import + first call**: CPU time of that import plus one invocation of the handler with its
-  ``events/`` file (so what a deferred import costs the first request counts too), as a ratio to the
-  CPU time of ``import boto3``. The handler calls AWS through ``AWS_ENDPOINT_URL`` on a loopback
-  stand-in served by moto in this process (``bench/coldstart_aws.py``): the function's interpreter
-  imports boto3 and builds its clients as in Lambda, and CPU time leaves out moto's own work and
-  the loopback waits.
+- **import**: ``import <handler module>``;
+- **import + first call**: that import plus one invocation of the handler with its ``events/`` file,
+  so what a deferred import costs the first request counts too. The handler calls AWS through
+  ``AWS_ENDPOINT_URL`` on a loopback stand-in served by moto in this process
+  (``bench/coldstart_aws.py``): the function's interpreter imports boto3 and builds its clients as in
+  Lambda, and its CPU time leaves out moto's own work.
 
 Bytecode is in place (a warm-up import writes the ``.pyc`` of the core first, as the layer build does
 for python3.13), so the figures measure importing, not compiling. ``--compare DIR`` measures another
@@ -73,9 +75,9 @@ HANDLERS: list[Handler] = [
 _TIMED = """
 import sys, time
 sys.path.insert(0, {path!r})
-wall, cpu = time.perf_counter(), time.process_time()
+cpu = time.process_time()
 import {module}
-print("COLDSTART", time.perf_counter() - wall, time.process_time() - cpu)
+print("COLDSTART", time.process_time() - cpu)
 """
 
 _FIRST_CALL = """
@@ -124,10 +126,9 @@ def _run(code: str, tree: Path, extra_env: dict[str, str] | None = None, *, writ
     return lines[-1].removeprefix("COLDSTART ")
 
 
-def timed_import(module: str, tree: Path, path: str = "") -> tuple[float, float]:
-    """(wall, CPU) seconds of ``import module``."""
-    wall, cpu = _run(_TIMED.format(path=path, module=module), tree).split()
-    return float(wall), float(cpu)
+def timed_import(module: str, tree: Path, path: str = "") -> float:
+    """CPU seconds of ``import module``."""
+    return float(_run(_TIMED.format(path=path, module=module), tree))
 
 
 def first_call(handler: Handler, tree: Path, aws: object) -> float:
@@ -170,24 +171,21 @@ def main() -> None:
         aws = FakeAws()
     imports: dict[tuple[Path, str], list[float]] = {}
     calls: dict[tuple[Path, str], list[float]] = {}
-    boto3_wall: dict[Path, list[float]] = {tree: [] for tree in trees}
     boto3_cpu: dict[Path, list[float]] = {tree: [] for tree in trees}
     try:
         for _ in range(args.runs):
             for tree in trees:
-                wall, cpu = timed_import("boto3", tree)
-                boto3_wall[tree].append(wall)
-                boto3_cpu[tree].append(cpu)
-                for handler in HANDLERS:
+                boto3_cpu[tree].append(timed_import("boto3", tree))
+            for handler in HANDLERS:
+                for tree in trees:  # the checkouts alternate figure by figure
                     folder = str(tree / "functions" / handler.folder)
-                    imports.setdefault((tree, handler.label), []).append(timed_import(handler.module, tree, folder)[0])
+                    imports.setdefault((tree, handler.label), []).append(timed_import(handler.module, tree, folder))
                     if aws is not None and handler.event is not None:
                         calls.setdefault((tree, handler.label), []).append(first_call(handler, tree, aws))
     finally:
         if aws is not None:
             aws.close()
-    print(f"Python {sys.version.split()[0]}, {args.runs} fresh interpreters per figure (median)")
-    print("import: wall time / import boto3's; import + first call: CPU time / import boto3's CPU time")
+    print(f"Python {sys.version.split()[0]}, {args.runs} fresh interpreters per figure (median), CPU time")
     header = f"{'':30s}"
     for tree in trees:
         name = "" if len(trees) == 1 else f" [{tree.name}]"
@@ -195,19 +193,19 @@ def main() -> None:
     print(header + "   target")
     row = f"{'import boto3':30s}"
     for tree in trees:
-        wall, cpu = statistics.median(boto3_wall[tree]), statistics.median(boto3_cpu[tree])
-        row += f" {wall * 1000:11.0f} ms  1.00x {cpu * 1000:15.0f} ms  1.00x"
+        row += f" {statistics.median(boto3_cpu[tree]) * 1000:13.0f} ms 1.00x {'':>26s}"
     print(row)
     for handler in HANDLERS:
         row = f"{handler.label:30s}"
         for tree in trees:
-            wall = statistics.median(imports[(tree, handler.label)])
-            row += f" {wall * 1000:11.0f} ms {wall / statistics.median(boto3_wall[tree]):5.2f}x"
+            baseline = statistics.median(boto3_cpu[tree])
+            cpu = statistics.median(imports[(tree, handler.label)])
+            row += f" {cpu * 1000:13.0f} ms {cpu / baseline:4.2f}x"
             if (tree, handler.label) in calls:
                 cpu = statistics.median(calls[(tree, handler.label)])
-                row += f" {cpu * 1000:15.0f} ms {cpu / statistics.median(boto3_cpu[tree]):5.2f}x"
+                row += f" {cpu * 1000:17.0f} ms {cpu / baseline:4.2f}x"
             else:
-                row += f" {'-':>15s}         "
+                row += f" {'-':>26s}"
         print(row + (f"   <= {handler.target:.1f}x" if handler.target is not None else ""))
 
 
