@@ -19,8 +19,8 @@ of ``import boto3`` in a fresh interpreter:
 
 Bytecode is in place (a warm-up import writes the ``.pyc`` of the core first, as the layer build does
 for python3.13), so the figures measure importing, not compiling. ``--compare DIR`` measures another
-checkout of the project (e.g. ``git archive main | tar -x -C /tmp/main``) in the same rounds, as a
-second pair of columns. Prints; asserts nothing.
+checkout of the project (e.g. ``git archive main | tar -x -C /tmp/main``) in the same rounds, as
+another pair of columns (repeat it for more). Prints; asserts nothing.
 
 Targets (issue 17): agent handlers <= 1.2x, API handlers <= 2x.
 """
@@ -28,6 +28,7 @@ Targets (issue 17): agent handlers <= 1.2x, API handlers <= 2x.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -158,14 +159,17 @@ def warm_up(tree: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--compare", type=Path, help="another checkout of the project, measured alongside")
+    parser.add_argument(
+        "--compare", type=Path, action="append", default=[], help="another checkout, measured alongside (repeatable)"
+    )
     parser.add_argument("--no-first-call", action="store_true", help="the import column only")
+    parser.add_argument("--save", type=Path, help="write every sample to this JSON file")
     parser.add_argument(
         "--best", action="store_true", help="the fastest of the N runs instead of the median (a busy machine)"
     )
     args = parser.parse_args()
     stat = min if args.best else statistics.median
-    trees = [ROOT] + ([args.compare.resolve()] if args.compare else [])
+    trees = [ROOT] + [tree.resolve() for tree in args.compare]
     for tree in trees:
         warm_up(tree)
     aws = None
@@ -189,6 +193,13 @@ def main() -> None:
     finally:
         if aws is not None:
             aws.close()
+    if args.save:
+        samples = {
+            "boto3": boto3_cpu,
+            "import": {f"{tree}|{label}": values for (tree, label), values in imports.items()},
+            "import + first call": {f"{tree}|{label}": values for (tree, label), values in calls.items()},
+        }
+        args.save.write_text(json.dumps(samples, indent=1))
     which = "fastest" if args.best else "median"
     print(f"Python {sys.version.split()[0]}, {args.runs} fresh interpreters per figure ({which}), CPU time")
     header = f"{'':30s}"
