@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -113,47 +114,74 @@ _ENV = {
 }
 
 
-def _run(code: str, tree: Path, extra_env: dict[str, str] | None = None, *, write_bytecode: bool = False) -> str:
+#: ``--instructions``: run each interpreter under valgrind's cachegrind, which counts the instructions
+#: it executes (the same count on a busy machine as on an idle one, about 30 times slower).
+COUNTER = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def _run(
+    code: str, tree: Path, extra_env: dict[str, str] | None = None, *, write_bytecode: bool = False, count: bool = False
+) -> tuple[str, int]:
+    """The interpreter's COLDSTART line, and with ``count`` the instructions it executed (else 0)."""
     env = {**BASE_ENV, **_ENV, **(extra_env or {})}
     if not write_bytecode:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONPATH"] = str(tree / "layers" / "core")  # that checkout's core, whatever the venv installed
+    if count:
+        env["PYTHONHASHSEED"] = "0"  # the same dict and set layouts in every run: the same count
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tree, env=env
+        [*(COUNTER if count else []), sys.executable, "-c", code], capture_output=True, text=True, cwd=tree, env=env
     )  # fmt: skip
     if out.returncode:
         raise RuntimeError(f"failed in {tree}:\n{out.stderr[-3000:]}")
     lines = [line for line in out.stdout.splitlines() if line.startswith("COLDSTART ")]
-    return lines[-1].removeprefix("COLDSTART ")
+    refs = _REFS.search(out.stderr) if count else None
+    return lines[-1].removeprefix("COLDSTART "), int(refs.group(1).replace(",", "")) if refs else 0
 
 
-def timed_import(module: str, tree: Path, path: str = "") -> float:
-    """CPU seconds of ``import module``."""
-    return float(_run(_TIMED.format(path=path, module=module), tree))
+class Measure:
+    """CPU seconds, or with ``count`` instructions beyond an empty interpreter's."""
 
+    def __init__(self, count: bool) -> None:
+        self.count = count
+        self._startup: dict[Path, int] = {}
 
-def first_call(handler: Handler, tree: Path, aws: object) -> float:
-    """CPU seconds of importing ``handler`` and invoking it once with its events/ file."""
-    assert handler.event is not None
-    aws.prepare(handler.prepare)  # type: ignore[attr-defined]
-    code = _FIRST_CALL.format(
-        path=str(tree / "functions" / handler.folder),
-        event=str(EVENTS / handler.event),
-        module=handler.module,
-        attribute=handler.attribute,
-    )
-    cpu, answer = _run(code, tree, aws.env).split(" ", 1)  # type: ignore[attr-defined]
-    if handler.expect not in answer:
-        raise RuntimeError(f"{handler.label} answered {answer} (expected {handler.expect})")
-    return float(cpu)
+    def _value(self, line: str, refs: int, tree: Path) -> float:
+        if not self.count:
+            return float(line.split(" ", 1)[0])
+        if tree not in self._startup:
+            self._startup[tree] = _run("print('COLDSTART 0')", tree, count=True)[1]
+        return float(refs - self._startup[tree])
+
+    def timed_import(self, module: str, tree: Path, path: str = "") -> float:
+        """``import module``."""
+        line, refs = _run(_TIMED.format(path=path, module=module), tree, count=self.count)
+        return self._value(line, refs, tree)
+
+    def first_call(self, handler: Handler, tree: Path, aws: object) -> float:
+        """Importing ``handler`` and invoking it once with its events/ file."""
+        assert handler.event is not None
+        aws.prepare(handler.prepare)  # type: ignore[attr-defined]
+        code = _FIRST_CALL.format(
+            path=str(tree / "functions" / handler.folder),
+            event=str(EVENTS / handler.event),
+            module=handler.module,
+            attribute=handler.attribute,
+        )
+        line, refs = _run(code, tree, aws.env, count=self.count)  # type: ignore[attr-defined]
+        answer = line.split(" ", 1)[1]
+        if handler.expect not in answer:
+            raise RuntimeError(f"{handler.label} answered {answer} (expected {handler.expect})")
+        return self._value(line, refs, tree)
 
 
 def warm_up(tree: Path) -> None:
     """Write the .pyc of every module the handlers import (the layer ships them)."""
     for handler in HANDLERS:
         path = str(tree / "functions" / handler.folder)
-        _run(f"import sys; sys.path.insert(0, {path!r}); import {handler.module}; print('COLDSTART ok')", tree,
-             write_bytecode=True)  # fmt: skip
+        code = f"import sys; sys.path.insert(0, {path!r}); import {handler.module}; print('COLDSTART ok')"
+        _run(code, tree, write_bytecode=True)
 
 
 def main() -> None:
@@ -163,12 +191,16 @@ def main() -> None:
         "--compare", type=Path, action="append", default=[], help="another checkout, measured alongside (repeatable)"
     )
     parser.add_argument("--no-first-call", action="store_true", help="the import column only")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under valgrind instead of CPU time (slow)"
+    )
     parser.add_argument("--save", type=Path, help="write every sample to this JSON file")
     parser.add_argument(
         "--best", action="store_true", help="the fastest of the N runs instead of the median (a busy machine)"
     )
     args = parser.parse_args()
     stat = min if args.best else statistics.median
+    measure = Measure(count=args.instructions)
     trees = [ROOT] + [tree.resolve() for tree in args.compare]
     for tree in trees:
         warm_up(tree)
@@ -183,13 +215,15 @@ def main() -> None:
     try:
         for _ in range(args.runs):
             for tree in trees:
-                boto3_cpu.append(timed_import("boto3", tree))
+                boto3_cpu.append(measure.timed_import("boto3", tree))
             for handler in HANDLERS:
                 for tree in trees:  # the checkouts alternate figure by figure
                     folder = str(tree / "functions" / handler.folder)
-                    imports.setdefault((tree, handler.label), []).append(timed_import(handler.module, tree, folder))
+                    imports.setdefault((tree, handler.label), []).append(
+                        measure.timed_import(handler.module, tree, folder)
+                    )
                     if aws is not None and handler.event is not None:
-                        calls.setdefault((tree, handler.label), []).append(first_call(handler, tree, aws))
+                        calls.setdefault((tree, handler.label), []).append(measure.first_call(handler, tree, aws))
     finally:
         if aws is not None:
             aws.close()
@@ -201,22 +235,23 @@ def main() -> None:
         }
         args.save.write_text(json.dumps(samples, indent=1))
     which = "fastest" if args.best else "median"
-    print(f"Python {sys.version.split()[0]}, {args.runs} fresh interpreters per figure ({which}), CPU time")
+    unit, scale = ("M instructions", 1e-6) if args.instructions else ("ms of CPU", 1000.0)
+    print(f"Python {sys.version.split()[0]}, {args.runs} fresh interpreters per figure ({which}), {unit}")
     header = f"{'':30s}"
     for tree in trees:
         name = "" if len(trees) == 1 else f" [{tree.name}]"
         header += f" {'import' + name:>22s} {'import + first call' + name:>26s}"
     print(header + "   target")
     baseline = stat(boto3_cpu)
-    print(f"{'import boto3':30s} {baseline * 1000:13.0f} ms 1.00x")
+    print(f"{'import boto3':30s} {baseline * scale:16.0f} 1.00x")
     for handler in HANDLERS:
         row = f"{handler.label:30s}"
         for tree in trees:
-            cpu = stat(imports[(tree, handler.label)])
-            row += f" {cpu * 1000:13.0f} ms {cpu / baseline:4.2f}x"
+            figure = stat(imports[(tree, handler.label)])
+            row += f" {figure * scale:16.0f} {figure / baseline:4.2f}x"
             if (tree, handler.label) in calls:
-                cpu = stat(calls[(tree, handler.label)])
-                row += f" {cpu * 1000:17.0f} ms {cpu / baseline:4.2f}x"
+                figure = stat(calls[(tree, handler.label)])
+                row += f" {figure * scale:20.0f} {figure / baseline:4.2f}x"
             else:
                 row += f" {'-':>26s}"
         print(row + (f"   <= {handler.target:.1f}x" if handler.target is not None else ""))
