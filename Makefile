@@ -105,7 +105,7 @@ cost: $(VENV)/.installed-dev
 test-figures: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.readme_figures
 
-## coldstart: import time of each Lambda handler as a ratio to `import boto3` (prints, never asserts)
+## coldstart: CPU time of importing each Lambda handler, and of that plus its first call (events/, moto on loopback), as ratios to `import boto3` (prints, never asserts)
 coldstart: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.coldstart
 

@@ -8,8 +8,9 @@ from agentic.agents.analyzer import AnalyzerAgent, analyze_task, parse_sources
 from agentic.agents.base import StepContext
 from agentic.agents.catalog import default_registry
 from agentic.agents.registry import AgentRegistry
-from agentic.agents.retriever import knowledge_index, load_documents, query_terms
+from agentic.agents.retriever import knowledge_index, query_terms
 from agentic.errors import PermanentAgentError
+from agentic.knowledge.builtin import load_documents
 from agentic.models import ExecutionStep
 from agentic.pipeline import load_pipeline
 

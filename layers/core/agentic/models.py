@@ -152,6 +152,13 @@ class TaskState(BaseModel):
 MAX_CURSOR = 10**12 - 1
 
 
+class ApiModel(BaseModel):
+    """A body of the HTTP API (or of a stream's line): its schema and validator are built on first
+    use, not at import, so the functions that never answer HTTP (the agents, finalize) skip them."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
 class StreamEvent(BaseModel):
     """One NDJSON line of a task's stream; ``cursor`` strictly increases within a task."""
 
@@ -165,7 +172,7 @@ class StreamEvent(BaseModel):
         return self.model_dump_json() + "\n"
 
 
-class StreamLine(BaseModel):
+class StreamLine(ApiModel):
     """One line of ``/tasks/{id}/execute`` and ``/tasks/{id}/events`` (documentation of the NDJSON stream).
 
     An event (one of ``EventType``, with its ``cursor``), or a control line without a cursor that is
@@ -202,7 +209,7 @@ class NewEvent(BaseModel):
 # --- API shapes -----------------------------------------------------------------------------------
 
 
-class TaskCreate(BaseModel):
+class TaskCreate(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = Field(
@@ -232,7 +239,7 @@ class TaskCreate(BaseModel):
         return stripped
 
 
-class StepPublic(BaseModel):
+class StepPublic(ApiModel):
     step_id: str
     agent_type: str
     description: str
@@ -252,7 +259,7 @@ class StepPublic(BaseModel):
         return round((self.completed_at - self.started_at).total_seconds(), 3)
 
 
-class TaskUsage(BaseModel):
+class TaskUsage(ApiModel):
     input_tokens: int = 0
     output_tokens: int = 0
 
@@ -262,7 +269,7 @@ class TaskUsage(BaseModel):
 LIST_PREVIEW_CHARS = 2000
 
 
-class TaskPublic(BaseModel):
+class TaskPublic(ApiModel):
     task_id: str
     user_input: str
     status: TaskStatus
@@ -332,30 +339,30 @@ class TaskPage(BaseModel):
     next_cursor: str | None = None
 
 
-class TaskList(BaseModel):
+class TaskList(ApiModel):
     items: list[TaskPublic]
     next_cursor: str | None = None
 
 
-class CancelRequest(BaseModel):
+class CancelRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(default=None, max_length=1000, description="Why (shown in task_cancelled).")
 
 
-class ApproveRequest(BaseModel):
+class ApproveRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     comment: str | None = Field(default=None, max_length=1000, description="Shown in approval_granted.")
 
 
-class RejectRequest(BaseModel):
+class RejectRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(default=None, max_length=1000, description="Shown in approval_rejected.")
 
 
-class RetryRequest(BaseModel):
+class RetryRequest(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     from_step: str | None = Field(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 #: The shortest lease a renewal keeps under load (see ``Settings._leases_that_hold``).
 MIN_LEASE_SECONDS = 2.0
@@ -20,8 +22,39 @@ class ModelPrice(BaseModel):
     output: float = Field(ge=0)
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+#: Settings given as JSON in their environment variable.
+_JSON_FIELDS = frozenset({"model_prices"})
+
+
+class Settings(BaseModel):
+    """Each field from the environment variable of its name in any case (``STORE``, ``store``); the
+    keyword arguments of ``Settings(...)`` win over the environment.
+
+    A plain pydantic model, not pydantic-settings' ``BaseSettings``: every Lambda function builds its
+    settings at its first request, and importing pydantic-settings (its env, dotenv, CLI and cloud
+    secret sources, argparse) cost each one about a fifth of ``import boto3``; reading variables by
+    name is all it did here.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        environment = {name.lower(): value for name, value in os.environ.items()}
+        found: dict[str, Any] = {}
+        for name in cls.model_fields:
+            if name in values or name not in environment:
+                continue
+            value: Any = environment[name]
+            if name in _JSON_FIELDS:
+                # Text that is not JSON stays text: the field's own validation says what is wrong.
+                with contextlib.suppress(ValueError):
+                    value = json.loads(value)
+            found[name] = value
+        return {**found, **values}
 
     # --- wiring -------------------------------------------------------------------------------
     store: Literal["sqlite", "dynamodb"] = "sqlite"

@@ -11,7 +11,7 @@ from typing import Any
 from agentic.agents.base import Agent, StepContext
 from agentic.agents.passages import parse_passages
 from agentic.agents.registry import AgentRegistry
-from agentic.agents.retriever import query_terms
+from agentic.knowledge.base import query_terms
 from agentic.models import ExecutionPlan, ExecutionStep
 from agentic.pipeline import PipelineDefinition
 

@@ -11,10 +11,9 @@ from typing import Any
 from agentic.agents.base import Agent, StepContext
 from agentic.agents.passages import Passage, format_passages
 from agentic.knowledge.base import KnowledgeBase, query_terms
-from agentic.knowledge.builtin import load_documents, shared_builtin_index
 from agentic.models import ExecutionStep
 
-__all__ = ["TOP_K", "RetrieverAgent", "knowledge_index", "load_documents", "query_terms", "retrieve"]
+__all__ = ["TOP_K", "RetrieverAgent", "knowledge_index", "query_terms", "retrieve"]
 
 TOP_K = 3
 #: Passages scoring below this are not evidence (their terms are in most passages); settings override.
@@ -23,6 +22,10 @@ DEFAULT_MIN_SCORE = 0.1
 
 def knowledge_index() -> KnowledgeBase:
     """The bundled documents' index (the knowledge base when none is configured)."""
+    # Imported here, not above: the index (SQLite FTS5, the splitter, the extractors) is the
+    # retriever's alone, and every other function imports this module through the agent catalog.
+    from agentic.knowledge.builtin import shared_builtin_index
+
     return shared_builtin_index(DEFAULT_MIN_SCORE)
 
 

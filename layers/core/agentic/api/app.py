@@ -13,17 +13,18 @@ from agentic import __version__
 from agentic.api.errors import error_responses, install_error_handlers
 from agentic.api.identity import IdentityResolver
 from agentic.api.limits import BodySizeLimit
-from agentic.api.routes import control, health, knowledge, stream, tasks
+from agentic.api.routes import health
 from agentic.service.tasks import TaskService
 
-ALL_ROUTERS: tuple[APIRouter, ...] = (
-    tasks.write_router,
-    control.router,
-    tasks.read_router,
-    stream.router,
-    health.router,
-    knowledge.router,
-)
+
+def all_routers() -> tuple[APIRouter, ...]:
+    """Every router, for the local server. Imported here, not at the top: a Lambda function that
+    serves a few of them imports only those (the stream's and the knowledge search's are not the
+    buffered API functions')."""
+    from agentic.api.routes import control, knowledge, stream, tasks
+
+    return (tasks.write_router, control.router, tasks.read_router, stream.router, health.router, knowledge.router)
+
 
 DESCRIPTION = """
 Create a task, execute it, and watch three agents (retriever -> analyzer -> writer) work on it as a
@@ -46,13 +47,15 @@ def create_app(
     service: TaskService,
     identity: IdentityResolver,
     *,
-    routers: Sequence[APIRouter] = ALL_ROUTERS,
+    routers: Sequence[APIRouter] | None = None,
     max_request_bytes: int = 64 * 1024,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
     bearer_auth: bool = False,
     offline_docs: bool = False,
 ) -> FastAPI:
-    """``bearer_auth``: the identity is a bearer token (local); on AWS it is the caller's SigV4 identity.
+    """``routers``: the routers to serve (None: all of them).
+
+    ``bearer_auth``: the identity is a bearer token (local); on AWS it is the caller's SigV4 identity.
 
     ``offline_docs``: serve ``/docs`` and ``/redoc`` with packaged assets (needs the ``local`` extra).
     """
@@ -73,6 +76,8 @@ def create_app(
         install_offline_docs(app)
     app.state.service = service
     app.state.identity = identity
+    if routers is None:
+        routers = all_routers()
     for router in routers:
         if router is health.router:
             app.include_router(router)
@@ -94,6 +99,8 @@ def _describe_stream_lines(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
+            from agentic.api.routes import stream  # on the first /openapi.json, not at import
+
             app.openapi_schema = stream.describe_lines(generate())
         return app.openapi_schema
 
