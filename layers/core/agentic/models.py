@@ -209,7 +209,7 @@ class NewEvent(BaseModel):
 # --- API shapes -----------------------------------------------------------------------------------
 
 
-class TaskCreate(ApiModel):
+class TaskCreate(BaseModel):  # not deferred: FastAPI wraps request bodies at route declaration
     model_config = ConfigDict(extra="forbid")
 
     description: str = Field(
@@ -344,25 +344,25 @@ class TaskList(ApiModel):
     next_cursor: str | None = None
 
 
-class CancelRequest(ApiModel):
+class CancelRequest(BaseModel):  # not deferred: FastAPI wraps request bodies at route declaration
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(default=None, max_length=1000, description="Why (shown in task_cancelled).")
 
 
-class ApproveRequest(ApiModel):
+class ApproveRequest(BaseModel):  # not deferred: FastAPI wraps request bodies at route declaration
     model_config = ConfigDict(extra="forbid")
 
     comment: str | None = Field(default=None, max_length=1000, description="Shown in approval_granted.")
 
 
-class RejectRequest(ApiModel):
+class RejectRequest(BaseModel):  # not deferred: FastAPI wraps request bodies at route declaration
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(default=None, max_length=1000, description="Shown in approval_rejected.")
 
 
-class RetryRequest(ApiModel):
+class RetryRequest(BaseModel):  # not deferred: FastAPI wraps request bodies at route declaration
     model_config = ConfigDict(extra="forbid")
 
     from_step: str | None = Field(
