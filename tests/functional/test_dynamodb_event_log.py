@@ -148,15 +148,20 @@ class RacingClient:
 
 
 def test_a_crash_between_a_flush_and_its_removal_loses_and_repeats_nothing(dynamodb_store, small_log):
-    # Given a task with events, and a writer that dies after putting a flushed segment, before its
-    # update of the task item (the one that would have moved the inline log past the flushed events)
+    # Given a task with events, and a writer that appends two events per write and dies after
+    # putting a flushed segment, before its update of the task item (the one that would have
+    # committed its two events and moved the inline log past the flushed ones)
     dynamodb_store.create(make_task("t-1"))
     crashing = CrashAfterFlush(dynamodb_store.client)
     doomed = DynamoDBTaskStore(TABLE_NAME, crashing)
     crashed_at = 0
-    for n in range(1, 100):
+    for n in range(1, 100, 2):
         try:
-            doomed.append_event(event("t-1", key=f"k{n}", n=n))
+            doomed.update(
+                "t-1",
+                {TaskStatus.PENDING},
+                events=[event("t-1", key=f"k{n}", n=n), event("t-1", key=f"k{n + 1}", n=n + 1)],
+            )
         except Crash:
             crashed_at = n
             break
@@ -165,13 +170,18 @@ def test_a_crash_between_a_flush_and_its_removal_loses_and_repeats_nothing(dynam
     assert crashing.flushed[-1] in segments(dynamodb_store, "t-1")
     assert int(raw_items(dynamodb_store, "t-1")["TASK"]["lf"]["N"]) <= int(crashing.flushed[-1][4:])
     assert whos(dynamodb_store, "t-1") == list(range(1, crashed_at))
-    # And the next writers flush again on top of it, and the log holds every event once, in order
-    for m in range(crashed_at, crashed_at + 20):
-        dynamodb_store.append_event(event("t-1", key=f"k{m}", n=m))
-    last = crashed_at + 19
-    assert whos(dynamodb_store, "t-1") == list(range(1, last + 1))
+    # And the next writers, one event per write, commit OTHER events at the cursors the dead writer
+    # had taken (so a segment holding anything but committed events would show in what is read),
+    # flushing again on top of its segment; the log holds every committed event once, in order
+    committed = list(range(1, crashed_at)) + [1000 + m for m in range(20)]
+    for m in range(20):
+        dynamodb_store.append_event(event("t-1", key=f"next{m}", n=1000 + m))
+    assert whos(dynamodb_store, "t-1") == committed
+    last = len(committed)
     for after in range(last + 1):
-        assert cursors(dynamodb_store, "t-1", after, 4) == list(range(after + 1, min(after + 4, last) + 1))
+        page = dynamodb_store.read_events("t-1", after, 4)
+        assert [e.cursor for e in page] == list(range(after + 1, min(after + 4, last) + 1))
+        assert [e.data["n"] for e in page] == committed[after : after + 4]
     # And the keyed events are still written once
     assert dynamodb_store.append_event(event("t-1", key="k1", n=1)) is None
 

@@ -23,7 +23,7 @@ class ListStore:
             for i, t in enumerate(types)
         ]
 
-    def read_events(self, task_id, after=0, limit=500):
+    def read_events(self, task_id, after=0, limit=500, consistent=True):
         self.reads += 1
         return [e for e in self.events if e.cursor > after][:limit]
 
@@ -152,7 +152,7 @@ async def test_a_wake_up_with_nothing_to_read_never_spins():
 class EndlessStore(ListStore):
     """A log that always has one more event (another server's run writing as fast as it reads)."""
 
-    def read_events(self, task_id, after=0, limit=500):
+    def read_events(self, task_id, after=0, limit=500, consistent=True):
         self.reads += 1
         return [
             StreamEvent(

@@ -33,7 +33,7 @@ class IdleStore:
         self.queries: list[float] = []
         self.gets: list[float] = []
 
-    def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> list[StreamEvent]:
+    def read_events(self, task_id: str, after: int = 0, limit: int = 500, consistent: bool = True) -> list[StreamEvent]:
         self.queries.append(asyncio.get_running_loop().time())
         return [e for e in self.events if e.cursor > after][:limit]
 

@@ -67,8 +67,18 @@ class TaskStore(Protocol):
         """Append to the task's log with the next cursor; return None if ``event.key`` was written."""
         ...
 
-    def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
-        """Events with cursor > ``after``, in cursor order, read consistently."""
+    def read_events(
+        self, task_id: str, after: int = 0, limit: int = 500, *, consistent: bool = True
+    ) -> builtins.list[StreamEvent]:
+        """Events with cursor > ``after``, in cursor order, without a gap.
+
+        ``consistent`` (the default): every event committed before the call is returned (up to
+        ``limit``). ``consistent=False`` allows a cheaper read that may lag: it returns the events
+        after ``after`` of SOME committed state of the log, possibly older than one read before
+        (so possibly none), still in order and without a gap; a caller that decides something from
+        an empty answer (that nothing more will come) must read consistently. Stores whose reads are
+        always consistent (SQLite) ignore it.
+        """
         ...
 
 

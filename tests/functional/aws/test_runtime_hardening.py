@@ -172,6 +172,22 @@ def test_a_committed_write_whose_response_is_lost_is_not_failed_by_the_retry(mot
     assert store.get(task_id) == task
 
 
+def test_an_appended_event_whose_response_is_lost_is_written_once(moto_table):
+    # Given a task, and a network that loses the response of the first write of the task item
+    client = boto3.client("dynamodb", region_name=REGION)
+    store = DynamoDBTaskStore(TABLE_NAME, client)
+    task_id = new_task()
+    lost = LostResponses(client, "UpdateItem")
+    # When an event without a key (nothing but the write id tells a replay) is appended on its own
+    written = store.append_event(NewEvent(task_id=task_id, event_type=EventType.STEP_STARTED))
+    # Then the store, finding its own write on the fresh read after the retry's refusal, reports it
+    # written, and the log holds it once
+    assert lost.lost == 1
+    assert written is not None
+    assert written.cursor == 1
+    assert [(e.cursor, e.event_type) for e in store.read_events(task_id)] == [(1, EventType.STEP_STARTED)]
+
+
 def test_a_committed_transaction_whose_response_is_lost_is_not_failed_by_the_retry(moto_table):
     # Given a task whose key set is full, so that a keyed event is a transaction with its KEY# item,
     # and a network that loses the response of that transaction

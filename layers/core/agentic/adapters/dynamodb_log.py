@@ -24,7 +24,8 @@ An entry is ``{"c": cursor, "t": event type, "at": timestamp, "d": data}``, with
 instead of ``"d"`` for a spilled event, and ``"r": [field, OUT# sk]`` when ``data[field]`` is the
 text of a step output item.
 
-Reading after cursor ``n``: one consistent GetItem of the task item, which answers alone when
+Reading after cursor ``n``: one GetItem of the task item (strongly consistent, or eventually
+consistent for a polling stream: ``DynamoDBTaskStore.read_events`` says why that is safe), which answers alone when
 ``n + 1 >= lf`` (a stream that follows a task reads nothing else: the GetItem replaces the empty
 Query a polling stream made before). Otherwise one Query of ``EVT#`` items from ``n + 1`` to
 ``lf - 1`` (a segment's sk is its LAST cursor, so the segment holding ``n + 1`` is found). Orphan
@@ -314,6 +315,9 @@ def read_log(
                 ":first": {"S": event_sk(start)},
                 ":last": {"S": event_sk(inline.first - 1 if inline.whole else MAX_CURSOR)},
             },
+            # Always consistent, even after an eventually consistent read of the item: the segments
+            # below its lf were put before the write that moved lf, and only a consistent Query is
+            # sure to see them (an eventual one could leave a gap, and lose the events in it).
             "ConsistentRead": True,
             "ScanIndexForward": True,
         }

@@ -363,9 +363,13 @@ class DynamoDBTaskStore:
             _pause(attempt)
         raise WriteConflict(f"task {task.task_id} could not be created: the item kept changing")
 
-    def _read_task_item(self, task_id: str) -> Item | None:
-        response = self.client.get_item(TableName=self.table_name, Key=task_key(task_id), ConsistentRead=True)
+    def _read_task_item(self, task_id: str, *, consistent: bool = True) -> Item | None:
+        response = self.client.get_item(TableName=self.table_name, Key=task_key(task_id), ConsistentRead=consistent)
         item = response.get("Item")
+        if not consistent:
+            # Possibly an older version: never remembered (an update would start from it and fail its
+            # condition, a billed write) and never a reason to forget the item remembered.
+            return item if item and "doc" in item else None
         if not item or "doc" not in item:
             self._memory.forget(task_id)
             return None
@@ -759,9 +763,30 @@ class DynamoDBTaskStore:
         raise WriteConflict(f"task {task_id} kept changing while an event was appended; try again")
 
     @retryable
-    def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
-        """One GetItem of the task item (its inline events), and a Query only for older events."""
-        item = self._read_task_item(task_id)
+    def read_events(
+        self, task_id: str, after: int = 0, limit: int = 500, *, consistent: bool = True
+    ) -> builtins.list[StreamEvent]:
+        """One GetItem of the task item (its inline events), and a Query only for older events.
+
+        ``consistent=False`` reads the task item eventually consistently (0.5 RRU instead of 1: a
+        polling stream's reads are nearly all of a task's reads). Such a read may return an older
+        version of the item, even one older than a version read before; what it returns is still
+        right, only possibly short:
+
+        - every version of the item holds a committed prefix of the log: its inline events run
+          without a gap from ``lf`` to its ``event_seq``, and everything below ``lf`` was put into
+          ``EVT#`` segments before the write that moved ``lf``. So the events after ``after`` that
+          an older version shows are the log's events, in order, gapless, ending early; an older
+          version than one seen before shows nothing past a cursor the reader already has.
+        - the reads that follow the item stay strongly consistent: the Query of segments below the
+          item's ``lf`` (an eventual Query could miss a segment the item's version relies on, a gap
+          that would lose events) and the reads of ``OUT#`` and ``DAT#`` texts (put before the write
+          that refers to them, so a consistent read finds them whatever version referred to them).
+        - a lagging read's only cost is that the caller sees the events a round later. A caller
+          that concludes from an empty answer that nothing more will come (a stream that has seen
+          its task's terminal status) must read with ``consistent=True``.
+        """
+        item = self._read_task_item(task_id, consistent=consistent)
         if item is None:
             return []
         return read_log(self.client, self.table_name, task_id, item, after, limit, self._outputs.read)

@@ -431,7 +431,10 @@ class SQLiteTaskStore(SQLiteFile):
         )
         return written, event_line(event, cursor, whole)
 
-    def read_events(self, task_id: str, after: int = 0, limit: int = 500) -> builtins.list[StreamEvent]:
+    def read_events(
+        self, task_id: str, after: int = 0, limit: int = 500, *, consistent: bool = True
+    ) -> builtins.list[StreamEvent]:
+        del consistent  # every read of the file sees every committed write
         with self._read() as db:
             rows = db.execute(
                 "SELECT cursor, event_type, timestamp, data FROM events WHERE task_id = ? AND cursor > ? "

@@ -14,6 +14,15 @@ the second): it names the cursor and ``retry_after_seconds``, and the clients co
 A stream always ends with its task: when the log shows nothing new, the task's status is checked
 (at most every ``STATUS_CHECK_SECONDS``), so a client that resumed at or past the terminal event is
 not left waiting.
+
+Reads and consistency: the reads that follow a running task ask for ``consistent=False`` (on
+DynamoDB an eventually consistent GetItem, half the price of a consistent one; a polling stream's
+reads are nearly all of a task's reads). Such a read may lag, even behind a read before it, but it
+returns a gapless, in-order piece of the log after the cursor (``TaskStore.read_events``), so events
+go out once, in order, only possibly a round later. Every read whose EMPTY answer ends or pauses the
+stream is consistent: once the task is known to have ended (``finished``: the status read, which is
+consistent, said so, or the caller did) an empty read means the client has everything, which only a
+consistent read can tell; likewise the first read of a stream that would pause at once.
 """
 
 from __future__ import annotations
@@ -126,7 +135,11 @@ async def tail_events(
             elif from_memory:
                 from_memory = False  # memory had nothing more: wait (the log is read at a gap or a timeout)
             else:
-                events = await call_store(store, store.read_events, task_id, after)
+                # A read whose empty answer decides something (the stream ends or pauses) must see
+                # every committed event; the polling reads may lag (eventually consistent on
+                # DynamoDB, half the price): a lagging read only shows the events a round later.
+                consistent = finished or (awaiting and pause_seconds > 0)
+                events = await call_store(store, store.read_events, task_id, after, consistent=consistent)
             if not events and awaiting and pause_seconds:
                 yield _paused(task_id, after, pause_seconds)
                 return
@@ -137,8 +150,9 @@ async def tail_events(
                 task = await call_store(store, store.get, task_id)
                 if task is None or task.status.is_terminal:
                     # Its terminal event is in the log: past our cursor (read it) or not (we are done).
+                    # Consistently: a lagging read could miss it, and the stream would end without it.
                     finished = True
-                    events = await call_store(store, store.read_events, task_id, after)
+                    events = await call_store(store, store.read_events, task_id, after, consistent=True)
                 elif pause_seconds and task.status is TaskStatus.AWAITING_APPROVAL:
                     yield _paused(task_id, after, pause_seconds)
                     return
