@@ -40,8 +40,8 @@ Table layout (``template.yaml`` declares the same table; ``create_table`` builds
 What a task costs (``make cost``, the seed's agents, Express): 31 WRU and about 20 RRU. Each write
 of a task is ONE UpdateItem of its task item (about 2 KB: the deflated document and its newest
 events), no transaction; each output is one put; a read of the log is one GetItem of the task item
-(a stream that follows the task reads nothing else, eventually consistently while it runs). Before the inline log: 65 WRU (9 transactions,
-each the task item and an item per event, billed twice).
+(a stream that follows the task reads nothing else, eventually consistently while it runs). Before
+the inline log: 65 WRU (9 transactions, each the task item and an item per event, billed twice).
 
 Step outputs are stored once, as their own items (``dynamodb_outputs``): the write that completes a
 step first puts its ``OUT#`` item (its text as a raw string, so a 3-byte character costs 3 bytes,
