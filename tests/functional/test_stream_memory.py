@@ -27,9 +27,9 @@ async def test_a_stream_fed_from_memory_reads_what_another_process_wrote_from_th
         reads: list[int] = []
         read_events = a.read_events
 
-        def counted(task_id: str, after: int = 0, limit: int = 500):
+        def counted(task_id: str, after: int = 0, limit: int = 500, *, consistent: bool = True):
             reads.append(after)
-            return read_events(task_id, after, limit)
+            return read_events(task_id, after, limit, consistent=consistent)
 
         a.read_events = counted  # type: ignore[method-assign]
         lines: list[dict] = []
@@ -67,9 +67,9 @@ async def test_a_claimed_task_streams_its_earlier_log_and_its_run_without_a_firs
         reads: list[int] = []
         read_events = a.read_events
 
-        def counted(task_id: str, after: int = 0, limit: int = 500):
+        def counted(task_id: str, after: int = 0, limit: int = 500, *, consistent: bool = True):
             reads.append(after)
-            return read_events(task_id, after, limit)
+            return read_events(task_id, after, limit, consistent=consistent)
 
         a.read_events = counted  # type: ignore[method-assign]
 
