@@ -102,10 +102,14 @@ async def test_runs_stopped_by_a_failing_store_are_resumed_once_it_can_write(tmp
         store.create(TaskState(task_id=task_id, owner="o", user_input="Explain idempotency keys"))
     db = with_failing_commits(store)
     original = ops.run_step
-    all_started = asyncio.Event()  # claims run in the store's thread: the first runs go on meanwhile
+    all_started = asyncio.Event()  # every run has reached its second step
+    arrived: set[str] = set()
 
     async def fail_from_the_second_step(task_id, step_id, *args, **kwargs):
         if step_id == "step_002":
+            arrived.add(task_id)
+            if arrived == set(ids):
+                all_started.set()
             await all_started.wait()
             db.failing = True
         return await original(task_id, step_id, *args, **kwargs)
@@ -113,7 +117,6 @@ async def test_runs_stopped_by_a_failing_store_are_resumed_once_it_can_write(tmp
     ops.run_step = fail_from_the_second_step  # type: ignore[method-assign]
     for task_id in ids:
         await executor.start(task_id)
-    all_started.set()
     await asyncio.wait_for(executor.drain(), 10)
     # Then every run has stopped (none is left spinning), none finished, none was marked failed
     assert db.failed >= 5

@@ -80,6 +80,15 @@ class StoreUnavailable(AgenticError):
     code = "store_unavailable"
 
 
+class StoreBusy(Exception):
+    """A call made without waiting found the store's write lock taken; nothing of it was kept.
+
+    Not an error anyone sees: ``service.io.call_store`` then makes the same call again where a wait
+    stalls nothing (the store's writer thread). Deliberately not an ``AgenticError``: no handler may
+    turn it into an answer or a recorded failure.
+    """
+
+
 class LeaseLost(InvalidTransition):
     """This run no longer owns the task: another runner claimed it after this run's lease expired."""
 

@@ -176,9 +176,15 @@ class LocalEventBus:
 
 
 def _wake_all(waiters: Iterable[asyncio.Future[None]]) -> None:
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:  # a thread without a loop: the store's writer thread
+        running = None
     for fut in waiters:
         loop = fut.get_loop()
-        if not loop.is_closed():
+        if loop is running:
+            _wake(fut)  # the commit was made on the waiter's own loop: no wake-up of the loop needed
+        elif not loop.is_closed():
             loop.call_soon_threadsafe(_wake, fut)
 
 

@@ -13,8 +13,9 @@ Stopping (SIGTERM, Ctrl-C): ``begin_stop`` ends admissions at once (no step star
 ``shutdown`` interrupts the runs (a step in flight counts as an interrupted attempt, as after a
 crash) and hands their leases back, so any live process resumes them at once.
 
-Runs may go on a ``BackgroundLoop`` (the server does this): their synchronous store writes then
-never hold up the loop that serves requests and streams.
+Runs go on the loop that serves requests and streams: their writes go through ``call_store``,
+which never makes that loop wait for the store's lock (a write that would wait is made on the
+store's writer thread instead).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from agentic.adapters.background_loop import BackgroundLoop
 from agentic.errors import Backpressure, StoreUnavailable
 from agentic.models import EventType, Lease, NewEvent, TaskState
 from agentic.observability import logger
@@ -59,7 +59,6 @@ class LocalExecutor:
         retention_seconds: float | None = None,
         purge_every_seconds: float = 3600.0,
         runner_id: str | None = None,
-        pipelines: BackgroundLoop | None = None,
     ) -> None:
         self._run = run
         self._store = store
@@ -83,7 +82,6 @@ class LocalExecutor:
         self._idle.set()
         self._maintenance: asyncio.Task[None] | None = None
         self._next_purge = 0.0
-        self._pipelines = pipelines
         self._stopping = False
         self._shutdown: asyncio.Future[None] | None = None
 
@@ -154,10 +152,7 @@ class LocalExecutor:
 
     async def _run_and_release(self, task_id: str) -> None:
         try:
-            if self._pipelines is not None:
-                await self._pipelines.run(self._run(task_id, self._held[task_id]))
-            else:
-                await self._run(task_id, self._held[task_id])
+            await self._run(task_id, self._held[task_id])
         except StoreUnavailable:
             pass  # logged by the runner; the lease is no longer renewed and expires, then it resumes
         finally:
@@ -220,8 +215,13 @@ class LocalExecutor:
         store = self._store
         if self._held:
             lost = await call_store(store, store.renew, self.runner_id, dict(self._held), self.lease_seconds)
+            with self._ending_lock:
+                # Ended by its own run, which is on its way out: its lease went with its last write.
+                # (That write told ``run_ending`` before any renewal of this process could see it.)
+                lost -= self._ending
             for task_id in lost & set(self._held):
-                if task_id in self._running:  # still running here: another runner owns it now
+                if task_id in self._running:  # still running here: another runner owns it now, or
+                    # another process ended the task (a cancel there)
                     logger.warning("lease lost; the run stops", extra={"task_id": task_id})
                     self._running[task_id].cancel()
                 elif task_id in self._waiting:
@@ -295,5 +295,3 @@ class LocalExecutor:
                 logger.info("leases handed back", extra={"tasks": held})
             except StoreUnavailable:
                 logger.warning("could not release leases; they expire by themselves", extra={"tasks": held})
-        if self._pipelines is not None:
-            self._pipelines.stop()

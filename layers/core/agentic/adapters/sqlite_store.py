@@ -17,6 +17,7 @@ never wait for writers, and async callers never wait on the file.
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import sqlite3
 import threading
@@ -186,7 +187,8 @@ class SQLiteTaskStore(SQLiteFile):
         mutate: Mutation | None = None,
         **changes: Any,
     ) -> TaskState:
-        with self._write() as db:
+        after: list[Callable[[], None]] = []
+        with self._write(after_commit=after) as db:
             change = None
             with self._parsed_lock:
                 known = self._parsed.get(task_id)
@@ -219,8 +221,8 @@ class SQLiteTaskStore(SQLiteFile):
             written = [
                 e for e in (self._insert_event(db, event, final_output=updated.final_output) for event in events) if e
             ]
+            after.append(functools.partial(self._announce, written))
         self._remember(task_id, doc, updated, columns)
-        self._announce(written)
         return updated
 
     def _change(
@@ -385,12 +387,12 @@ class SQLiteTaskStore(SQLiteFile):
     # --- events --------------------------------------------------------------------------------
 
     def append_event(self, event: NewEvent) -> StreamEvent | None:
-        with self._write() as db:
+        after: list[Callable[[], None]] = []
+        with self._write(after_commit=after) as db:
             written = self._insert_event(db, event)
-        if written is None:
-            return None
-        self._announce([written])
-        return written[0]
+            if written is not None:
+                after.append(functools.partial(self._announce, [written]))
+        return None if written is None else written[0]
 
     @staticmethod
     def _insert_event(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -12,7 +13,6 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from agentic.adapters.background_loop import BackgroundLoop
 from agentic.adapters.local_executor import LocalExecutor
 from agentic.adapters.model_clients import build_model_client
 from agentic.adapters.sqlite_store import SQLiteTaskStore
@@ -28,6 +28,7 @@ from agentic.local import metrics as local_metrics
 from agentic.observability import add_metric_sink, logger, remove_metric_sink
 from agentic.pipeline import load_pipeline
 from agentic.ports import ModelClient
+from agentic.service.io import call_store
 from agentic.service.pipeline_ops import PipelineOps
 from agentic.service.runner import LocalRunner
 from agentic.service.tasks import TaskService
@@ -61,8 +62,8 @@ def local_knowledge(settings: Settings) -> KnowledgeBase:
     )
 
 
-def build_local_system(settings: Settings, *, pipelines_thread: bool = False) -> LocalSystem:
-    """``pipelines_thread``: runs go on a loop of their own (the server), else on the caller's."""
+def build_local_system(settings: Settings) -> LocalSystem:
+    """The store, the runner and the executor; runs go on the caller's loop (see ``call_store``)."""
     store = SQLiteTaskStore(
         settings.database_path,
         busy_timeout_seconds=settings.store_busy_timeout_seconds,
@@ -72,7 +73,11 @@ def build_local_system(settings: Settings, *, pipelines_thread: bool = False) ->
     knowledge = local_knowledge(settings)
     model = build_model_client(settings)
     ops = PipelineOps.configured(
-        store, registry_for(settings, model, knowledge), load_pipeline(settings.pipeline_definition), settings
+        store,
+        registry_for(settings, model, knowledge),
+        load_pipeline(settings.pipeline_definition),
+        settings,
+        io=functools.partial(call_store, store),
     )
     runner = LocalRunner(ops, time_scale=settings.retry_time_scale, jitter=settings.local_retry_jitter)
     metrics = local_metrics.PrometheusSink()
@@ -85,7 +90,6 @@ def build_local_system(settings: Settings, *, pipelines_thread: bool = False) ->
         lease_seconds=settings.lease_seconds,
         renew_seconds=settings.lease_renew_seconds,
         retention_seconds=settings.retention_days * 86400 if settings.retention_days else None,
-        pipelines=BackgroundLoop() if pipelines_thread else None,
     )
     metrics.watch_executor(lambda: executor.waiting, lambda: executor.running)
     store.bus.on_run_end = executor.run_ending
@@ -128,9 +132,9 @@ def on_stop_signals(callback: Callable[[], None]) -> Callable[[], None]:
     return undo
 
 
-def create_local_app(settings: Settings | None = None, *, pipelines_thread: bool = True) -> FastAPI:
+def create_local_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    system = build_local_system(settings, pipelines_thread=pipelines_thread)
+    system = build_local_system(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

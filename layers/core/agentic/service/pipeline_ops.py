@@ -36,6 +36,8 @@ from agentic.service.step_attempts import (
     RunInterrupted,
     StepAttempts,
     StepOutcome,
+    StoreCaller,
+    call_directly,
     error_name,
 )
 from agentic.settings import Settings
@@ -54,6 +56,7 @@ class PipelineOps(StepAttempts):
         prices: Mapping[str, tuple[float, float]] | None = None,
         delta_seconds: float = 0.1,
         delta_chars: int = 1000,
+        io: StoreCaller = call_directly,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -62,10 +65,17 @@ class PipelineOps(StepAttempts):
         self.prices = dict(prices or {})
         self.delta_seconds = delta_seconds
         self.delta_chars = delta_chars
+        self.io = io
 
     @classmethod
     def configured(
-        cls, store: TaskStore, registry: AgentRegistry, definition: PipelineDefinition, settings: Settings
+        cls,
+        store: TaskStore,
+        registry: AgentRegistry,
+        definition: PipelineDefinition,
+        settings: Settings,
+        *,
+        io: StoreCaller = call_directly,
     ) -> PipelineOps:
         """The ops as the settings ask (faults, model prices, delta batching)."""
         return cls(
@@ -76,6 +86,7 @@ class PipelineOps(StepAttempts):
             prices={m: (p.input, p.output) for m, p in settings.model_prices.items()},
             delta_seconds=settings.stream_delta_seconds,
             delta_chars=settings.stream_delta_chars,
+            io=io,
         )
 
     # --- task-level operations (step attempts: StepAttempts) ------------------------------------

@@ -32,9 +32,11 @@ class LocalRunner:
     async def run(self, task_id: str, lease: Lease | None = None) -> TaskStatus | None:
         """Run the task from where it stands; return the status the run ended it in (None: not ended here)."""
         try:
-            task, started = self.ops.plan_and_start(task_id, lease=lease)
+            io = self.ops.io  # each operation may be made again after StoreBusy (they are repeatable)
+            task, started = await io(self.ops.plan_and_start, task_id, lease=lease)
             if task.status is TaskStatus.AWAITING_APPROVAL:
-                return self._approval_expired(task, lease)
+                status: TaskStatus | None = await io(self._approval_expired, task, lease)
+                return status
             if task.status is not TaskStatus.EXECUTING or task.execution_plan is None:
                 return None
             found = {s.step_id: s for s in task.execution_plan.steps}
@@ -49,7 +51,7 @@ class LocalRunner:
             for i, spec in enumerate(steps):
                 if gated(spec.step_id):
                     # The run ends here and frees its slot; POST /approve starts the rest.
-                    self.ops.request_approval(task_id, lease=lease)
+                    await io(self.ops.request_approval, task_id, lease=lease)
                     return None
                 retry_delay = functools.partial(spec.retry_delay, time_scale=self.time_scale, jitter=self.jitter)
                 attempt = 0 if started else await self._resume_at(task_id, found.get(spec.step_id), retry_delay, lease)
@@ -82,12 +84,18 @@ class LocalRunner:
                         started = outcome.next_started
                         break
                     if outcome.retry_in is None:
-                        return self.ops.fail(
-                            task_id, outcome.error_name or "Error", outcome.step.error or "step failed", lease=lease
-                        ).status
+                        failed = await io(
+                            self.ops.fail,
+                            task_id,
+                            outcome.error_name or "Error",
+                            outcome.step.error or "step failed",
+                            lease=lease,
+                        )
+                        return failed.status  # type: ignore[no-any-return]
                     await asyncio.sleep(outcome.retry_in)
                     attempt += 1
-            return self.ops.complete(task_id, lease=lease).status
+            completed = await io(self.ops.complete, task_id, lease=lease)
+            return completed.status  # type: ignore[no-any-return]
         except asyncio.CancelledError:
             raise  # shutdown or a lost lease: whoever holds the lease next resumes the task
         except StoreUnavailable as exc:
@@ -101,7 +109,9 @@ class LocalRunner:
         except Exception as exc:  # a fault of the pipeline itself, not of an agent: never leave it hanging
             logger.exception("pipeline error", extra={"task_id": task_id})
             try:
-                return self.ops.fail(task_id, error_name(exc), f"internal error: {exc}", lease=lease).status
+                message = f"internal error: {exc}"
+                failed = await self.ops.io(self.ops.fail, task_id, error_name(exc), message, lease=lease)
+                return failed.status  # type: ignore[no-any-return]
             except Exception:
                 logger.exception("could not mark the task failed", extra={"task_id": task_id})
                 return None
@@ -131,13 +141,15 @@ class LocalRunner:
         if step.status is StepStatus.RETRYING:  # the failed attempt already scheduled its retry
             return step.attempts - step.attempt_base
         if step.status is StepStatus.RUNNING:  # its runner died during the attempt
-            outcome = self.ops.record_interruption(task_id, step.step_id, retry_delay, lease=lease)
+            io = self.ops.io
+            outcome = await io(self.ops.record_interruption, task_id, step.step_id, retry_delay, lease=lease)
             if outcome.retry_in is None:
-                self.ops.fail(task_id, outcome.error_name or "Error", outcome.step.error or "step failed", lease=lease)
+                message = outcome.step.error or "step failed"
+                await io(self.ops.fail, task_id, outcome.error_name or "Error", message, lease=lease)
                 return None
             await asyncio.sleep(outcome.retry_in)
             return step.attempts - step.attempt_base
         # FAILED: the step's failure was recorded but the task was not marked failed yet.
         error = (step.error or "step failed").partition(":")[0]
-        self.ops.fail(task_id, error, step.error or "step failed", lease=lease)
+        await self.ops.io(self.ops.fail, task_id, error, step.error or "step failed", lease=lease)
         return None

@@ -40,6 +40,14 @@ from agentic.service.deltas import DeltaBatcher
 #: no Step Functions payload carries it (256 KB), so every output of a task can be this long.
 MAX_OUTPUT_BYTES = 300 * 1024
 
+#: How async code makes a call of the store (or a whole operation built on it): ``call_store`` for
+#: the local server (no wait on its loop), a direct call on AWS (a Lambda serves one request).
+StoreCaller = Callable[..., Awaitable[Any]]
+
+
+async def call_directly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return fn(*args, **kwargs)
+
 
 def bound_output(text: str) -> str:
     """``text`` cut to ``MAX_OUTPUT_BYTES`` of UTF-8, at a character boundary."""
@@ -127,6 +135,9 @@ class StepAttempts:
     #: How a streaming step's text is batched into partial_output events.
     delta_seconds: float
     delta_chars: int
+    #: How the async parts (``run_step``, and the local runner around the operations) make their
+    #: writes: each such call is one transaction or a whole operation, so it may be made again.
+    io: StoreCaller
 
     def _load(self, task_id: str) -> TaskState:
         task = self.store.get(task_id)
@@ -242,7 +253,7 @@ class StepAttempts:
         step = plan.steps[index]
         if step.status is StepStatus.COMPLETED:  # a repeat after success: make sure its events exist
             for event in self._step_done_events(task, step):
-                self._emit(event)
+                await self.io(self._emit, event)
             return StepOutcome(step)
         base = {"step_id": step_id, "agent_type": step.agent_type}
         absolute = step.attempt_base + attempt
@@ -265,7 +276,8 @@ class StepAttempts:
             )
         if not started:
             try:
-                task = self.store.update(
+                task = await self.io(
+                    self.store.update,
                     task_id,
                     {TaskStatus.EXECUTING},
                     current_step_index=index,
@@ -305,7 +317,10 @@ class StepAttempts:
             # call is over (leaving its stream closed the connection); whoever owns the task goes on.
             raise
         except Exception as exc:  # every failure is recorded; the retry policy decides what is next
-            return self._record_failure(task_id, step, index, attempt, exc, retry_delay, lease)
+            outcome: StepOutcome = await self.io(
+                self._record_failure, task_id, step, index, attempt, exc, retry_delay, lease
+            )
+            return outcome
         finally:
             deltas.abandon()
         record_metric("StepLatency", (time.perf_counter() - clock) * 1000, "Milliseconds", agent_type=step.agent_type)
@@ -347,8 +362,13 @@ class StepAttempts:
             events.append(self._completed_event(task, finished.output))
             changes.update(status=TaskStatus.COMPLETED, final_output=finished.output)
         try:
-            self.store.update(
-                task_id, {TaskStatus.EXECUTING}, events=events, mutate=self._fenced(lease, done), **changes
+            await self.io(
+                self.store.update,
+                task_id,
+                {TaskStatus.EXECUTING},
+                events=events,
+                mutate=self._fenced(lease, done),
+                **changes,
             )
         except _AttemptOvertaken:
             return StepOutcome(step)
@@ -415,7 +435,8 @@ class StepAttempts:
                 seq=seq,
                 delta=text,
             )
-            self.store.update(
+            await self.io(
+                self.store.update,
                 task.task_id,
                 {TaskStatus.EXECUTING},
                 events=[event],
@@ -492,7 +513,6 @@ class StepAttempts:
         absolute = step.attempt_base + attempt
         events = []
         if delay is not None:
-            record_metric("StepRetries", 1, agent_type=step.agent_type)
             events.append(
                 self._event(
                     task_id,
@@ -505,13 +525,6 @@ class StepAttempts:
                     delay_seconds=round(delay, 3),
                 )
             )
-            logger.warning(
-                "step will be retried",
-                extra={"task_id": task_id, "step_id": step.step_id, "error": message, "delay": delay},
-            )
-        else:
-            record_metric("StepFailures", 1, agent_type=step.agent_type)
-            logger.error("step failed", extra={"task_id": task_id, "step_id": step.step_id, "error": message})
         status = StepStatus.RETRYING if delay is not None else StepStatus.FAILED
         failed = step.model_copy(update={"status": status, "error": message, "attempts": absolute + 1})
         try:
@@ -523,4 +536,14 @@ class StepAttempts:
             )
         except _AttemptOvertaken:
             return StepOutcome(step, error=exc, error_name=name)
+        # Counted once written: a call made again (``StoreBusy``) counts nothing twice.
+        if delay is not None:
+            record_metric("StepRetries", 1, agent_type=step.agent_type)
+            logger.warning(
+                "step will be retried",
+                extra={"task_id": task_id, "step_id": step.step_id, "error": message, "delay": delay},
+            )
+        else:
+            record_metric("StepFailures", 1, agent_type=step.agent_type)
+            logger.error("step failed", extra={"task_id": task_id, "step_id": step.step_id, "error": message})
         return StepOutcome(failed, error=exc, error_name=name, retry_in=delay)
