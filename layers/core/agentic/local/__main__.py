@@ -11,11 +11,13 @@ import asyncio
 import socket
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from contextlib import suppress
+from email.utils import formatdate
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import uvicorn
 from pydantic import ValidationError
@@ -30,7 +32,7 @@ from agentic.settings import Settings
 PROG = "python -m agentic.local"
 #: The exit code of a bad setting or argument (argparse's, too).
 EXIT_BAD_SETTING = 2
-#: How often an idle server's main loop wakes (uvicorn's own: 0.1 s).
+#: How often the server's main loop wakes while a connection is open (uvicorn's own: 0.1 s).
 IDLE_TICK_SECONDS = 1.0
 
 
@@ -77,17 +79,43 @@ def load_settings() -> Settings:
     return settings
 
 
-class QuietServer(uvicorn.Server):
-    """uvicorn's server, waking once a second when idle instead of ten times.
+class _Connections(set[Any]):
+    """uvicorn's set of open connections, telling the server when the first one opens."""
 
-    uvicorn's main loop sleeps 0.1 s between checks for a stop signal and the date header, which
-    is most of an idle server's CPU. Here the loop waits a second, or until a stop signal wakes it
-    (``handle_exit`` runs on the loop's thread: signals reach the main thread), so stopping is as
-    prompt as before. The date header changes once a second either way.
+    def __init__(self, opened: Callable[[], None]) -> None:
+        super().__init__()
+        self._opened = opened
+
+    def add(self, connection: Any) -> None:
+        first = not self
+        super().add(connection)
+        if first:
+            self._opened()
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn's server, whose main loop wakes only while a connection is open, once a second.
+
+    uvicorn's main loop sleeps 0.1 s between checks for a stop signal and the refresh of the
+    ``Date`` header, which was most of an idle server's CPU. Here it waits a second while any
+    connection is open (the header changes once a second, as before), and with none open until the
+    first one opens (the header is brought up to date then, before that connection's first request)
+    or a stop signal wakes it (``handle_exit`` runs on the loop's thread: signals reach the main
+    thread), so stopping is as prompt as before.
     """
 
     _wake: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.server_state.connections = _Connections(self._first_connection)
+
+    def _first_connection(self) -> None:
+        date = [(b"date", formatdate(time.time(), usegmt=True).encode())] if self.config.date_header else []
+        self.server_state.default_headers = date + self.config.encoded_headers
+        if self._wake is not None:
+            self._wake.set()
 
     async def main_loop(self) -> None:
         self._wake = asyncio.Event()
@@ -97,7 +125,9 @@ class QuietServer(uvicorn.Server):
         while not should_exit:
             counter += 10  # uvicorn's ticks are 0.1 s: ten of them per wait here
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), IDLE_TICK_SECONDS)
+                async with asyncio.timeout(IDLE_TICK_SECONDS if self.server_state.connections else None):
+                    await self._wake.wait()
+            self._wake.clear()
             should_exit = await self.on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
