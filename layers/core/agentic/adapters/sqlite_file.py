@@ -71,9 +71,15 @@ CREATE TABLE IF NOT EXISTS events (
     timestamp  TEXT NOT NULL,
     data       TEXT NOT NULL,
     PRIMARY KEY (task_id, cursor)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Events live in a rowid table: rows are appended in the order they are written, and the primary
+# key is an index of small entries. Files made before kept them WITHOUT ROWID, clustered by
+# (task_id, cursor): each event then went into the middle of the table (task ids are random) next
+# to rows of ~1 KB, so a commit dirtied and split more pages (an insert took ~2.5x as long and a
+# commit ~2x, per SQLite alone; a task's events took 12.6 KB on disk against 8.2 KB). Every
+# statement reads and writes both layouts alike, so such files are used as they are.
 
 # Version 1 files lack the lease and retention columns.
 _MIGRATION_1_TO_2 = [
