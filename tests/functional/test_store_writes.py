@@ -66,3 +66,31 @@ def test_a_write_that_only_stale_memory_would_refuse_goes_through(two_processes)
     stored = b.get("t")
     assert stored is not None
     assert stored.current_step_index == 1
+
+
+def test_a_run_decides_on_the_task_as_it_wrote_it_and_its_next_write_finds_a_later_cancel(two_processes):
+    a, b = two_processes
+    running_task(a)
+    # Given another process cancelled the task after A's last write
+    b.update("t", {TaskStatus.ANALYZING}, status=TaskStatus.CANCELLED, lease=None)
+    # When A's run looks at the task as it wrote it (no read of the file)
+    seen = a.get_as_written("t")
+    # Then it sees its own last write, as a read a moment before the cancel would have
+    assert seen is not None
+    assert seen.status is TaskStatus.ANALYZING
+    # And the write it decides on is refused: the cancel stands
+    with pytest.raises(InvalidTransition):
+        a.update("t", {TaskStatus.ANALYZING}, status=TaskStatus.EXECUTING)
+    # And from then on it sees the task as stored (its memory of its own write is gone)
+    after = a.get_as_written("t")
+    assert after is not None
+    assert after.status is TaskStatus.CANCELLED
+
+
+def test_a_task_this_process_never_wrote_is_read_from_the_file(two_processes):
+    a, b = two_processes
+    b.create(TaskState(task_id="t", owner="o", user_input="Explain backoff"))
+    b.update("t", {TaskStatus.PENDING}, status=TaskStatus.CANCELLED)
+    seen = a.get_as_written("t")
+    assert seen is not None
+    assert seen.status is TaskStatus.CANCELLED

@@ -17,8 +17,9 @@ class TaskStore(Protocol):
     """Task state and the per-task event log.
 
     Methods are synchronous (the Lambdas are). Async callers go through ``service.io.call_store``,
-    which runs a blocking store's calls in threads: DynamoDB's (network round trips) and SQLite's
-    (a write may wait for another process's lock; reads go beside it, see ``sqlite_file``).
+    which runs DynamoDB's calls (network round trips) in threads, and makes SQLite's on the loop's
+    thread unless a write would wait for the lock (then on the store's writer thread, see
+    ``sqlite_file``).
     """
 
     #: True when a call may wait (network I/O, a lock) and async callers should run it in a thread.
@@ -29,6 +30,13 @@ class TaskStore(Protocol):
         ...
 
     def get(self, task_id: str) -> TaskState | None: ...
+
+    def get_as_written(self, task_id: str) -> TaskState | None:
+        """The task as this process's last write (or claim) of it left it, if the store remembers
+        that; else as stored (``get``). For a run's own decisions, never for answers: every write is
+        conditional on the stored row, so a change another process made since is found by the write
+        (a cancel, a lost lease), exactly as if it had landed a moment after a read."""
+        ...
 
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
         """The owner's tasks, newest first. ``cursor`` is opaque; a bad one raises ``InvalidInput``."""

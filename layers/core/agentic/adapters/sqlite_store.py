@@ -144,6 +144,13 @@ class SQLiteTaskStore(SQLiteFile):
             if len(self._parsed) > _PARSED_CACHE_SIZE:
                 self._parsed.popitem(last=False)
 
+    def get_as_written(self, task_id: str) -> TaskState | None:
+        with self._parsed_lock:
+            known = self._parsed.get(task_id)
+        if known is not None and known[2] is not None:  # columns: written (or claimed) here
+            return known[1]
+        return self.get(task_id)
+
     def get(self, task_id: str) -> TaskState | None:
         with self._read() as db:
             row = db.execute("SELECT doc FROM tasks WHERE task_id = ?", (task_id,)).fetchone()

@@ -140,7 +140,8 @@ class StepAttempts:
     io: StoreCaller
 
     def _load(self, task_id: str) -> TaskState:
-        task = self.store.get(task_id)
+        # Every decision made on it ends in a conditional write (see ``get_as_written``).
+        task = self.store.get_as_written(task_id)
         if task is None:
             raise TaskNotFound(task_id)
         return task
