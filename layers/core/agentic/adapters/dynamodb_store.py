@@ -205,8 +205,9 @@ class DynamoDBTaskStore(TaskItemWrites):
         item = self._read_task_item(task_id)
         return self._outputs.inflate(item)[0] if item is not None else None
 
-    #: A Lambda serves one state's call and remembers nothing of another's: always the stored task.
-    get_as_written = get
+    def get_as_written(self, task_id: str) -> TaskState | None:
+        """Always the stored task: a Lambda serves one state's call and remembers nothing of another's."""
+        return self.get(task_id)
 
     @retryable
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
