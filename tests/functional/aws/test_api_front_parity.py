@@ -64,6 +64,8 @@ class Req:
     headers: dict[str, str] = field(default_factory=dict)
     query: str = ""
     owner: str | None = OWNER
+    #: the function invoked; by default the one API Gateway routes the method to
+    function: str | None = None
 
 
 def post(path: str, body: object = None, *, raw: bytes | None = None, key: str | None = None, **kw: Any) -> Req:
@@ -149,6 +151,7 @@ CASES: dict[str, list[Req]] = {
     "approve bad JSON": [post(f"/tasks/{task('k1')}/approve", raw=b"{,}")],
     "unknown path": [get("/nothing")],
     "wrong method": [post("/tasks/abc/status"), get("/tasks/abc/cancel"), Req("PUT", "/tasks")],
+    "wrong method on the query function": [Req("POST", "/tasks", function="QueryTasksFunction")],
     "options": [Req("OPTIONS", "/tasks/abc/cancel"), Req("OPTIONS", "/health")],
     "health": [get("/health")],
 }
@@ -217,7 +220,7 @@ def via_fastapi(clients: dict[str, TestClient], req: Req) -> Answer:
 
 def function_of(req: Req) -> str:
     """Which function API Gateway would invoke, by method (each function serves only its routes)."""
-    return "QueryTasksFunction" if req.method == "GET" else "CreateTaskFunction"
+    return req.function or ("QueryTasksFunction" if req.method == "GET" else "CreateTaskFunction")
 
 
 def via_lambda(req: Req) -> Answer:
