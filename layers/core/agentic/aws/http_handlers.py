@@ -22,7 +22,6 @@ import json
 import re
 import threading
 from collections.abc import Sequence
-from email.message import Message
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -113,6 +112,8 @@ def _parse_body(raw: bytes, headers: dict[str, str]) -> Any:
     content_type = headers.get("content-type")
     if not content_type:
         return raw
+    from email.message import Message  # loaded already by then (botocore's http.client)
+
     message = Message()
     message["content-type"] = content_type
     subtype = message.get_content_subtype()
