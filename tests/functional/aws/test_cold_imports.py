@@ -32,9 +32,14 @@ SQLITE_STORE = ("agentic.adapters.sqlite_store", "agentic.adapters.sqlite_file",
 HTTP = ("fastapi", "starlette", "mangum", "agentic.api")
 #: What the buffered API functions do not serve: the stream (its own function) and the knowledge search.
 OTHER_ROUTES = ("agentic.api.routes.stream", "agentic.api.routes.knowledge", "agentic.api.docs")
+#: The web framework: the API functions answer API Gateway's events without it (the answers they share
+#: with the FastAPI app are in agentic.api.answers, which imports none of it).
+WEB_FRAMEWORK = ("fastapi", "starlette", "mangum", "agentic.api.app", "agentic.api.routes", "agentic.api.errors")
 
 AGENT_NEVER = NEVER_ON_LAMBDA + NO_SETTINGS_LIBRARY + KNOWLEDGE_INDEX + SQLITE_STORE + HTTP + ("agentic.service.tasks",)
 API_NEVER = NEVER_ON_LAMBDA + NO_SETTINGS_LIBRARY + KNOWLEDGE_INDEX + SQLITE_STORE + OTHER_ROUTES
+#: The API functions with ApiFront=lean (functions/api/lean.py) load no web framework at all.
+LEAN_API_NEVER = API_NEVER + WEB_FRAMEWORK
 
 ENV = {
     "STORE": "dynamodb",
@@ -114,6 +119,7 @@ def loaded(modules: object, prefixes: tuple[str, ...]) -> list[str]:
         ("agents/writer.py", AGENT_NEVER),
         ("finalize/handler.py", AGENT_NEVER),
         ("api/app.py", API_NEVER),
+        ("api/lean.py", LEAN_API_NEVER),
     ],
 )
 def test_importing_a_handler_loads_nothing_its_function_does_not_use(function, never):
@@ -130,6 +136,10 @@ def test_importing_a_handler_loads_nothing_its_function_does_not_use(function, n
     [
         ("agents/analyzer.py", "handler", "analyzer_plan.json", {"status": "executing"}, AGENT_NEVER),
         ("api/app.py", "query_handler", "query_tasks_status.json", {"statusCode": 200}, API_NEVER),
+        # a body parsed and validated, the caller, the store, an error answered (the task is not awaiting approval)
+        ("api/app.py", "create_handler", "create_task_reject.json", {"statusCode": 409}, API_NEVER),
+        ("api/lean.py", "query_handler", "query_tasks_status.json", {"statusCode": 200}, LEAN_API_NEVER),
+        ("api/lean.py", "create_handler", "create_task_reject.json", {"statusCode": 409}, LEAN_API_NEVER),
     ],
 )
 def test_the_first_request_loads_nothing_its_function_does_not_use(function, attribute, event, expected, never):

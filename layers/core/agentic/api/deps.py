@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from agentic.api.answers import TASK_ID_MAX_LENGTH
 from agentic.service.tasks import TaskService
 
 
@@ -27,4 +28,4 @@ Service = Annotated[TaskService, Depends(_service)]
 Owner = Annotated[str, Depends(_owner)]
 # Task ids are UUIDs; anything much longer is refused before it reaches a store (DynamoDB rejects
 # keys over 2 KB with an error of its own).
-TaskId = Annotated[str, Path(min_length=1, max_length=64, description="The task id")]
+TaskId = Annotated[str, Path(min_length=1, max_length=TASK_ID_MAX_LENGTH, description="The task id")]

@@ -5,13 +5,18 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Callable
-
-from fastapi import Request
+from typing import TYPE_CHECKING
 
 from agentic.errors import Unauthorized
 from agentic.settings import Settings
 
-IdentityResolver = Callable[[Request], str]
+if TYPE_CHECKING:  # the Lambda API functions read the IAM caller from the event, with no web framework
+    from fastapi import Request
+
+IdentityResolver = Callable[["Request"], str]
+
+#: Why a request on AWS has no owner.
+NO_IAM_IDENTITY = "the request carries no IAM identity (call it with SigV4-signed credentials)"
 
 
 def bearer_identity(settings: Settings) -> IdentityResolver:
@@ -30,7 +35,8 @@ def bearer_identity(settings: Settings) -> IdentityResolver:
     return resolve
 
 
-def _iam_user_arn(request_context: dict[str, object]) -> str | None:
+def iam_user_arn(request_context: dict[str, object]) -> str | None:
+    """The caller's ARN that API Gateway's or a Function URL's IAM authorizer put in the request context."""
     authorizer = request_context.get("authorizer")
     if isinstance(authorizer, dict):
         iam = authorizer.get("iam")
@@ -44,18 +50,18 @@ def iam_identity(request: Request) -> str:
     event = request.scope.get("aws.event")
     if isinstance(event, dict):
         # Behind Mangum the Lambda event is the only source; a header could be sent by anyone.
-        arn = _iam_user_arn(event.get("requestContext") or {})
+        arn = iam_user_arn(event.get("requestContext") or {})
         if arn:
             return arn
-        raise Unauthorized("the request carries no IAM identity (call it with SigV4-signed credentials)")
+        raise Unauthorized(NO_IAM_IDENTITY)
     # The Lambda Web Adapter forwards the Function URL's request context as this header (it sets
     # the header itself from the invocation event).
     raw = request.headers.get("x-amzn-request-context")
     if raw:
         try:
-            arn = _iam_user_arn(json.loads(raw))
+            arn = iam_user_arn(json.loads(raw))
         except ValueError:
             arn = None
         if arn:
             return arn
-    raise Unauthorized("the request carries no IAM identity (call it with SigV4-signed credentials)")
+    raise Unauthorized(NO_IAM_IDENTITY)

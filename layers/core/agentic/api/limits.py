@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentic.api.answers import error_body, json_body_refusal, too_large_message
+
 
 class BodySizeLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -22,7 +24,7 @@ class BodySizeLimit:
 
     @property
     def message(self) -> str:
-        return f"request body exceeds {self.max_bytes} bytes"
+        return too_large_message(self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -30,7 +32,8 @@ class BodySizeLimit:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                body = json.dumps({"error": "input_too_large", "message": self.message}).encode()
+                # rendered as JSONResponse renders every other error (compact)
+                body = json.dumps(error_body("input_too_large", self.message), separators=(",", ":")).encode()
                 await send(
                     {
                         "type": "http.response.start",
@@ -59,20 +62,7 @@ class BodySizeLimit:
 
 
 async def require_json(request: Request) -> None:
-    """A body must be JSON (``application/json`` or ``application/*+json``): else 415.
-
-    Without a Content-Type a body is refused too (FastAPI would not parse it as JSON and the client
-    would get a puzzling 422); a request without a body goes on to the usual 422 "field required".
-    """
-    content_type = request.headers.get("content-type", "")
-    media_type = content_type.partition(";")[0].strip().lower()
-    main, _, sub = media_type.partition("/")
-    if main == "application" and (sub == "json" or sub.endswith("+json")):
-        return
-    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
-    if not media_type and not has_body:
-        return
-    raise HTTPException(
-        status_code=415,
-        detail=f"the body must be application/json (Content-Type: application/json), not {media_type or 'unlabelled'}",
-    )
+    """A body must be JSON, else 415 (``answers.json_body_refusal`` says when)."""
+    refusal = json_body_refusal(request.headers)
+    if refusal is not None:
+        raise HTTPException(status_code=415, detail=refusal)

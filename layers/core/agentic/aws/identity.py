@@ -25,7 +25,7 @@ goes through the same function, so a role's ARN with a path matches that role's 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentic.settings import get_settings
 
@@ -50,7 +50,21 @@ def task_owner(arn: str, identity: OwnerIdentity = "role") -> str:
 
 
 def iam_owner(request: Request) -> str:
-    """The API's identity resolver on AWS: the signed caller, as the owner of its tasks."""
-    from agentic.api.identity import iam_identity  # the API functions have it loaded already
+    """The identity resolver of the FastAPI app on AWS (the API functions behind Mangum, the stream
+    function behind the Web Adapter): the signed caller, as the owner of its tasks."""
+    from agentic.api.identity import iam_identity
 
     return task_owner(iam_identity(request), get_settings().owner_identity)
+
+
+def event_owner(event: dict[str, Any]) -> str:
+    """The caller of the API functions with ``ApiFront=lean`` (an API Gateway event; its request context
+    is the only source: a header could be sent by anyone), as the owner of its tasks."""
+    from agentic.api.identity import NO_IAM_IDENTITY, iam_user_arn
+    from agentic.errors import Unauthorized
+
+    context = event.get("requestContext")
+    arn = iam_user_arn(context if isinstance(context, dict) else {})
+    if not arn:
+        raise Unauthorized(NO_IAM_IDENTITY)
+    return task_owner(arn, get_settings().owner_identity)

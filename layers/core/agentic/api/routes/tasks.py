@@ -1,4 +1,4 @@
-"""Create, list and read tasks: the buffered routes (served through Mangum on AWS)."""
+"""Create, list and read tasks: the buffered routes (on AWS through Mangum, or ``agentic.aws.lean_http`` alike)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.responses import JSONResponse
 
+from agentic.api.answers import CURSOR_MAX_LENGTH, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, create_answer, task_page
 from agentic.api.deps import Owner, Service, TaskId
-from agentic.api.errors import error_body, error_responses
+from agentic.api.errors import error_responses
 from agentic.api.limits import require_json
-from agentic.errors import Backpressure
 from agentic.models import TaskCreate, TaskList, TaskPublic, TaskStatus
 
 # Two routers so a deployment can give the read routes a read-only function.
@@ -46,33 +46,20 @@ async def create_task(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> TaskPublic | JSONResponse:
     """Create a pending task. With ``execute: true`` it also starts (stream it from ``/events``)."""
-    task, created = await service.create(
-        owner, body.description, idempotency_key=idempotency_key, approval=body.approval
-    )
-    if not created:
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/tasks/{task.task_id}/status"
-    if body.execute:
-        try:
-            task = await service.execute(owner, task.task_id)
-        except Backpressure as exc:
-            # The task exists (pending); name it so the client can execute it later without
-            # creating a duplicate.
-            return JSONResponse(
-                error_body(exc.code, f"task {task.task_id} was created but not started: {exc}", task_id=task.task_id),
-                status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-                headers={"Retry-After": str(exc.retry_after_seconds), "Location": f"/tasks/{task.task_id}/status"},
-            )
-    return TaskPublic.of(task)
+    answer = await create_answer(service, owner, body, idempotency_key)
+    if not isinstance(answer.body, TaskPublic):  # execute hit backpressure: the 429
+        return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
+    response.status_code = answer.status
+    response.headers.update(answer.headers)
+    return answer.body
 
 
 @read_router.get("", response_model=TaskList, responses=error_responses(422, 503))
 async def list_tasks(
     service: Service,
     owner: Owner,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = LIST_LIMIT_DEFAULT,
+    cursor: Annotated[str | None, Query(max_length=CURSOR_MAX_LENGTH)] = None,
     task_status: Annotated[TaskStatus | None, Query(alias="status")] = None,
 ) -> TaskList:
     """The caller's tasks, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
@@ -80,8 +67,7 @@ async def list_tasks(
     ``limit`` is 20 by default, at most 100. Each final output is cut to its first 2000 characters
     (``final_output_truncated`` says so); ``GET /tasks/{task_id}/status`` returns it whole.
     """
-    page = await service.list(owner, limit=limit, cursor=cursor, status=task_status)
-    return TaskList(items=[TaskPublic.of(t).preview() for t in page.items], next_cursor=page.next_cursor)
+    return await task_page(service, owner, limit, cursor, task_status)
 
 
 @read_router.get("/{task_id}/status", response_model=TaskPublic, responses=error_responses(404, 422, 503))
