@@ -18,6 +18,8 @@ MIN_LEASE_SECONDS = 2.0
 class ModelPrice(BaseModel):
     """Dollars per 1M tokens."""
 
+    model_config = ConfigDict(defer_build=True)
+
     input: float = Field(ge=0)
     output: float = Field(ge=0)
 
@@ -36,7 +38,8 @@ class Settings(BaseModel):
     name is all it did here.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    # Built by the first ``Settings()`` (a function's first request), not at import.
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     @model_validator(mode="before")
     @classmethod
