@@ -1,12 +1,38 @@
-"""Pydantic models: the task, its plan and steps, stream events, and the API's input/output shapes."""
+"""Pydantic models: the task, its plan and steps, stream events, and the API's output shapes (its
+request bodies are in ``request_models.py``, handed out here on first access).
 
-from __future__ import annotations
+Every model here is built (its schema, validator and serializer) when first used, not at import
+(``LazyModel``): a Lambda function builds only the models its requests read and write, and no
+function's import builds any, which also keeps pydantic's plugin loader (``importlib.metadata``,
+which botocore imports anyway at the first AWS call) out of the import. ``build_models`` builds
+them ahead, for a SnapStart snapshot.
+"""
 
+# No ``from __future__ import annotations`` here: with it, defining a model compiles and evaluates
+# each field's annotation from its string (about a tenth of this module's import).
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+if TYPE_CHECKING:
+    from agentic.request_models import ApproveRequest as ApproveRequest
+    from agentic.request_models import CancelRequest as CancelRequest
+    from agentic.request_models import RejectRequest as RejectRequest
+    from agentic.request_models import RetryRequest as RetryRequest
+    from agentic.request_models import TaskCreate as TaskCreate
+
+#: The request bodies, imported from ``request_models`` when first asked for (module ``__getattr__``).
+REQUEST_MODELS = frozenset({"TaskCreate", "CancelRequest", "ApproveRequest", "RejectRequest", "RetryRequest"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in REQUEST_MODELS:
+        from agentic import request_models
+
+        return getattr(request_models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def utcnow() -> datetime:
@@ -84,7 +110,13 @@ class EventType(StrEnum):
         return self in (EventType.TASK_COMPLETED, EventType.TASK_FAILED, EventType.TASK_CANCELLED)
 
 
-class ExecutionStep(BaseModel):
+class LazyModel(BaseModel):
+    """Built on first use (validation, serialization, ``model_json_schema``), not when defined."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class ExecutionStep(LazyModel):
     step_id: str
     agent_type: str
     description: str
@@ -105,13 +137,13 @@ class ExecutionStep(BaseModel):
     cost_usd: float | None = None
 
 
-class ExecutionPlan(BaseModel):
+class ExecutionPlan(LazyModel):
     task_id: str
     steps: list[ExecutionStep]
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class Lease(BaseModel):
+class Lease(LazyModel):
     """Who runs a task locally: a runner (one server process) and the claim's epoch (fencing token).
 
     Every write of a run is conditional on the task still holding this exact lease, so a runner that
@@ -124,7 +156,7 @@ class Lease(BaseModel):
     epoch: int
 
 
-class TaskState(BaseModel):
+class TaskState(LazyModel):
     task_id: str
     owner: str
     user_input: str
@@ -152,14 +184,12 @@ class TaskState(BaseModel):
 MAX_CURSOR = 10**12 - 1
 
 
-class ApiModel(BaseModel):
-    """A body of the HTTP API (or of a stream's line): its schema and validator are built on first
-    use, not at import, so the functions that never answer HTTP (the agents, finalize) skip them."""
-
-    model_config = ConfigDict(defer_build=True)
+class ApiModel(LazyModel):
+    """A body of the HTTP API (or of a stream's line): the functions that never answer HTTP (the
+    agents, finalize) never build it."""
 
 
-class StreamEvent(BaseModel):
+class StreamEvent(LazyModel):
     """One NDJSON line of a task's stream; ``cursor`` strictly increases within a task."""
 
     event_type: EventType
@@ -196,7 +226,7 @@ class StreamLine(ApiModel):
     data: dict[str, Any] = Field(default_factory=dict, description="What happened: depends on `event_type`.")
 
 
-class NewEvent(BaseModel):
+class NewEvent(LazyModel):
     """An event before the store gives it a cursor. ``key`` makes the write idempotent."""
 
     task_id: str
@@ -207,36 +237,6 @@ class NewEvent(BaseModel):
 
 
 # --- API shapes -----------------------------------------------------------------------------------
-
-
-class TaskCreate(BaseModel):  # not deferred: FastAPI wraps request bodies at route declaration
-    model_config = ConfigDict(extra="forbid")
-
-    description: str = Field(
-        min_length=1,
-        max_length=4000,
-        description="What the agents should work on (1-4000 characters).",
-        examples=["Explain how exponential backoff with jitter prevents retry storms"],
-    )
-    execute: bool = Field(
-        default=False,
-        strict=True,  # JSON true/false only: "yes", "1" or 1 is a 422, not a silent true
-        description="Start the task at once (then stream it with GET /tasks/{id}/events).",
-    )
-    approval: bool | None = Field(
-        default=None,
-        strict=True,
-        description="Wait for a person's approval (POST /tasks/{id}/approve) before the final step. "
-        "Default: the deployment's REQUIRE_APPROVAL.",
-    )
-
-    @field_validator("description")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        stripped = value.strip()
-        if not stripped:
-            raise ValueError("description must not be blank")
-        return stripped
 
 
 class StepPublic(ApiModel):
@@ -297,7 +297,7 @@ class TaskPublic(ApiModel):
         return round((self.updated_at - self.created_at).total_seconds(), 3)
 
     @classmethod
-    def of(cls, task: TaskState) -> TaskPublic:
+    def of(cls, task: TaskState) -> "TaskPublic":
         steps = task.execution_plan.steps if task.execution_plan else []
         used = [s.usage for s in steps if s.usage]
         costs = [s.cost_usd for s in steps if s.cost_usd is not None]
@@ -323,7 +323,7 @@ class TaskPublic(ApiModel):
             updated_at=task.updated_at,
         )
 
-    def preview(self) -> TaskPublic:
+    def preview(self) -> "TaskPublic":
         """This task as a listing shows it: the final output cut to ``LIST_PREVIEW_CHARS`` characters."""
         if self.final_output is None or len(self.final_output) <= LIST_PREVIEW_CHARS:
             return self
@@ -332,7 +332,7 @@ class TaskPublic(ApiModel):
         )
 
 
-class TaskPage(BaseModel):
+class TaskPage(LazyModel):
     """A page of tasks, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
 
     items: list[TaskState]
@@ -344,30 +344,8 @@ class TaskList(ApiModel):
     next_cursor: str | None = None
 
 
-class CancelRequest(BaseModel):  # not deferred: FastAPI wraps request bodies at route declaration
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str | None = Field(default=None, max_length=1000, description="Why (shown in task_cancelled).")
-
-
-class ApproveRequest(BaseModel):  # not deferred: FastAPI wraps request bodies at route declaration
-    model_config = ConfigDict(extra="forbid")
-
-    comment: str | None = Field(default=None, max_length=1000, description="Shown in approval_granted.")
-
-
-class RejectRequest(BaseModel):  # not deferred: FastAPI wraps request bodies at route declaration
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str | None = Field(default=None, max_length=1000, description="Shown in approval_rejected.")
-
-
-class RetryRequest(BaseModel):  # not deferred: FastAPI wraps request bodies at route declaration
-    model_config = ConfigDict(extra="forbid")
-
-    from_step: str | None = Field(
-        default=None,
-        max_length=64,
-        description="Re-run from this step (e.g. step_002); default: the step that did not complete.",
-        examples=["step_002"],
-    )
+def build_models() -> None:
+    """Build every model of this module now (a SnapStart snapshot then holds them built)."""
+    models = (ExecutionStep, ExecutionPlan, Lease, TaskState, StreamEvent, NewEvent, TaskPage)
+    for model in (*models, StreamLine, StepPublic, TaskUsage, TaskPublic, TaskList):
+        model.model_rebuild()

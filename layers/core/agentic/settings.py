@@ -1,7 +1,7 @@
 """All configuration, read from the environment once. Nothing else in the core reads ``os.environ``."""
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: with it, defining the model compiles and evaluates
+# each field's annotation from its string.
 import contextlib
 import json
 import os
@@ -17,6 +17,8 @@ MIN_LEASE_SECONDS = 2.0
 
 class ModelPrice(BaseModel):
     """Dollars per 1M tokens."""
+
+    model_config = ConfigDict(defer_build=True)
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
@@ -36,7 +38,8 @@ class Settings(BaseModel):
     name is all it did here.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    # Built by the first ``Settings()`` (a function's first request), not at import.
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -192,7 +195,7 @@ class Settings(BaseModel):
     stream_approval_pause_seconds: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
-    def _model_is_named(self) -> Settings:
+    def _model_is_named(self) -> "Settings":
         if self.model_provider != "template" and not self.model_id.strip():
             raise ValueError(f"MODEL_PROVIDER={self.model_provider} needs MODEL_ID (the model to call)")
         if self.model_provider == "openai" and not self.model_base_url.startswith(("http://", "https://")):
@@ -228,7 +231,7 @@ class Settings(BaseModel):
         return self.knowledge_index_path or self.database_path.with_name("knowledge.db")
 
     @model_validator(mode="after")
-    def _leases_that_hold(self) -> Settings:
+    def _leases_that_hold(self) -> "Settings":
         # Under load a renewal comes late (a busy CPU, a GC pause, a write waiting for the lock); a
         # lease it cannot keep is taken over and its step runs again, spending the retry budget.
         if self.lease_seconds < MIN_LEASE_SECONDS:

@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -37,6 +39,14 @@ OTHER_ROUTES = ("agentic.api.routes.stream", "agentic.api.routes.knowledge", "ag
 WEB_FRAMEWORK = ("fastapi", "starlette", "mangum", "agentic.api.app", "agentic.api.routes", "agentic.api.errors")
 
 AGENT_NEVER = NEVER_ON_LAMBDA + NO_SETTINGS_LIBRARY + KNOWLEDGE_INDEX + SQLITE_STORE + HTTP + ("agentic.service.tasks",)
+#: The request bodies (handed out by agentic.models on first access): the HTTP API's and the triggers'.
+REQUEST_BODIES = ("agentic.request_models",)
+#: A step's event loop and its delta batcher: loaded by a step's first call, not by planning or finalize.
+STEP_LOOP = ("asyncio", "agentic.service.deltas")
+#: Pydantic's plugin loader imports it when the first model is built; no model is built at import.
+PLUGIN_LOADER = ("importlib.metadata",)
+AGENT_IMPORT_NEVER = AGENT_NEVER + REQUEST_BODIES + STEP_LOOP + PLUGIN_LOADER
+AGENT_FIRST_SEARCH_NEVER = tuple(m for m in AGENT_NEVER if m not in KNOWLEDGE_INDEX)
 API_NEVER = NEVER_ON_LAMBDA + NO_SETTINGS_LIBRARY + KNOWLEDGE_INDEX + SQLITE_STORE + OTHER_ROUTES
 #: The API functions with ApiFront=lean (functions/api/lean.py) load no web framework at all.
 LEAN_API_NEVER = API_NEVER + WEB_FRAMEWORK
@@ -114,10 +124,10 @@ def loaded(modules: object, prefixes: tuple[str, ...]) -> list[str]:
 @pytest.mark.parametrize(
     ("function", "never"),
     [
-        ("agents/retriever.py", AGENT_NEVER),
-        ("agents/analyzer.py", AGENT_NEVER),
-        ("agents/writer.py", AGENT_NEVER),
-        ("finalize/handler.py", AGENT_NEVER),
+        ("agents/retriever.py", AGENT_IMPORT_NEVER),
+        ("agents/analyzer.py", AGENT_IMPORT_NEVER),
+        ("agents/writer.py", AGENT_IMPORT_NEVER),
+        ("finalize/handler.py", AGENT_IMPORT_NEVER),
         ("api/app.py", API_NEVER),
         ("api/lean.py", LEAN_API_NEVER),
     ],
@@ -131,10 +141,38 @@ def test_importing_a_handler_loads_nothing_its_function_does_not_use(function, n
     assert loaded(modules, never) == []
 
 
+BUILT_MODELS = """
+import json, sys
+sys.path.insert(0, {folder!r})
+import {module}
+from pydantic import BaseModel
+
+def subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from subclasses(sub)
+
+print(json.dumps(sorted(
+    f"{{m.__module__}}.{{m.__qualname__}}" for m in subclasses(BaseModel) if m.__pydantic_complete__
+)))
+"""
+
+
+@pytest.mark.parametrize("function", ["agents/retriever.py", "agents/analyzer.py", "finalize/handler.py"])
+def test_importing_an_agent_or_finalize_handler_builds_no_model(function):
+    # Given a fresh interpreter
+    folder, _, module = function.rpartition("/")
+    # When the runtime imports the handler module
+    built = run_fresh(BUILT_MODELS.format(folder=str(ROOT / "functions" / folder), module=module.removesuffix(".py")))
+    # Then no pydantic model has its validator built yet: each is built by the first request using it
+    assert built == []
+
+
 @pytest.mark.parametrize(
     ("function", "attribute", "event", "expected", "never"),
     [
         ("agents/analyzer.py", "handler", "analyzer_plan.json", {"status": "executing"}, AGENT_NEVER),
+        ("finalize/handler.py", "handler", "finalize_fail.json", {"status": "failed"}, AGENT_NEVER),
         ("api/app.py", "query_handler", "query_tasks_status.json", {"statusCode": 200}, API_NEVER),
         # a body parsed and validated, the caller, the store, an error answered (the task is not awaiting approval)
         ("api/app.py", "create_handler", "create_task_reject.json", {"statusCode": 409}, API_NEVER),
@@ -158,3 +196,78 @@ def test_the_first_request_loads_nothing_its_function_does_not_use(function, att
     assert expected.items() <= result["answer"].items()
     # Then that request loaded nothing only another function uses (the DynamoDB store no SQLite)
     assert loaded(result["modules"], never) == []
+
+
+#: The handler alone in its interpreter, AWS on loopback (moto in the test's process: moto itself
+#: imports asyncio, so the in-process cases above cannot tell whether the handler loaded it).
+LOOPBACK_CALL = """
+import json, sys
+sys.path.insert(0, {folder!r})
+import {module}
+
+class Context:
+    function_name = "cold"
+    memory_limit_in_mb = 512
+    aws_request_id = "00000000-0000-4000-8000-000000000000"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:cold"
+
+    def get_remaining_time_in_millis(self):
+        return 30000
+
+answer = {module}.handler(json.loads(open({event!r}).read()), Context())
+print(json.dumps({{"answer": answer, "modules": sorted(sys.modules)}}))
+"""
+
+
+@pytest.fixture
+def loopback_aws(aws_env: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto behind a loopback endpoint (bench/coldstart_aws.py), this process's environment restored after."""
+    from bench.coldstart_aws import FakeAws
+
+    saved = dict(os.environ)
+    aws = FakeAws()  # sets this process's TABLE_NAME, the AWS credentials, the region
+    try:
+        yield aws
+    finally:
+        aws.close()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.mark.parametrize(
+    ("function", "event", "prepare", "expected", "never"),
+    [
+        ("agents/analyzer.py", "analyzer_plan.json", "created", {"status": "executing"}, AGENT_NEVER),
+        ("finalize/handler.py", "finalize_fail.json", "planned", {"status": "failed"}, AGENT_NEVER),
+        # the retriever's first search loads the knowledge index
+        ("agents/retriever.py", "retriever_step.json", "planned", {"status": "completed"}, AGENT_FIRST_SEARCH_NEVER),
+    ],
+)
+def test_planning_and_finalize_run_no_event_loop_and_no_function_builds_a_request_body(
+    loopback_aws, function, event, prepare, expected, never
+):
+    # Given the task of the events/ files in the state the event expects, AWS on loopback
+    loopback_aws.prepare(prepare)
+    folder, _, module = function.rpartition("/")
+    code = LOOPBACK_CALL.format(
+        folder=str(ROOT / "functions" / folder), module=module.removesuffix(".py"), event=str(EVENTS / event)
+    )
+    # When a fresh interpreter imports the handler and it answers its first request
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **ENV, "TABLE_NAME": os.environ["TABLE_NAME"], **loopback_aws.env},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert expected.items() <= result["answer"].items()
+    # Then it loaded no request body, and only a step (not planning, not finalize) an event loop
+    assert loaded(result["modules"], never + REQUEST_BODIES) == []
+    if "step" not in event:
+        assert loaded(result["modules"], STEP_LOOP) == []
+    else:
+        assert "asyncio" in result["modules"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +51,8 @@ class Agent(ABC):
     async def execute(self, step: ExecutionStep, context: StepContext) -> str:
         delay = self.base_latency * self.latency_scale
         if delay > 0:
+            import asyncio  # loaded by whatever runs this coroutine; not at the agent functions' import
+
             await asyncio.sleep(delay)  # stands for the model/tool call an agent would make
         return self.run(step, context)
 

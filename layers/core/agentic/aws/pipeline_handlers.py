@@ -26,7 +26,6 @@ and applies the same Retry / Catch clauses the local runner read from the same f
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 from typing import Any
@@ -87,6 +86,8 @@ def handle_agent_event(agent_type: str, event: LambdaEvent, ops: PipelineOps | N
         return {"task_id": task_id, "step_id": step_id, "status": TaskStatus.AWAITING_APPROVAL.value}
     # Real seconds: the un-jittered upper bound of the wait Step Functions applies before the retry.
     retry_delay = functools.partial(spec.retry_delay, time_scale=1.0)
+    import asyncio  # a step's first call only: planning and finalize never run a loop
+
     try:
         outcome = asyncio.run(ops.run_step(task_id, step_id, _attempt(event), retry_delay, None))
     except InvalidTransition:

@@ -8,11 +8,10 @@ state-machine file's Retry clauses, never raised, so both wirings apply the same
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentic.agents.base import Agent, AgentOutput, StepContext
 from agentic.agents.faults import FaultPlan
@@ -33,7 +32,9 @@ from agentic.models import (
 from agentic.observability import logger, record_metric
 from agentic.pipeline import STATES_TIMEOUT, PipelineDefinition
 from agentic.ports import Mutation, TaskStore
-from agentic.service.deltas import DeltaBatcher
+
+if TYPE_CHECKING:
+    from agentic.service.deltas import DeltaBatcher
 
 #: Bound on one step's output, in UTF-8 bytes: 100,000 characters of a 3-byte script (CJK) and a
 #: sources list fit. A store keeps an output as one item of its own (DynamoDB: 400 KB an item), and
@@ -288,6 +289,12 @@ class StepAttempts:
             except _AttemptOvertaken:
                 return StepOutcome(step)  # a stale start: a newer attempt owns the step already
         assert task.execution_plan is not None
+        # Here, not at the top: it and asyncio load with the loop that runs a step, so the agent
+        # functions' import (and a planning or finalize call) skips them.
+        import asyncio
+
+        from agentic.service.deltas import DeltaBatcher
+
         deltas = DeltaBatcher(
             self._delta_writer(task, index, absolute, lease),
             interval=self.delta_seconds,
