@@ -6,8 +6,6 @@ The caller's IAM identity (the HTTP API's AWS_IAM authorizer) is the task owner 
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from typing import Any
 
 from fastapi import APIRouter
@@ -15,34 +13,10 @@ from mangum import Mangum
 
 from agentic.api.app import create_app
 
+from .http_event import request_correlation_id, thread_event_loop
 from .identity import iam_owner
 from .powertools import LambdaEvent, LambdaHandler, instrumented
 from .wiring import get_system
-
-_local = threading.local()
-
-
-def _use_thread_event_loop() -> None:
-    """Give Mangum a live event loop on this thread.
-
-    Mangum runs each request with ``asyncio.get_event_loop()``; an ``asyncio.run`` on the same
-    thread (another handler in the same process, as in tests) leaves no current loop behind.
-    """
-    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _local.loop = loop
-    asyncio.set_event_loop(loop)
-
-
-def request_correlation_id(event: LambdaEvent) -> str | None:
-    """The task id of ``/tasks/{task_id}/...`` routes, else the API Gateway request id."""
-    params = event.get("pathParameters") or {}
-    if isinstance(params, dict) and params.get("task_id"):
-        return str(params["task_id"])
-    context = event.get("requestContext") or {}
-    request_id = context.get("requestId") if isinstance(context, dict) else None
-    return str(request_id) if request_id else None
 
 
 def http_handler(*routers: APIRouter) -> LambdaHandler:
@@ -60,7 +34,7 @@ def http_handler(*routers: APIRouter) -> LambdaHandler:
                 max_request_bytes=system.settings.max_request_bytes,
             )
             adapter = Mangum(app, lifespan="off")
-        _use_thread_event_loop()
+        thread_event_loop()
         return adapter(event, context)
 
     return instrumented(handle, request_correlation_id)

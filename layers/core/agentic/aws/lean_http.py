@@ -19,11 +19,9 @@ body).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
-import threading
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -43,35 +41,10 @@ from agentic.errors import AgenticError
 from agentic.observability import logger
 from agentic.service.tasks import TaskService
 
+from .http_event import request_correlation_id, thread_event_loop
 from .http_routes import NO_BODY, HttpRequest, Route
 from .powertools import LambdaEvent, LambdaHandler, instrumented
 from .wiring import get_system
-
-_local = threading.local()
-
-
-def _event_loop() -> asyncio.AbstractEventLoop:
-    """This thread's event loop, kept between invocations (the store's thread pool lives with it).
-
-    An ``asyncio.run`` on the same thread (another handler in the same process, as in tests) leaves
-    no current loop behind, so the loop is this module's own.
-    """
-    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _local.loop = loop
-    asyncio.set_event_loop(loop)
-    return loop
-
-
-def request_correlation_id(event: LambdaEvent) -> str | None:
-    """The task id of ``/tasks/{task_id}/...`` routes, else the API Gateway request id."""
-    params = event.get("pathParameters") or {}
-    if isinstance(params, dict) and params.get("task_id"):
-        return str(params["task_id"])
-    context = event.get("requestContext") or {}
-    request_id = context.get("requestId") if isinstance(context, dict) else None
-    return str(request_id) if request_id else None
 
 
 def _pattern(path: str) -> re.Pattern[str]:
@@ -185,6 +158,6 @@ def http_handler(routes: Sequence[Route]) -> LambdaHandler:
             return internal_error_answer()
 
     def handle(event: LambdaEvent, context: Any) -> Any:
-        return render(_event_loop().run_until_complete(answer(event)))
+        return render(thread_event_loop().run_until_complete(answer(event)))
 
     return instrumented(handle, request_correlation_id)
