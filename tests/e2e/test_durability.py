@@ -81,10 +81,11 @@ def test_a_server_started_beside_a_busy_one_leaves_its_tasks_running(tmp_path):
         assert sum(invocations(a).values()) == 30
 
 
-def test_a_killed_server_s_task_resumes_after_a_restart_without_rerunning_finished_steps(tmp_path):
+@pytest.mark.parametrize("group_commit", ["false", "true"])
+def test_a_killed_server_s_task_resumes_after_a_restart_without_rerunning_finished_steps(tmp_path, group_commit):
     db = tmp_path / "db.sqlite"
     # Given a task whose analyzer step (20 s at this latency) is running
-    first = LocalServer(db, AGENT_LATENCY_SCALE="100", **FAST_LEASES).start()
+    first = LocalServer(db, AGENT_LATENCY_SCALE="100", SQLITE_GROUP_COMMIT=group_commit, **FAST_LEASES).start()
     try:
         with httpx.Client(base_url=first.url, timeout=30) as client:
             task_id = create(client)
@@ -101,7 +102,10 @@ def test_a_killed_server_s_task_resumes_after_a_restart_without_rerunning_finish
     finally:
         first.stop(signal.SIGKILL)
     # And a server starts again on the file
-    with LocalServer(db, **FAST_LEASES) as second, httpx.Client(base_url=second.url, timeout=30) as client:
+    with (
+        LocalServer(db, SQLITE_GROUP_COMMIT=group_commit, **FAST_LEASES) as second,
+        httpx.Client(base_url=second.url, timeout=30) as client,
+    ):
         events = stream(client, "GET", f"/tasks/{task_id}/events")
         # Then the stream shows the interruption and ends with the completed task
         retrying = [e for e in events if e["event_type"] == "step_retrying"]

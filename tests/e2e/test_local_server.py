@@ -64,7 +64,8 @@ def test_tasks_and_events_survive_a_restart(tmp_path):
         assert [t["task_id"] for t in client.get("/tasks").json()["items"]] == [task_id]
 
 
-def test_one_hundred_concurrent_tasks_all_complete(tmp_path):
+@pytest.mark.parametrize("group_commit", ["false", "true"])
+def test_one_hundred_concurrent_tasks_all_complete(tmp_path, group_commit):
     async def run_all(url: str) -> list[list[str]]:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
         async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
@@ -77,7 +78,7 @@ def test_one_hundred_concurrent_tasks_all_complete(tmp_path):
 
             return await asyncio.gather(*(one(i) for i in range(100)))
 
-    with LocalServer(tmp_path / "db.sqlite", AGENT_LATENCY_SCALE="1") as server:
+    with LocalServer(tmp_path / "db.sqlite", AGENT_LATENCY_SCALE="1", SQLITE_GROUP_COMMIT=group_commit) as server:
         results = asyncio.run(run_all(server.url))
         assert len(results) == 100
         assert all(r == SEED_SEQUENCE for r in results)

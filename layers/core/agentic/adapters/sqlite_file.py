@@ -24,24 +24,20 @@ import functools
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agentic.adapters.sqlite_group import OpenTransaction, commit_held, hold, let_go, running_loop, until_committed
+from agentic.adapters.sqlite_schema import open_schema
 from agentic.errors import StoreBusy, StoreUnavailable
-from agentic.models import TaskStatus
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
-#: The log's length (pages of 4 KB) at which a commit checkpoints by itself: a safety net for when the
-#: checkpoint thread falls behind (see _open_schema).
-WAL_CHECKPOINT_PAGES = 4096
 #: How often the background thread moves the write-ahead log into the database file.
 CHECKPOINT_INTERVAL_SECONDS = 0.2
-WAL_SIZE_LIMIT_BYTES = 1024 * 1024
 #: Pages freed per transaction of the incremental vacuum (4 MB: tens of milliseconds of lock).
 VACUUM_BATCH_PAGES = 1024
 #: Reader threads for async callers: reads run beside each other and beside the writer.
@@ -50,62 +46,6 @@ READ_THREADS = 4
 PROBE_WAIT_SECONDS = 1.0
 #: A write's busy timeout may be this much longer than its deadline allows (saves a statement per write).
 BUSY_TIMEOUT_SLACK_MS = 50
-
-_TABLES = """
-CREATE TABLE IF NOT EXISTS tasks (
-    task_id       TEXT PRIMARY KEY,
-    owner         TEXT NOT NULL,
-    status        TEXT NOT NULL,
-    created_at    TEXT NOT NULL,
-    doc           TEXT NOT NULL,
-    lease_owner   TEXT,
-    lease_epoch   INTEGER NOT NULL DEFAULT 0,
-    lease_expires REAL,
-    finished_at   REAL
-);
-CREATE TABLE IF NOT EXISTS events (
-    task_id    TEXT NOT NULL,
-    cursor     INTEGER NOT NULL,
-    event_key  TEXT,
-    event_type TEXT NOT NULL,
-    timestamp  TEXT NOT NULL,
-    data       TEXT NOT NULL,
-    PRIMARY KEY (task_id, cursor)
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-# Events live in a rowid table: rows are appended in the order they are written, and the primary
-# key is an index of small entries. Files made before kept them WITHOUT ROWID, clustered by
-# (task_id, cursor): each event then went into the middle of the table (task ids are random) next
-# to rows of ~1 KB, so a commit dirtied and split more pages (an insert took ~2.5x as long and a
-# commit ~2x, per SQLite alone; a task's events took 12.6 KB on disk against 8.2 KB). Every
-# statement reads and writes both layouts alike, so such files are used as they are.
-
-# Version 1 files lack the lease and retention columns.
-_MIGRATION_1_TO_2 = [
-    "ALTER TABLE tasks ADD COLUMN lease_owner TEXT",
-    "ALTER TABLE tasks ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE tasks ADD COLUMN lease_expires REAL",
-    "ALTER TABLE tasks ADD COLUMN finished_at REAL",
-]
-
-_INDEXES = """
-DROP INDEX IF EXISTS tasks_by_status;
-CREATE INDEX IF NOT EXISTS tasks_by_owner ON tasks(owner, created_at DESC, task_id DESC);
-CREATE INDEX IF NOT EXISTS tasks_by_owner_status ON tasks(owner, status, created_at DESC, task_id DESC);
-CREATE INDEX IF NOT EXISTS tasks_by_lease ON tasks(lease_expires) WHERE lease_expires IS NOT NULL;
-CREATE INDEX IF NOT EXISTS tasks_by_finish ON tasks(finished_at) WHERE finished_at IS NOT NULL;
-CREATE UNIQUE INDEX IF NOT EXISTS events_by_key ON events(task_id, event_key) WHERE event_key IS NOT NULL;
-"""
-
-_TERMINAL = tuple(s.value for s in TaskStatus if s.is_terminal)
-
-
-def _run_script(db: sqlite3.Connection, script: str) -> None:
-    """Statements one by one (``executescript`` would commit the caller's transaction)."""
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)
 
 
 class _Locked(sqlite3.OperationalError):
@@ -130,10 +70,13 @@ class SQLiteFile:
         probe_seconds: float,
         clock: Callable[[], float],
         synchronous: str,
+        group_commit: bool = False,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be NORMAL or FULL")
         self.synchronous = synchronous
+        #: Writes an event loop makes in one turn share one commit (``sqlite_group``).
+        self.group_commit = group_commit
         self.path = Path(path)
         self.in_memory = str(path) == ":memory:"
         if not self.in_memory:
@@ -153,17 +96,21 @@ class SQLiteFile:
         #: Set by each commit: the checkpoint thread sleeps while nothing is written (idle costs nothing).
         self._written = threading.Event()
         self._busy_ms = -1  # the busy timeout set on the write connection
+        #: The event loop's open transaction (``sqlite_group``): it holds ``_lock`` until it commits.
+        self._group: OpenTransaction | None = None
         self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="sqlite-read")
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
         with self._guard():
             self._db = sqlite3.connect(
                 str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout_seconds
             )
-            self._open_schema()
+            open_schema(self._db, self.synchronous, self._clock())
         if not self.in_memory:
             threading.Thread(target=self._checkpoint_in_background, name="sqlite-checkpoint", daemon=True).start()
 
     def close(self) -> None:
+        if self._group is not None and self._group.thread == threading.get_ident():
+            self._commit_group()  # stopping on the loop's thread: what it wrote is committed first
         self._closed.set()
         self._written.set()
         self._read_pool.shutdown(wait=True, cancel_futures=True)
@@ -190,10 +137,24 @@ class SQLiteFile:
         if getattr(self._local, "no_wait", False):  # nested: the outer attempt decides
             return call()
         self._local.no_wait = True
+        # With group commit, on an event loop's thread the call's writes go into the loop's
+        # transaction; a call made while it is open (a read of what a write in it left) waits for it too.
+        self._local.loop = running_loop() if self.group_commit and not self.in_memory else None
+        self._local.joined = self._group if self._group is not None and self._group.open else None
         try:
             return call()
         finally:
             self._local.no_wait = False
+            self._local.loop = None
+
+    def pending_commit(self) -> Awaitable[None] | None:
+        """What the last ``attempt`` of this thread must wait for before its caller goes on: the
+        commit of the loop's transaction its writes went into (None: nothing to wait for)."""
+        group: OpenTransaction | None = getattr(self._local, "joined", None)
+        self._local.joined = None
+        if group is None or (not group.open and group.error is None):
+            return None
+        return until_committed(group, group.waiter())
 
     def route(self, method: Callable[..., Any], call: Callable[[], T]) -> tuple[Executor, Callable[[], T]]:
         """Where a call of ``method`` runs for an async caller: reads on a reader thread, writes on
@@ -245,44 +206,6 @@ class SQLiteFile:
         finally:
             db.close()
 
-    def _open_schema(self) -> None:
-        db = self._db
-        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'tasks'").fetchone():
-            # A new file: pages freed by the retention purge are given back to the file system.
-            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: a commit survives the process (kill -9, a crash); FULL also the machine (power loss),
-        # at the cost of an fsync per commit.
-        db.execute(f"PRAGMA synchronous={self.synchronous}")
-        # Checkpoints (which fsync) run on a thread of their own, not in the commits of the writer
-        # (see _checkpoint_in_background). Under a steady stream of writes that thread can lose the
-        # race to restart the log, so a commit that finds the log past 16 MB checkpoints too. At
-        # SQLite's 1,000 pages (or 256) busy servers' commits checkpointed every second or so, each
-        # copying pages the thread was about to copy: ~7% of the CPU per task over HTTP, and the slow
-        # tail of commits (2-5 ms). The log file is cut back to 1 MB when it restarts. Bounding it
-        # matters on a nearly full disk.
-        db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
-        db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            _run_script(db, _TABLES)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
-            if "lease_owner" not in columns:
-                for statement in _MIGRATION_1_TO_2:
-                    db.execute(statement)
-                # Tasks a version-1 server left mid-run are resumed by the next live process.
-                db.execute("UPDATE tasks SET lease_expires = 0 WHERE status IN ('analyzing', 'executing')")
-                db.execute(
-                    f"UPDATE tasks SET finished_at = ? WHERE status IN ({','.join('?' * len(_TERMINAL))})",
-                    (self._clock(), *_TERMINAL),
-                )
-            _run_script(db, _INDEXES)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
     # --- transactions and failures --------------------------------------------------------------
 
     @contextmanager
@@ -310,6 +233,16 @@ class SQLiteFile:
         write of this process (a lease renewal) never sees a commit before what follows it did.
         """
         no_wait = getattr(self._local, "no_wait", False)
+        group = self._group
+        if no_wait and group is not None and group.thread == threading.get_ident():
+            if group.loop is getattr(self._local, "loop", None):
+                # An ``attempt`` on the loop's thread: into the loop's transaction.
+                with self._guard(), self._in_group(group, after_commit) as db:
+                    yield db
+                return
+            self._commit_group()  # left open by a loop that stopped before its turn ended
+        if not no_wait:
+            commit_held()  # a write that may wait: never on a transaction this thread holds
         deadline = time.monotonic() + (self.busy_timeout_seconds if wait_seconds is None else wait_seconds)
         if (queued := getattr(self._local, "deadline", None)) is not None:
             deadline = min(deadline, queued)
@@ -337,10 +270,12 @@ class SQLiteFile:
                     self._busy_ms = busy_ms
                 if self._wal_to_shrink:
                     self._shrink_wal()
+                loop = getattr(self._local, "loop", None) if no_wait else None
                 try:
                     self._db.execute("BEGIN IMMEDIATE")
-                    yield self._db
-                    self._db.execute("COMMIT")
+                    if loop is None:
+                        yield self._db
+                        self._db.execute("COMMIT")
                 except BaseException as exc:
                     # SQLite rolls some failures back by itself (a full disk, an I/O error); the rest here.
                     if self._db.in_transaction:
@@ -352,6 +287,16 @@ class SQLiteFile:
                     if no_wait and code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                         raise StoreBusy("another process holds the write lock") from exc
                     raise
+                if loop is not None:
+                    # The loop's transaction is open: it holds the lock (one more level of the
+                    # RLock) until it commits, once the loop has run what is ready now.
+                    group = self._group = OpenTransaction(loop)
+                    self._lock.acquire()
+                    hold(self._commit_group)
+                    loop.call_soon(self._commit_group)
+                    with self._in_group(group, after_commit) as db:
+                        yield db
+                    return
                 self._written.set()
                 for announce in after_commit or ():
                     announce()
@@ -360,6 +305,83 @@ class SQLiteFile:
         # The store can be written: a failure seen before (and /health's verdict on it) is over.
         self._last_failure = None
         self._probe = (self._clock(), None)
+
+    @contextmanager
+    def _in_group(
+        self, group: OpenTransaction, after_commit: list[Callable[[], None]] | None
+    ) -> Iterator[sqlite3.Connection]:
+        """One write in the loop's transaction: undone alone if it fails (a savepoint)."""
+        self._local.joined = group
+        db = self._db
+        db.execute("SAVEPOINT write")
+        try:
+            yield db
+            db.execute("RELEASE write")
+        except BaseException as exc:
+            undone = False
+            if db.in_transaction:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK TO write")
+                    db.execute("RELEASE write")
+                    undone = True
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                self._wal_to_shrink = True
+            if not undone:
+                # SQLite rolled the whole transaction back (a full disk, an I/O error): the writes
+                # before this one in it are gone too.
+                self._end_group(group, exc)
+            raise
+        group.writes += 1
+        group.after_commit.extend(after_commit or ())
+
+    def _commit_group(self) -> None:
+        """Commit the loop's transaction, announce its writes, and let their callers go on."""
+        group, self._group = self._group, None
+        let_go(self._commit_group)
+        if group is None or not group.open:
+            return
+        try:
+            with self._guard():
+                self._db.execute("COMMIT")
+        except BaseException as exc:
+            if getattr(exc, "__cause__", None) is not None and (
+                getattr(exc.__cause__, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            ):
+                self._wal_to_shrink = True
+            self._end_group(group, exc)
+            return
+        group.succeed()
+        try:
+            self._written.set()
+            for announce in group.after_commit:
+                announce()
+            # The store can be written: a failure seen before (and /health's verdict on it) is over.
+            self._last_failure = None
+            self._probe = (self._clock(), None)
+        finally:
+            self._lock.release()
+
+    def _end_group(self, group: OpenTransaction, exc: BaseException) -> None:
+        """The loop's transaction failed: nothing in it was kept, and each of its callers hears why."""
+        if self._group is group:
+            self._group = None
+            let_go(self._commit_group)
+        if not group.open:
+            return
+        if self._db.in_transaction:
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+        self._forget_uncommitted()
+        self._lock.release()
+        if isinstance(exc, StoreUnavailable):
+            group.fail(exc)
+        else:
+            failure = StoreUnavailable(f"the task store cannot be used now: {exc}")
+            failure.__cause__ = exc
+            group.fail(failure)
+
+    def _forget_uncommitted(self) -> None:
+        """Drop whatever this process remembers of its own writes (a transaction was rolled back)."""
 
     def _shrink_wal(self) -> None:
         """After a full disk, move the write-ahead log into the database file and truncate it.

@@ -68,6 +68,7 @@ class SQLiteTaskStore(SQLiteFile):
         probe_seconds: float = 5.0,
         clock: Callable[[], float] = time.time,
         synchronous: str = "NORMAL",
+        group_commit: bool = False,
     ) -> None:
         self.bus = bus or LocalEventBus()
         # Parsed tasks keyed by their exact stored JSON: a read still fetches the row (so another
@@ -81,6 +82,7 @@ class SQLiteTaskStore(SQLiteFile):
             probe_seconds=probe_seconds,
             clock=clock,
             synchronous=synchronous,
+            group_commit=group_commit,
         )
 
     def _announce(self, written: Iterable[tuple[StreamEvent, str]]) -> None:
@@ -143,6 +145,10 @@ class SQLiteTaskStore(SQLiteFile):
             self._parsed.move_to_end(task_id)
             if len(self._parsed) > _PARSED_CACHE_SIZE:
                 self._parsed.popitem(last=False)
+
+    def _forget_uncommitted(self) -> None:
+        with self._parsed_lock:
+            self._parsed.clear()  # rows as this process wrote them: some of those writes were undone
 
     def get_as_written(self, task_id: str) -> TaskState | None:
         with self._parsed_lock:

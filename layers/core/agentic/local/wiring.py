@@ -69,6 +69,7 @@ def build_local_system(settings: Settings) -> LocalSystem:
         busy_timeout_seconds=settings.store_busy_timeout_seconds,
         probe_seconds=settings.health_probe_seconds,
         synchronous=settings.sqlite_synchronous,
+        group_commit=settings.sqlite_group_commit,
     )
     knowledge = local_knowledge(settings)
     model = build_model_client(settings)

@@ -25,17 +25,26 @@ async def call_store(store: TaskStore, fn: Callable[P, T], *args: P.args, **kwar
     so cost no thread hop at all. A blocking store without either (DynamoDB) runs in the loop's
     default pool; a non-blocking store's call runs inline.
 
-    A call that went to a thread is waited for even when the caller is cancelled, so whatever
-    follows the cancellation (a run handing its lease back) happens after its last write.
+    A call made here may share its commit with the other writes of the loop's turn (group commit,
+    see ``adapters.sqlite_group``): it returns (or raises) only once that commit is done, and raises
+    its failure if it failed. A call that went to a thread, or waits for a commit, is waited for
+    even when the caller is cancelled, so whatever follows the cancellation (a run handing its
+    lease back) happens after its last write.
     """
     if not store.blocking:
         return fn(*args, **kwargs)
     attempt = getattr(store, "attempt", None)
     if attempt is not None:
         try:
-            return attempt(fn, functools.partial(fn, *args, **kwargs))  # type: ignore[no-any-return]
+            result: T = attempt(fn, functools.partial(fn, *args, **kwargs))
         except StoreBusy:
             pass
+        except BaseException:
+            await _until_durable(store)  # what it wrote before it failed, or what it decided on
+            raise
+        else:
+            await _until_durable(store)
+            return result
     route = getattr(store, "route", None)
     # The caller's context (the task id logged with each record) goes along, as with to_thread.
     call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
@@ -50,3 +59,10 @@ async def call_store(store: TaskStore, fn: Callable[P, T], *args: P.args, **kwar
         with suppress(BaseException):
             await done
         raise
+
+
+async def _until_durable(store: TaskStore) -> None:
+    pending_commit = getattr(store, "pending_commit", None)
+    pending = pending_commit() if pending_commit is not None else None
+    if pending is not None:
+        await pending
