@@ -1,4 +1,4 @@
-"""The SQLite file under the task store: its schema, its connections, and how work reaches them.
+"""The SQLite file under the task store: its connections, its transactions, and how work reaches them.
 
 One writer connection (a lock serialises this process's writers; ``BEGIN IMMEDIATE`` serialises
 processes) and one read connection per thread. In WAL mode a reader never waits for a writer, so a
@@ -13,6 +13,9 @@ changed anything, and the call is made again where ``route`` says: writes on one
 reads on a pool of reader threads. So the event loop never waits on the file. A write waits for
 the lock at most ``busy_timeout_seconds`` from the moment it was submitted (time queued behind
 other writes included), then fails with ``StoreUnavailable`` (503 with Retry-After).
+
+With ``group_commit`` (``SQLITE_GROUP_COMMIT``) the writes made on the loop's thread in one turn share
+one transaction instead (``sqlite_group``), each caller waiting for its commit.
 
 Every SQLite failure other than a constraint (disk full, read-only file, locked past the busy
 timeout, I/O error) is raised as ``StoreUnavailable``: nothing of that operation was kept.
