@@ -143,7 +143,16 @@ class SQLiteFile:
         # With group commit, on an event loop's thread the call's writes go into the loop's
         # transaction; a call made while it is open (a read of what a write in it left) waits for it too.
         self._local.loop = running_loop() if self.group_commit and not self.in_memory else None
-        self._local.joined = self._group if self._group is not None and self._group.open else None
+        open_group = self._group
+        # Only this loop's own transaction: another thread's or loop's is not ours to wait for.
+        self._local.joined = (
+            open_group
+            if open_group is not None
+            and open_group.open
+            and open_group.thread == threading.get_ident()
+            and open_group.loop is self._local.loop
+            else None
+        )
         try:
             return call()
         finally:
@@ -295,8 +304,9 @@ class SQLiteFile:
                     # RLock) until it commits, once the loop has run what is ready now.
                     group = self._group = OpenTransaction(loop)
                     self._lock.acquire()
-                    hold(self._commit_group)
-                    loop.call_soon(self._commit_group)
+                    group.commit = functools.partial(self._commit_group, group)
+                    hold(group.commit)
+                    loop.call_soon(group.commit)
                     with self._in_group(group, after_commit) as db:
                         yield db
                     return
@@ -337,11 +347,19 @@ class SQLiteFile:
         group.writes += 1
         group.after_commit.extend(after_commit or ())
 
-    def _commit_group(self) -> None:
-        """Commit the loop's transaction, announce its writes, and let their callers go on."""
-        group, self._group = self._group, None
-        let_go(self._commit_group)
-        if group is None or not group.open:
+    def _commit_group(self, only: OpenTransaction | None = None) -> None:
+        """Commit the loop's transaction (``only`` that one, if given), announce its writes, and let
+        their callers go on. Only on the thread that opened it: a commit scheduled for a transaction
+        that ended early must not touch the next one, perhaps another thread's."""
+        if only is not None and only.commit is not None:
+            let_go(only.commit)
+        group = self._group
+        if group is None or (only is not None and group is not only) or group.thread != threading.get_ident():
+            return
+        self._group = None
+        if group.commit is not None:
+            let_go(group.commit)
+        if not group.open:
             return
         try:
             with self._guard():
@@ -368,7 +386,8 @@ class SQLiteFile:
         """The loop's transaction failed: nothing in it was kept, and each of its callers hears why."""
         if self._group is group:
             self._group = None
-            let_go(self._commit_group)
+        if group.commit is not None:
+            let_go(group.commit)
         if not group.open:
             return
         if self._db.in_transaction:

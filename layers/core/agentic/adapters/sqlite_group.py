@@ -34,6 +34,8 @@ class OpenTransaction:
         self.writes = 0
         self.open = True
         self.error: BaseException | None = None
+        #: What commits it (held by its thread until it ends: see ``hold``).
+        self.commit: Callable[[], None] | None = None
         # One future per caller (awaited directly: a caller's cancellation cancels its own future
         # only), and one for whoever must see the end without being one of them.
         self._waiters: list[asyncio.Future[None]] = []
