@@ -142,17 +142,12 @@ class SQLiteFile:
         self._local.no_wait = True
         # With group commit, on an event loop's thread the call's writes go into the loop's
         # transaction; a call made while it is open (a read of what a write in it left) waits for it too.
-        self._local.loop = running_loop() if self.group_commit and not self.in_memory else None
-        open_group = self._group
-        # Only this loop's own transaction: another thread's or loop's is not ours to wait for.
-        self._local.joined = (
-            open_group
-            if open_group is not None
-            and open_group.open
-            and open_group.thread == threading.get_ident()
-            and open_group.loop is self._local.loop
-            else None
-        )
+        if self.group_commit and not self.in_memory:
+            loop = self._local.loop = running_loop()
+            group = self._group
+            # Only this loop's own transaction: another thread's or loop's is not ours to wait for.
+            mine = group is not None and group.open and group.thread == threading.get_ident()
+            self._local.joined = group if mine and group is not None and group.loop is loop else None
         try:
             return call()
         finally:
@@ -162,6 +157,8 @@ class SQLiteFile:
     def pending_commit(self) -> Awaitable[None] | None:
         """What the last ``attempt`` of this thread must wait for before its caller goes on: the
         commit of the loop's transaction its writes went into (None: nothing to wait for)."""
+        if not self.group_commit:
+            return None
         group: OpenTransaction | None = getattr(self._local, "joined", None)
         self._local.joined = None
         if group is None or (not group.open and group.error is None):
@@ -344,7 +341,6 @@ class SQLiteFile:
                 # before this one in it are gone too.
                 self._end_group(group, exc)
             raise
-        group.writes += 1
         group.after_commit.extend(after_commit or ())
 
     def _commit_group(self, only: OpenTransaction | None = None) -> None:

@@ -31,7 +31,6 @@ class OpenTransaction:
         self.loop = loop
         self.thread = threading.get_ident()
         self.after_commit: list[Callable[[], None]] = []
-        self.writes = 0
         self.open = True
         self.error: BaseException | None = None
         #: What commits it (held by its thread until it ends: see ``hold``).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import ParamSpec, TypeVar
 
@@ -40,10 +40,12 @@ async def call_store(store: TaskStore, fn: Callable[P, T], *args: P.args, **kwar
         except StoreBusy:
             pass
         except BaseException:
-            await _until_durable(store)  # what it wrote before it failed, or what it decided on
+            if (pending := _pending_commit(store)) is not None:
+                await pending  # what it wrote before it failed, or what it decided on
             raise
         else:
-            await _until_durable(store)
+            if (pending := _pending_commit(store)) is not None:
+                await pending
             return result
     route = getattr(store, "route", None)
     # The caller's context (the task id logged with each record) goes along, as with to_thread.
@@ -61,8 +63,8 @@ async def call_store(store: TaskStore, fn: Callable[P, T], *args: P.args, **kwar
         raise
 
 
-async def _until_durable(store: TaskStore) -> None:
+def _pending_commit(store: TaskStore) -> Awaitable[None] | None:
+    """The group commit the store's last ``attempt`` must wait for (None, as without group commit:
+    no coroutine to make and await on every call)."""
     pending_commit = getattr(store, "pending_commit", None)
-    pending = pending_commit() if pending_commit is not None else None
-    if pending is not None:
-        await pending
+    return pending_commit() if pending_commit is not None else None
