@@ -128,23 +128,40 @@ async def test_a_run_meeting_a_held_lock_goes_on_after_it_without_counting_anyth
 
 
 async def test_an_operation_refused_midway_is_made_again_from_the_start_on_the_writer_thread(store):
-    # Given a pending task whose plan write (the second write of plan_and_start) finds the lock taken
+    # Given a task whose start was committed on its own (by an earlier version), so that planning it
+    # is two writes (the task_started event again, skipped by its key, then the plan), and whose
+    # plan write finds the lock taken
     store.create(TaskState(task_id="t", owner="o", user_input="Explain idempotency keys"))
+    store.update(
+        "t",
+        {TaskStatus.PENDING},
+        status=TaskStatus.ANALYZING,
+        events=[NewEvent(task_id="t", event_type=EventType.TASK_STARTED, data={}, key="task:task_started")],
+    )
     ops, _ = wired(store)
-    update = store.update
-    calls: list[int] = []
+    update, append = store.update, store.append_event
+    calls: list[tuple[str, int]] = []
+
+    def appending(event):
+        calls.append(("append", threading.get_ident()))
+        return append(event)
 
     def busy_at_the_plan(task_id, expect, **kwargs):
-        calls.append(threading.get_ident())
+        calls.append(("update", threading.get_ident()))
         if len(calls) == 2:  # the plan's write, on the loop's thread: as if another process held the lock
             raise StoreBusy("another process holds the write lock")
         return update(task_id, expect, **kwargs)
 
+    store.append_event = appending  # type: ignore[method-assign]
     store.update = busy_at_the_plan  # type: ignore[method-assign]
     # When the operation is made through the ops' store caller
     task, started = await ops.io(ops.plan_and_start, "t")
-    # Then it was made again on the writer thread and the task was planned once, its first step started
-    assert calls[2] != threading.get_ident()
+    # Then it was made again from its start on the writer thread, and the task was planned once,
+    # its first step started
+    loop = threading.get_ident()
+    assert calls[:2] == [("append", loop), ("update", loop)]
+    assert [kind for kind, _ in calls[2:]] == ["append", "update"]
+    assert all(thread != loop for _, thread in calls[2:])
     assert task.status is TaskStatus.EXECUTING
     assert started
     types = [e.event_type for e in store.read_events("t")]

@@ -119,15 +119,23 @@ class PipelineOps(StepAttempts):
             status=TaskStatus.ANALYZING.value,
         )
         if task.status is TaskStatus.PENDING:
+            # The start, the plan and (``start``) the first step's start in one commit: the plan is
+            # made here, from the task alone, so nothing can happen between them that a commit of
+            # the start alone would keep (see the README's *Commits per task*). The task passes
+            # through analyzing within the write, as its task_started event says.
+            plan, events, start = self._planned(task, start_first)
             try:
-                task = self.store.update(
+                planned = self.store.update(
                     task_id,
                     {TaskStatus.PENDING},
-                    status=TaskStatus.ANALYZING,
-                    events=[started],
+                    status=TaskStatus.EXECUTING,
+                    execution_plan=plan,
+                    current_step_index=0,
+                    events=[started, *events],
                     mutate=self._fenced(lease),
                 )
                 logger.info("task started", extra={"task_id": task_id})
+                return planned, start
             except LeaseLost:
                 raise
             except InvalidTransition:
@@ -135,23 +143,9 @@ class PipelineOps(StepAttempts):
         else:
             self._emit(started)
         if task.status is TaskStatus.ANALYZING:
-            analyzer = self.registry.get("analyzer")
-            assert isinstance(analyzer, AnalyzerAgent)
-            plan = analyzer.analyze(task_id, task.user_input, self.definition, self.registry)
-            events = [self._plan_created(task_id, plan)]
-            gate = self.definition.approval
-            first = plan.steps[0] if plan.steps else None
-            start = (
-                start_first
-                and first is not None
-                and not (gate is not None and gate.before_step == first.step_id and self.needs_approval(task))
-            )
-            if start and first is not None:
-                # The first step starts in the plan's own commit (see the README's durability section).
-                plan = self._replace_step(
-                    plan, 0, status=StepStatus.RUNNING, attempts=first.attempt_base + 1, started_at=utcnow()
-                )
-                events.append(self._start_event(task_id, first, first.attempt_base))
+            # Started and not planned: a task started by an earlier version, which committed the
+            # start on its own before planning.
+            plan, events, start = self._planned(task, start_first)
             try:
                 planned = self.store.update(
                     task_id,
@@ -173,6 +167,28 @@ class PipelineOps(StepAttempts):
             return task, False
         self._emit(self._plan_created(task_id, task.execution_plan))
         return task, False
+
+    def _planned(self, task: TaskState, start_first: bool) -> tuple[ExecutionPlan, list[NewEvent], bool]:
+        """The analyzer's plan, its plan_created event, and whether the first step starts with it
+        (its step_started event then follows): ``start_first`` unless an approval gate stands first."""
+        analyzer = self.registry.get("analyzer")
+        assert isinstance(analyzer, AnalyzerAgent)
+        plan = analyzer.analyze(task.task_id, task.user_input, self.definition, self.registry)
+        events = [self._plan_created(task.task_id, plan)]
+        gate = self.definition.approval
+        first = plan.steps[0] if plan.steps else None
+        start = (
+            start_first
+            and first is not None
+            and not (gate is not None and gate.before_step == first.step_id and self.needs_approval(task))
+        )
+        if start and first is not None:
+            # The first step starts in the plan's own commit (see the README's durability section).
+            plan = self._replace_step(
+                plan, 0, status=StepStatus.RUNNING, attempts=first.attempt_base + 1, started_at=utcnow()
+            )
+            events.append(self._start_event(task.task_id, first, first.attempt_base))
+        return plan, events, start
 
     def _overlapping_plan(self, task_id: str) -> TaskState:
         """The task after another attempt of the same Plan state moved it on first."""
