@@ -15,7 +15,8 @@ crash) and hands their leases back, so any live process resumes them at once.
 
 Runs go on the loop that serves requests and streams: their writes go through ``call_store``,
 which never makes that loop wait for the store's lock (a write that would wait is made on the
-store's writer thread instead).
+store's writer thread instead). On Python 3.12+ a run admitted by a request starts eagerly
+(``start_eagerly``): its first part, up to its first agent call, runs inside that request.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import threading
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from agentic.errors import Backpressure, StoreUnavailable
 from agentic.models import EventType, Lease, NewEvent, TaskState
@@ -35,9 +38,25 @@ from agentic.ports import LeaseStore
 from agentic.service.io import call_store
 
 RunFn = Callable[[str, Lease], Awaitable[object]]  # what it returns is the runner's business
+TaskStarter = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 #: Pages the retention pass frees per store call: each call is one short transaction, and other
 #: writes go between the calls.
 FREE_PAGES_PER_CALL = 1024
+
+
+def start_eagerly(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """A task of ``coro`` whose first part (up to its first wait) runs now, on Python 3.12+.
+
+    Why: a task made with ``create_task`` starts after everything already queued on the loop. When a
+    hundred executes arrive together, every request was handled before any of their runs began, so
+    the runs' first agent calls started in a bunch and reached every later step boundary in a bunch
+    too, each waiting for the others' commits (~40 ms at the end of the last one, measured). Started
+    eagerly, each run's first agent call begins as its request is handled. On 3.11 (no eager start
+    in asyncio) it is ``create_task``.
+    """
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(coro, loop=asyncio.get_running_loop(), name=name, eager_start=True)
+    return asyncio.create_task(coro, name=name)
 
 
 def new_runner_id() -> str:
@@ -59,8 +78,10 @@ class LocalExecutor:
         retention_seconds: float | None = None,
         purge_every_seconds: float = 3600.0,
         runner_id: str | None = None,
+        start_task: TaskStarter = start_eagerly,
     ) -> None:
         self._run = run
+        self._start_task = start_task
         self._store = store
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
@@ -77,6 +98,9 @@ class LocalExecutor:
         # never refused for the slot of a run that has nothing left to do.
         self._ending: set[str] = set()
         self._ending_lock = threading.Lock()
+        # The run being started eagerly, while its first part runs (it is not in ``_running`` until
+        # that part waits): its last event may be committed in that part.
+        self._starting: str | None = None
         self._waiting: deque[str] = deque()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -97,7 +121,8 @@ class LocalExecutor:
         """The run of ``task_id`` committed its last event (any thread: called by the event bus before
         it wakes the task's streams). Its slot is free from now on, before the run has returned."""
         with self._ending_lock:
-            if task_id in self._running:  # (an ending written here for a run elsewhere frees nothing here)
+            # (an ending written here for a run elsewhere frees nothing here)
+            if task_id in self._running or task_id == self._starting:
                 self._ending.add(task_id)
 
     def _occupied(self) -> int:
@@ -133,7 +158,7 @@ class LocalExecutor:
             return
         self._held[task_id] = lease
         if not self._waiting and self._occupied() < self.max_concurrent:  # waiting tasks go first
-            self._launch(task_id)
+            self._launch(task_id, eager=True)
             return
         self._waiting.append(task_id)
         await call_store(
@@ -146,9 +171,24 @@ class LocalExecutor:
             ),
         )
 
-    def _launch(self, task_id: str) -> None:
+    def _launch(self, task_id: str, *, eager: bool = False) -> None:
+        """Start the run of ``task_id``: eagerly when a request or the lease pass admitted it; a run
+        that frees a slot launches the next waiting one as a plain task (eager launches there would
+        nest one run's end inside another's, as deep as the queue is long)."""
         self._idle.clear()
-        self._running[task_id] = asyncio.create_task(self._run_and_release(task_id), name=f"task-{task_id}")
+        coro, name = self._run_and_release(task_id), f"task-{task_id}"
+        if eager:
+            with self._ending_lock:
+                self._starting = task_id
+            try:
+                run = self._start_task(coro, name)
+            finally:
+                with self._ending_lock:
+                    self._starting = None
+        else:
+            run = asyncio.create_task(coro, name=name)
+        if not run.done():  # (an eager run with nothing to wait for has already ended and let go)
+            self._running[task_id] = run
 
     async def _run_and_release(self, task_id: str) -> None:
         try:

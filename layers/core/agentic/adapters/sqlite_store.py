@@ -106,6 +106,8 @@ class SQLiteTaskStore(SQLiteFile):
                 )
         except sqlite3.IntegrityError:
             raise TaskAlreadyExists(task.task_id) from None
+        # Parsed already: the execute that follows reads this document, and its claim reads it again.
+        self._remember(task.task_id, doc, task)
         return task
 
     def _parse(self, db: sqlite3.Connection, task_id: str, doc: str) -> TaskState:
@@ -314,7 +316,7 @@ class SQLiteTaskStore(SQLiteFile):
             doc, status, epoch, expires = row
             if TaskStatus(status).is_terminal or (expires is not None and expires >= now):
                 return None
-            task = TaskState.model_validate_json(doc)
+            task = self._parse(db, task_id, doc)  # (parsed once: the execute that claims it read it)
             if task.status is TaskStatus.AWAITING_APPROVAL and (task.approval_deadline or float("inf")) >= now:
                 # Nothing to run before its deadline (a lease renewed or handed back during the wait).
                 wake = task.approval_deadline if task.approval_deadline is not None else float("inf")
@@ -333,7 +335,6 @@ class SQLiteTaskStore(SQLiteFile):
                 "SELECT COALESCE(MAX(cursor), 0) FROM events WHERE task_id = ?", (task_id,)
             ).fetchone()
             self.bus.track(task_id, log_end)
-            task = self._with_outputs(db, task)
         # The run's first write starts from this row as written (unfinished: finished_at is NULL).
         self._remember(task_id, claimed, task, (runner, None))
         return lease
