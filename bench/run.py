@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -132,7 +133,9 @@ def table(tmp: Path, with_peer: bool, rounds: int = 3) -> None:
     Both servers run side by side and each measure alternates between them ``rounds`` times
     (medians), so a change in the machine's load weighs on both alike.
     """
-    print(f"\n== the issue's table, measured in this run ({rounds} alternating rounds, medians)")
+    # The interpreter matters: from Python 3.12 a run starts eagerly in the request that admits it.
+    python = ".".join(map(str, sys.version_info[:3]))
+    print(f"\n== the issue's table, measured in this run ({rounds} alternating rounds, medians; Python {python})")
     problem = peer.ensure_peer() if with_peer else "skipped (--no-peer)"
     with contextlib.ExitStack() as stack:
         ours = stack.enter_context(LocalServer(tmp / "table.db", **server_env("0")))
