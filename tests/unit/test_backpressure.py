@@ -6,7 +6,7 @@ import pytest
 
 from agentic.adapters.local_executor import LocalExecutor
 from agentic.errors import Backpressure
-from agentic.models import EventType, Lease, NewEvent
+from agentic.models import EventType, Lease, NewEvent, TaskState
 
 pytestmark = pytest.mark.unit
 
@@ -181,3 +181,26 @@ def test_the_event_bus_tells_of_each_commit_that_ends_a_run():
     bus.publish_events([event(EventType.APPROVAL_REQUESTED, 2)])
     bus.publish_events([event(EventType.TASK_COMPLETED, 3)])
     assert told == ["t", "t"]
+
+
+async def test_a_queued_run_cancelled_before_its_first_step_frees_its_slot():
+    # Given one slot, a running task and a queued one
+    store, runner = RecordingStore(), GatedRunner()
+    ex = LocalExecutor(runner, store, max_concurrent=1, max_queue=1)
+    await ex.start("a")
+    await ex.start("b")
+    await settle()
+    # When the first run ends (which launches the queued one) and the queued one is cancelled
+    # before its run had a turn of the loop
+    runner.release("a")
+    await asyncio.sleep(0)  # the first run ends and launches "b"; "b" has not started yet
+    assert "b" not in runner.started
+    await ex.cancel(TaskState(task_id="b", owner="o", user_input="x"))
+    # Then its slot is free: nothing counts as running, the executor is idle, a new task runs
+    assert ex.running == 0
+    await asyncio.wait_for(ex.drain(), 1)
+    await ex.start("c")
+    await settle()
+    assert runner.started == ["a", "c"]
+    runner.release("c")
+    await asyncio.wait_for(ex.drain(), 1)

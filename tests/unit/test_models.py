@@ -8,8 +8,10 @@ pytestmark = pytest.mark.unit
 
 def test_lifecycle_allows_only_forward_moves():
     # Given the transition table
-    # Then the happy path is pending -> analyzing -> executing -> completed
+    # Then the happy path is pending -> analyzing -> executing -> completed, the first two moves in
+    # one write (pending -> executing: the start and the plan commit together)
     assert TaskStatus.ANALYZING in ALLOWED_TRANSITIONS[TaskStatus.PENDING]
+    assert TaskStatus.EXECUTING in ALLOWED_TRANSITIONS[TaskStatus.PENDING]
     assert TaskStatus.EXECUTING in ALLOWED_TRANSITIONS[TaskStatus.ANALYZING]
     assert TaskStatus.COMPLETED in ALLOWED_TRANSITIONS[TaskStatus.EXECUTING]
     # And nothing leaves a completed task; a failed or cancelled one only through a retry

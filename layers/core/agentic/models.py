@@ -56,7 +56,11 @@ class TaskStatus(StrEnum):
 # The only legal moves. The stores enforce "from" with a conditional write; this table is what the
 # service consults to decide which "from" states to demand.
 ALLOWED_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.PENDING: frozenset({TaskStatus.ANALYZING, TaskStatus.FAILED, TaskStatus.CANCELLED}),
+    # pending -> executing: the start and the plan in one write (it passes through analyzing, as its
+    # task_started event says); pending -> analyzing: tasks started before that.
+    TaskStatus.PENDING: frozenset(
+        {TaskStatus.ANALYZING, TaskStatus.EXECUTING, TaskStatus.FAILED, TaskStatus.CANCELLED}
+    ),
     TaskStatus.ANALYZING: frozenset({TaskStatus.EXECUTING, TaskStatus.FAILED, TaskStatus.CANCELLED}),
     TaskStatus.EXECUTING: frozenset(
         {TaskStatus.AWAITING_APPROVAL, TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}

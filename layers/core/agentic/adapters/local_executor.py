@@ -22,6 +22,7 @@ store's writer thread instead). On Python 3.12+ a run admitted by a request star
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import sys
@@ -178,17 +179,31 @@ class LocalExecutor:
         self._idle.clear()
         coro, name = self._run_and_release(task_id), f"task-{task_id}"
         if eager:
-            with self._ending_lock:
-                self._starting = task_id
-            try:
-                run = self._start_task(coro, name)
-            finally:
-                with self._ending_lock:
-                    self._starting = None
+            run = self._start_eagerly(task_id, coro, name)
         else:
-            run = asyncio.create_task(coro, name=name)
-        if not run.done():  # (an eager run with nothing to wait for has already ended and let go)
-            self._running[task_id] = run
+            run = self._running[task_id] = asyncio.create_task(coro, name=name)
+        # A run cancelled before its first step never enters ``_run_and_release`` (asyncio raises
+        # CancelledError before its first line), so its ``finally`` would never free the slot.
+        run.add_done_callback(functools.partial(self._release_unstarted, task_id))
+
+    def _start_eagerly(self, task_id: str, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        with self._ending_lock:
+            self._starting = task_id
+        run: asyncio.Task[None] | None = None
+        try:
+            run = self._start_task(coro, name)
+            return run
+        finally:
+            # Running from here on, in the same step as it stops being the one starting: an end
+            # committed on the writer thread meanwhile is counted either way (``run_ending``).
+            with self._ending_lock:
+                self._starting = None
+                if run is not None and not run.done():  # (one that ended has let go already)
+                    self._running[task_id] = run
+
+    def _release_unstarted(self, task_id: str, run: asyncio.Future[None]) -> None:
+        if self._running.get(task_id) is run:  # still ours: its ``finally`` did not run
+            self._release(task_id)
 
     async def _run_and_release(self, task_id: str) -> None:
         try:
@@ -196,14 +211,18 @@ class LocalExecutor:
         except StoreUnavailable:
             pass  # logged by the runner; the lease is no longer renewed and expires, then it resumes
         finally:
-            self._running.pop(task_id, None)
-            self._held.pop(task_id, None)
-            with self._ending_lock:
-                self._ending.discard(task_id)
-            while self._waiting and self._occupied() < self.max_concurrent and not self._stopping:
-                self._launch(self._waiting.popleft())
-            if not self._running:
-                self._idle.set()
+            self._release(task_id)
+
+    def _release(self, task_id: str) -> None:
+        """The run of ``task_id`` is over: free its slot, start whoever waits for one."""
+        self._running.pop(task_id, None)
+        self._held.pop(task_id, None)
+        with self._ending_lock:
+            self._ending.discard(task_id)
+        while self._waiting and self._occupied() < self.max_concurrent and not self._stopping:
+            self._launch(self._waiting.popleft())
+        if not self._running:
+            self._idle.set()
 
     # --- task control (the store has recorded the change already) -------------------------------
 
