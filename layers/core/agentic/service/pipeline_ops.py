@@ -123,19 +123,10 @@ class PipelineOps(StepAttempts):
             # made here, from the task alone, so nothing can happen between them that a commit of
             # the start alone would keep (see the README's *Commits per task*). The task passes
             # through analyzing within the write, as its task_started event says.
-            plan, events, start = self._planned(task, start_first)
             try:
-                planned = self.store.update(
-                    task_id,
-                    {TaskStatus.PENDING},
-                    status=TaskStatus.EXECUTING,
-                    execution_plan=plan,
-                    current_step_index=0,
-                    events=[started, *events],
-                    mutate=self._fenced(lease),
-                )
+                planned = self._write_plan(task, lease, start_first, [started])
                 logger.info("task started", extra={"task_id": task_id})
-                return planned, start
+                return planned
             except LeaseLost:
                 raise
             except InvalidTransition:
@@ -145,18 +136,8 @@ class PipelineOps(StepAttempts):
         if task.status is TaskStatus.ANALYZING:
             # Started and not planned: a task started by an earlier version, which committed the
             # start on its own before planning.
-            plan, events, start = self._planned(task, start_first)
             try:
-                planned = self.store.update(
-                    task_id,
-                    {TaskStatus.ANALYZING},
-                    status=TaskStatus.EXECUTING,
-                    execution_plan=plan,
-                    current_step_index=0,
-                    events=events,
-                    mutate=self._fenced(lease),
-                )
-                return planned, start
+                return self._write_plan(task, lease, start_first, [])
             except LeaseLost:
                 raise
             except InvalidTransition:
@@ -167,6 +148,23 @@ class PipelineOps(StepAttempts):
             return task, False
         self._emit(self._plan_created(task_id, task.execution_plan))
         return task, False
+
+    def _write_plan(
+        self, task: TaskState, lease: Lease | None, start_first: bool, before: list[NewEvent]
+    ) -> tuple[TaskState, bool]:
+        """``task`` -> executing with the analyzer's plan (and its first step started, ``start``), in
+        one write after the events ``before``; the task as written and ``start``."""
+        plan, events, start = self._planned(task, start_first)
+        planned = self.store.update(
+            task.task_id,
+            {task.status},
+            status=TaskStatus.EXECUTING,
+            execution_plan=plan,
+            current_step_index=0,
+            events=[*before, *events],
+            mutate=self._fenced(lease),
+        )
+        return planned, start
 
     def _planned(self, task: TaskState, start_first: bool) -> tuple[ExecutionPlan, list[NewEvent], bool]:
         """The analyzer's plan, its plan_created event, and whether the first step starts with it
