@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from agentic.chat import ChatReply, ChatRequest, DeltaSink, StructuredSchema
 from agentic.models import Lease, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus
+
+T = TypeVar("T")
 
 #: Given the task as currently stored, the changes to apply to it (see ``TaskStore.update``).
 Mutation = Callable[[TaskState], dict[str, Any]]
@@ -100,6 +102,13 @@ class LeaseStore(TaskStore, Protocol):
 
     def claim(self, task_id: str, runner: str, ttl_seconds: float) -> Lease | None:
         """Take the task if it is unfinished and nobody holds a live lease on it; None otherwise."""
+        ...
+
+    def claim_then(
+        self, task_id: str, runner: str, ttl_seconds: float, first_write: Callable[[Lease], T]
+    ) -> tuple[Lease, T | None] | None:
+        """``claim``, and if it is won, ``first_write(lease)`` in the same commit: (the lease, what
+        that returned). If it raises, nothing of it is kept and the claim is committed alone (None)."""
         ...
 
     def renew(self, runner: str, leases: dict[str, Lease], ttl_seconds: float) -> set[str]:

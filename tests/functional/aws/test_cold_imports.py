@@ -29,7 +29,14 @@ NO_SETTINGS_LIBRARY = ("pydantic_settings", "dotenv")
 #: The knowledge index (SQLite FTS5, the splitter, the extractors) is the retriever's, at its first search.
 KNOWLEDGE_INDEX = ("agentic.knowledge.index", "agentic.knowledge.builtin", "agentic.knowledge.split", "sqlite3")
 #: The SQLite store is the local wiring's; the DynamoDB store shares only its key helpers.
-SQLITE_STORE = ("agentic.adapters.sqlite_store", "agentic.adapters.sqlite_file", "agentic.adapters.local_events")
+SQLITE_STORE = (
+    "agentic.adapters.sqlite_store",
+    "agentic.adapters.sqlite_leases",
+    "agentic.adapters.sqlite_documents",
+    "agentic.adapters.sqlite_file",
+    "agentic.adapters.sqlite_upkeep",
+    "agentic.adapters.local_events",
+)
 #: The HTTP API's: FastAPI and everything around it.
 HTTP = ("fastapi", "starlette", "mangum", "agentic.api")
 #: What the buffered API functions do not serve: the stream (its own function) and the knowledge search.

@@ -30,7 +30,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from agentic.errors import Backpressure, StoreUnavailable
 from agentic.models import EventType, Lease, NewEvent, TaskState
@@ -38,7 +38,16 @@ from agentic.observability import logger
 from agentic.ports import LeaseStore
 from agentic.service.io import call_store
 
-RunFn = Callable[[str, Lease], Awaitable[object]]  # what it returns is the runner's business
+
+class RunFn(Protocol):
+    """Runs the task under ``lease``; ``first``: what the run's first write returned, made already
+    in the claim's commit (``FirstWrite``); what it returns is the runner's business."""
+
+    def __call__(self, task_id: str, lease: Lease, first: Any = None, /) -> Awaitable[object]: ...
+
+
+#: A run's first write, made in the same commit as the claim that admits it to run at once.
+FirstWrite = Callable[[str, Lease], object]
 TaskStarter = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 #: Pages the retention pass frees per store call: each call is one short transaction, and other
 #: writes go between the calls.
@@ -80,8 +89,10 @@ class LocalExecutor:
         purge_every_seconds: float = 3600.0,
         runner_id: str | None = None,
         start_task: TaskStarter = start_eagerly,
+        first_write: FirstWrite | None = None,
     ) -> None:
         self._run = run
+        self._first_write = first_write
         self._start_task = start_task
         self._store = store
         self.max_concurrent = max_concurrent
@@ -103,6 +114,8 @@ class LocalExecutor:
         # that part waits): its last event may be committed in that part.
         self._starting: str | None = None
         self._waiting: deque[str] = deque()
+        # Slots kept for starts whose claim (with the run's first write) is being made.
+        self._reserved = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._maintenance: asyncio.Task[None] | None = None
@@ -129,7 +142,7 @@ class LocalExecutor:
     def _occupied(self) -> int:
         with self._ending_lock:
             ending = sum(1 for task_id in self._ending if task_id in self._running)
-        return len(self._running) - ending
+        return len(self._running) - ending + self._reserved
 
     def _free_slots(self) -> int:
         return self.max_concurrent - self._occupied() + self.max_queue - len(self._waiting)
@@ -149,17 +162,34 @@ class LocalExecutor:
                 "the task stays pending: execute it again later",
                 self.retry_after_seconds,
             )
+        if self._first_write is not None and not self._waiting and self._occupied() < self.max_concurrent:
+            # It runs at once: the claim and the run's first write are one commit (``claim_then``),
+            # and its slot is kept meanwhile (the claim may wait for the store on another thread).
+            self._reserved += 1
+            try:
+                first_write = functools.partial(self._first_write, task_id)
+                claimed = await call_store(
+                    self._store, self._store.claim_then, task_id, self.runner_id, self.lease_seconds, first_write
+                )
+            finally:
+                self._reserved -= 1
+            if claimed is not None:
+                await self._admit(task_id, *claimed)
+            return
         lease = await call_store(self._store, self._store.claim, task_id, self.runner_id, self.lease_seconds)
         if lease is not None:
             await self._admit(task_id, lease)
 
-    async def _admit(self, task_id: str, lease: Lease) -> None:
+    async def _admit(self, task_id: str, lease: Lease, first: object | None = None) -> None:
+        """Run (or queue) a task claimed here; ``first``: its first write was made with the claim, in
+        the slot kept for it, so it runs at once."""
         if self._stopping:  # stopped while claiming: hand it back at once
             await call_store(self._store, self._store.release, self.runner_id, [task_id])
             return
         self._held[task_id] = lease
-        if not self._waiting and self._occupied() < self.max_concurrent:  # waiting tasks go first
-            self._launch(task_id, eager=True)
+        # Waiting tasks go first (a run whose first write is made had its slot kept).
+        if first is not None or (not self._waiting and self._occupied() < self.max_concurrent):
+            self._launch(task_id, eager=True, first=first)
             return
         self._waiting.append(task_id)
         await call_store(
@@ -172,12 +202,12 @@ class LocalExecutor:
             ),
         )
 
-    def _launch(self, task_id: str, *, eager: bool = False) -> None:
+    def _launch(self, task_id: str, *, eager: bool = False, first: object | None = None) -> None:
         """Start the run of ``task_id``: eagerly when a request or the lease pass admitted it; a run
         that frees a slot launches the next waiting one as a plain task (eager launches there would
         nest one run's end inside another's, as deep as the queue is long)."""
         self._idle.clear()
-        coro, name = self._run_and_release(task_id), f"task-{task_id}"
+        coro, name = self._run_and_release(task_id, first), f"task-{task_id}"
         if eager:
             run = self._start_eagerly(task_id, coro, name)
         else:
@@ -205,9 +235,10 @@ class LocalExecutor:
         if self._running.get(task_id) is run:  # still ours: its ``finally`` did not run
             self._release(task_id)
 
-    async def _run_and_release(self, task_id: str) -> None:
+    async def _run_and_release(self, task_id: str, first: object | None = None) -> None:
         try:
-            await self._run(task_id, self._held[task_id])
+            lease = self._held[task_id]
+            await (self._run(task_id, lease) if first is None else self._run(task_id, lease, first))
         except StoreUnavailable:
             pass  # logged by the runner; the lease is no longer renewed and expires, then it resumes
         finally:

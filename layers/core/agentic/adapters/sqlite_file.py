@@ -35,27 +35,32 @@ from typing import Any, TypeVar
 
 from agentic.adapters.sqlite_group import OpenTransaction, commit_held, hold, let_go, running_loop, until_committed
 from agentic.adapters.sqlite_schema import open_schema
+from agentic.adapters.sqlite_upkeep import FileUpkeep
 from agentic.errors import StoreBusy, StoreUnavailable
 
 T = TypeVar("T")
 
-#: How often the background thread moves the write-ahead log into the database file.
-CHECKPOINT_INTERVAL_SECONDS = 0.2
-#: Pages freed per transaction of the incremental vacuum (4 MB: tens of milliseconds of lock).
-VACUUM_BATCH_PAGES = 1024
 #: Reader threads for async callers: reads run beside each other and beside the writer.
 READ_THREADS = 4
-#: How long /health's write probe waits for the lock: it reports, it does not queue.
-PROBE_WAIT_SECONDS = 1.0
 #: A write's busy timeout may be this much longer than its deadline allows (saves a statement per write).
 BUSY_TIMEOUT_SLACK_MS = 50
+
+
+class _OpenWrite:
+    """A write whose transaction is open on this thread, as writes nested in it see it."""
+
+    __slots__ = ("callbacks", "nested")
+
+    def __init__(self, callbacks: list[Callable[[], None]]) -> None:
+        self.callbacks = callbacks  # run after its commit
+        self.nested = False  # a write was made inside it
 
 
 class _Locked(sqlite3.OperationalError):
     """This process's writer lock was not free within the write's deadline."""
 
 
-class SQLiteFile:
+class SQLiteFile(FileUpkeep):
     """Connections to one SQLite file and the transaction discipline; the store builds on it."""
 
     blocking = True  # async callers run calls on the threads ``route`` names: the loop never waits on the file
@@ -184,37 +189,6 @@ class SQLiteFile:
         finally:
             self._local.deadline = None
 
-    # --- schema ----------------------------------------------------------------------------------
-
-    def _checkpoint_in_background(self) -> None:
-        """Keep the write-ahead log short without making any commit wait for a checkpoint.
-
-        SQLite's automatic checkpoint runs inside the commit that crosses its threshold and fsyncs
-        there, stalling the writer that committed; with one commit per write that happened every
-        few dozen writes. A checkpoint from another connection runs beside the writers (PASSIVE: it
-        never blocks them), and keeps the log small, which matters on a nearly full disk.
-
-        It runs only after this process committed something, at most every
-        ``CHECKPOINT_INTERVAL_SECONDS``: an idle server does not wake for it (other processes
-        sharing the file checkpoint their own writes).
-        """
-        try:
-            db = sqlite3.connect(str(self.path), isolation_level=None, timeout=1)
-        except sqlite3.Error:
-            return
-        try:
-            while True:
-                self._written.wait()
-                if self._closed.is_set():
-                    break
-                self._written.clear()
-                with suppress(sqlite3.Error):
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                if self._closed.wait(CHECKPOINT_INTERVAL_SECONDS):
-                    break
-        finally:
-            db.close()
-
     # --- transactions and failures --------------------------------------------------------------
 
     @contextmanager
@@ -241,12 +215,19 @@ class SQLiteFile:
         the transaction) runs after the commit while this process's writers are still held off: a
         write of this process (a lease renewal) never sees a commit before what follows it did.
         """
+        if (outer := getattr(self._local, "open_write", None)) is not None:
+            # A write made inside another write of this thread (``claim_then``): part of its
+            # transaction, committed with it, undone alone if it fails.
+            with self._guard(), self._nested(outer, after_commit) as db:
+                yield db
+            return
         no_wait = getattr(self._local, "no_wait", False)
         group = self._group
         if no_wait and group is not None and group.thread == threading.get_ident():
             if group.loop is getattr(self._local, "loop", None):
                 # An ``attempt`` on the loop's thread: into the loop's transaction.
-                with self._guard(), self._in_group(group, after_commit) as db:
+                callbacks = after_commit if after_commit is not None else []
+                with self._guard(), self._in_group(group, callbacks) as db, self._open(callbacks):
                     yield db
                 return
             self._commit_group()  # left open by a loop that stopped before its turn ended
@@ -280,16 +261,21 @@ class SQLiteFile:
                 if self._wal_to_shrink:
                     self._shrink_wal()
                 loop = getattr(self._local, "loop", None) if no_wait else None
+                callbacks = after_commit if after_commit is not None else []
+                opened: _OpenWrite | None = None
                 try:
                     self._db.execute("BEGIN IMMEDIATE")
                     if loop is None:
-                        yield self._db
+                        with self._open(callbacks) as opened:
+                            yield self._db
                         self._db.execute("COMMIT")
                 except BaseException as exc:
                     # SQLite rolls some failures back by itself (a full disk, an I/O error); the rest here.
                     if self._db.in_transaction:
                         with suppress(sqlite3.Error):
                             self._db.execute("ROLLBACK")
+                    if opened is not None and opened.nested:
+                        self._forget_uncommitted()  # (the commit failed after writes nested in it)
                     code = getattr(exc, "sqlite_errorcode", None)
                     if code == sqlite3.SQLITE_FULL:
                         self._wal_to_shrink = True
@@ -304,17 +290,50 @@ class SQLiteFile:
                     group.commit = functools.partial(self._commit_group, group)
                     hold(group.commit)
                     loop.call_soon(group.commit)
-                    with self._in_group(group, after_commit) as db:
+                    with self._in_group(group, callbacks) as db, self._open(callbacks):
                         yield db
                     return
                 self._written.set()
-                for announce in after_commit or ():
+                for announce in callbacks:
                     announce()
             finally:
                 self._lock.release()
         # The store can be written: a failure seen before (and /health's verdict on it) is over.
         self._last_failure = None
         self._probe = (self._clock(), None)
+
+    @contextmanager
+    def _open(self, callbacks: list[Callable[[], None]]) -> Iterator[_OpenWrite]:
+        """While a write's transaction is open on this thread, writes made in it join it (``_nested``);
+        what they announce goes into ``callbacks``, run after its commit. If it is rolled back after
+        such writes, what they remembered of their rows is forgotten."""
+        outer = self._local.open_write = _OpenWrite(callbacks)
+        try:
+            yield outer
+        except BaseException:
+            if outer.nested:
+                self._forget_uncommitted()
+            raise
+        finally:
+            self._local.open_write = None
+
+    @contextmanager
+    def _nested(self, outer: _OpenWrite, after_commit: list[Callable[[], None]] | None) -> Iterator[sqlite3.Connection]:
+        """One write inside the open transaction of another: undone alone if it fails (a savepoint);
+        its announcements wait for that transaction's commit."""
+        outer.nested = True
+        db = self._db
+        db.execute("SAVEPOINT nested")
+        try:
+            yield db
+            db.execute("RELEASE nested")
+        except BaseException:
+            if db.in_transaction:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK TO nested")
+                    db.execute("RELEASE nested")
+            raise
+        outer.callbacks.extend(after_commit or ())
 
     @contextmanager
     def _in_group(
@@ -401,23 +420,6 @@ class SQLiteFile:
     def _forget_uncommitted(self) -> None:
         """Drop whatever this process remembers of its own writes (a transaction was rolled back)."""
 
-    def _shrink_wal(self) -> None:
-        """After a full disk, move the write-ahead log into the database file and truncate it.
-
-        The log only shrinks at a checkpoint, and the automatic one waits for 1000 pages (4 MB): on
-        a nearly full disk the log takes every byte freed and fills it again before that, and the
-        store stays stuck. So once the disk was full, each write first tries a truncating checkpoint
-        (it needs room for the database to grow), until one completes; while the disk is still too
-        full for it, writes fail at once rather than grow the log into the space the checkpoint needs.
-        """
-        try:
-            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        except sqlite3.Error as exc:
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                raise  # still full: fail this write before it takes the room the checkpoint needs
-            return
-        self._wal_to_shrink = bool(busy)
-
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """This thread's read connection: in WAL mode it reads the last commit, never waiting for writers."""
@@ -434,53 +436,3 @@ class SQLiteFile:
                     self._readers.append(reader)
                 self._local.reader = reader
             yield reader
-
-    # --- health and disk space -------------------------------------------------------------------
-
-    def check_writable(self) -> str | None:
-        """None if a write commits now, else why not. Probes at most every ``probe_seconds``.
-
-        A failure is reported until a write succeeds (any write clears it at once) or the next
-        probe; a probe waits for the lock at most ``PROBE_WAIT_SECONDS``, and a caller that finds a
-        probe under way takes the last verdict rather than queue behind it.
-        """
-        now = self._clock()
-        if self._last_failure is not None and now - self._last_failure[0] < self.probe_seconds:
-            return self._last_failure[1]
-        checked_at, reason = self._probe
-        if now - checked_at < self.probe_seconds or not self._probing.acquire(blocking=False):
-            return reason
-        try:
-            with self._write(wait_seconds=PROBE_WAIT_SECONDS) as db:
-                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('health_probe', ?)", (str(now),))
-            reason = None
-        except StoreUnavailable as exc:
-            reason = str(exc.__cause__ or exc)
-        finally:
-            self._probing.release()
-        self._probe = (now, reason)
-        return reason
-
-    def free_pages(self, batch_pages: int = VACUUM_BATCH_PAGES, max_batches: int | None = None) -> int:
-        """Give the file's free pages back to the file system; return how many were freed.
-
-        ``PRAGMA incremental_vacuum`` frees one page per step of its statement, and Python steps a
-        statement without result columns once: so it is executed once per page, ``batch_pages``
-        times per write transaction, and no transaction holds the lock long enough to stall other
-        writers. At most ``max_batches`` transactions.
-        """
-        freed = 0
-        batches = 0
-        while max_batches is None or batches < max_batches:
-            batches += 1
-            with self._write() as db:
-                (before,) = db.execute("PRAGMA freelist_count").fetchone()
-                if before == 0:
-                    break
-                for _ in range(min(batch_pages, before)):
-                    db.execute("PRAGMA incremental_vacuum")
-                (after,) = db.execute("PRAGMA freelist_count").fetchone()
-            freed += before - after
-            if after == 0 or after >= before:  # done, or a file without incremental auto-vacuum
-                break
-        return freed

@@ -1,7 +1,8 @@
 """The embedded store: one SQLite file holding tasks, their event logs and the leases of their runs.
 
-Any number of processes may share the file. Every write is one transaction (``BEGIN IMMEDIATE``)
-that has committed before the method returns, so a caller is never told a write succeeded that a
+Any number of processes may share the file. Every write is one transaction (``BEGIN IMMEDIATE``;
+a write made inside another, as ``claim_then`` makes them, is part of that one) that has committed
+before the method returns, so a caller is never told a write succeeded that a
 crash of the process or a failed commit could take back (with ``synchronous="FULL"`` also a crash of
 the machine), and streams are woken only for committed events. WAL mode
 lets streams read while agents write.
@@ -10,8 +11,12 @@ What is stored once: a step's output lives in its ``partial_output`` event only 
 state, not text), and the ``task_completed`` event refers to the task's ``final_output`` instead of
 copying it. Both are put back when read, so callers see whole tasks and whole events.
 
-The file, its connections and its transactions are ``SQLiteFile``'s (``sqlite_file.py``): reads
-never wait for writers, and async callers never wait on the file.
+Built in layers, each in its own module: the file, its connections and its transactions
+(``SQLiteFile``, ``sqlite_file.py``: reads never wait for writers, async callers never wait on the
+file); the task documents and this process's memory of them (``TaskDocuments``,
+``sqlite_documents.py``); the leases of runs (``LeaseRows``, ``sqlite_leases.py``: a run admitted to
+run at once is claimed in the same transaction as its first write, see ``claim_then``); and here,
+tasks and their event logs.
 """
 
 from __future__ import annotations
@@ -20,16 +25,12 @@ import builtins
 import functools
 import json
 import sqlite3
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from agentic.adapters.local_events import LocalEventBus
-from agentic.adapters.sqlite_file import SQLiteFile
+from agentic.adapters.sqlite_documents import Columns
+from agentic.adapters.sqlite_leases import LeaseRows
 from agentic.adapters.store_codec import (
     check_payload_size,
     decode_cursor,
@@ -44,56 +45,18 @@ from agentic.errors import (
     TaskAlreadyExists,
     TaskNotFound,
 )
-from agentic.models import EventType, Lease, NewEvent, StepStatus, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
+from agentic.models import EventType, NewEvent, StreamEvent, TaskPage, TaskState, TaskStatus, utcnow
 from agentic.ports import Mutation
 
-_PARSED_CACHE_SIZE = 4096
-#: A task row's lease_owner and finished_at.
-_Columns = tuple[str | None, float | None]
 
-
-# The stored task document leaves out step outputs (they live in the partial_output events).
-_WITHOUT_OUTPUTS: Any = {"execution_plan": {"steps": {"__all__": {"output"}}}}
-
-
-class SQLiteTaskStore(SQLiteFile):
+class SQLiteTaskStore(LeaseRows):
     read_methods = frozenset({"get", "list", "list_in_status", "read_events", "expired"})
-
-    def __init__(
-        self,
-        path: Path | str,
-        bus: LocalEventBus | None = None,
-        *,
-        busy_timeout_seconds: float = 10.0,
-        probe_seconds: float = 5.0,
-        clock: Callable[[], float] = time.time,
-        synchronous: str = "NORMAL",
-        group_commit: bool = False,
-    ) -> None:
-        self.bus = bus or LocalEventBus()
-        # Parsed tasks keyed by their exact stored JSON: a read still fetches the row (so another
-        # process's write is always seen) but skips re-parsing a document it parsed before. After a
-        # write of this process, also the row's lease_owner and finished_at as written (see update).
-        self._parsed: OrderedDict[str, tuple[str, TaskState, _Columns | None]] = OrderedDict()
-        self._parsed_lock = threading.Lock()
-        super().__init__(
-            path,
-            busy_timeout_seconds=busy_timeout_seconds,
-            probe_seconds=probe_seconds,
-            clock=clock,
-            synchronous=synchronous,
-            group_commit=group_commit,
-        )
 
     def _announce(self, written: Iterable[tuple[StreamEvent, str]]) -> None:
         """Wake streams (and hand them the events and their lines), only ever for committed events."""
         self.bus.publish_events(written)
 
     # --- tasks ---------------------------------------------------------------------------------
-
-    @staticmethod
-    def _dump(task: TaskState) -> str:
-        return task.model_dump_json(exclude=_WITHOUT_OUTPUTS)
 
     def create(self, task: TaskState) -> TaskState:
         doc = self._dump(task)
@@ -109,60 +72,6 @@ class SQLiteTaskStore(SQLiteFile):
         # Parsed already: the execute that follows reads this document, and its claim reads it again.
         self._remember(task.task_id, doc, task)
         return task
-
-    def _parse(self, db: sqlite3.Connection, task_id: str, doc: str) -> TaskState:
-        """The task of a stored document, with the outputs of its completed steps put back."""
-        with self._parsed_lock:
-            cached = self._parsed.get(task_id)
-            if cached is not None and cached[0] == doc:
-                self._parsed.move_to_end(task_id)
-                return cached[1]
-        task = self._with_outputs(db, TaskState.model_validate_json(doc))
-        self._remember(task_id, doc, task)
-        return task
-
-    @staticmethod
-    def _with_outputs(db: sqlite3.Connection, task: TaskState) -> TaskState:
-        plan = task.execution_plan
-        if plan is None or not any(s.status is StepStatus.COMPLETED and s.output is None for s in plan.steps):
-            return task
-        outputs: dict[str, Any] = {}
-        for (data,) in db.execute(
-            "SELECT data FROM events WHERE task_id = ? AND event_type = ? ORDER BY cursor",
-            (task.task_id, EventType.PARTIAL_OUTPUT.value),
-        ):
-            parsed = json.loads(data)
-            outputs[parsed.get("step_id")] = parsed.get("output")
-        steps = [
-            s.model_copy(update={"output": outputs.get(s.step_id)})
-            if s.status is StepStatus.COMPLETED and s.output is None
-            else s
-            for s in plan.steps
-        ]
-        return task.model_copy(update={"execution_plan": plan.model_copy(update={"steps": steps})})
-
-    def _remember(self, task_id: str, doc: str, task: TaskState, columns: _Columns | None = None) -> None:
-        with self._parsed_lock:
-            self._parsed[task_id] = (doc, task, columns)
-            self._parsed.move_to_end(task_id)
-            if len(self._parsed) > _PARSED_CACHE_SIZE:
-                self._parsed.popitem(last=False)
-
-    def _forget_uncommitted(self) -> None:
-        with self._parsed_lock:
-            self._parsed.clear()  # rows as this process wrote them: some of those writes were undone
-
-    def get_as_written(self, task_id: str) -> TaskState | None:
-        with self._parsed_lock:
-            known = self._parsed.get(task_id)
-        if known is not None and known[2] is not None:  # columns: written (or claimed) here
-            return known[1]
-        return self.get(task_id)
-
-    def get(self, task_id: str) -> TaskState | None:
-        with self._read() as db:
-            row = db.execute("SELECT doc FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-            return self._parse(db, task_id, row[0]) if row else None
 
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:
         # Both shapes are seeks on an index that starts with the WHERE clause's columns; the cursor
@@ -249,7 +158,7 @@ class SQLiteTaskStore(SQLiteFile):
         changes: dict[str, Any],
         lease_owner: str | None,
         finished_at: float | None,
-    ) -> tuple[TaskState, str, str, builtins.list[Any], _Columns]:
+    ) -> tuple[TaskState, str, str, builtins.list[Any], Columns]:
         """The task after the change, its document, the UPDATE's SET clause and arguments, and the
         row's lease_owner and finished_at after it; raises if the task's state refuses the change."""
         if task.status not in expect:
@@ -304,99 +213,6 @@ class SQLiteTaskStore(SQLiteFile):
         if before.status is TaskStatus.AWAITING_APPROVAL or before.status.is_terminal:
             return False, 0.0
         return True, None
-
-    def claim(self, task_id: str, runner: str, ttl_seconds: float) -> Lease | None:
-        now = self._clock()
-        with self._write() as db:
-            row = db.execute(
-                "SELECT doc, status, lease_epoch, lease_expires FROM tasks WHERE task_id = ?", (task_id,)
-            ).fetchone()
-            if row is None:
-                raise TaskNotFound(task_id)
-            doc, status, epoch, expires = row
-            if TaskStatus(status).is_terminal or (expires is not None and expires >= now):
-                return None
-            task = self._parse(db, task_id, doc)  # (parsed once: the execute that claims it read it)
-            if task.status is TaskStatus.AWAITING_APPROVAL and (task.approval_deadline or float("inf")) >= now:
-                # Nothing to run before its deadline (a lease renewed or handed back during the wait).
-                wake = task.approval_deadline if task.approval_deadline is not None else float("inf")
-                db.execute("UPDATE tasks SET lease_expires = ? WHERE task_id = ?", (wake, task_id))
-                return None
-            lease = Lease(runner=runner, epoch=epoch + 1)
-            task = task.model_copy(update={"lease": lease})
-            claimed = self._dump(task)
-            db.execute(
-                "UPDATE tasks SET doc = ?, lease_owner = ?, lease_epoch = ?, lease_expires = ? WHERE task_id = ?",
-                (claimed, runner, lease.epoch, now + ttl_seconds, task_id),
-            )
-            # The log's end now, under the write lock: from here this process's commits are the
-            # task's events (a stream of it needs no first read; see LocalEventBus.track).
-            (log_end,) = db.execute(
-                "SELECT COALESCE(MAX(cursor), 0) FROM events WHERE task_id = ?", (task_id,)
-            ).fetchone()
-            self.bus.track(task_id, log_end)
-        # The run's first write starts from this row as written (unfinished: finished_at is NULL).
-        self._remember(task_id, claimed, task, (runner, None))
-        return lease
-
-    def renew(self, runner: str, leases: dict[str, Lease], ttl_seconds: float) -> set[str]:
-        expires = self._clock() + ttl_seconds
-        lost: set[str] = set()
-        with self._write() as db:
-            for task_id, lease in leases.items():
-                cur = db.execute(
-                    "UPDATE tasks SET lease_expires = ? WHERE task_id = ? AND lease_owner = ? AND lease_epoch = ? "
-                    "AND lease_expires IS NOT NULL",
-                    (expires, task_id, runner, lease.epoch),
-                )
-                if cur.rowcount == 0:
-                    lost.add(task_id)
-        return lost
-
-    def release(self, runner: str, task_ids: Collection[str]) -> None:
-        with self._write() as db:
-            db.executemany(
-                "UPDATE tasks SET lease_expires = 0 "
-                "WHERE task_id = ? AND lease_owner = ? AND lease_expires IS NOT NULL AND status != 'awaiting_approval'",
-                [(task_id, runner) for task_id in task_ids],
-            )
-
-    def expired(self, limit: int) -> builtins.list[str]:
-        if limit <= 0:
-            return []
-        with self._read() as db:
-            rows = db.execute(
-                "SELECT task_id FROM tasks WHERE lease_expires IS NOT NULL AND lease_expires < ? "
-                "ORDER BY lease_expires LIMIT ?",
-                (self._clock(), limit),
-            ).fetchall()
-        return [r[0] for r in rows]
-
-    def purge_finished(self, older_than_seconds: float, batch: int = 500, max_batches: int | None = None) -> int:
-        cutoff = self._clock() - older_than_seconds
-        purged = 0
-        batches = 0
-        while max_batches is None or batches < max_batches:
-            batches += 1
-            with self._write() as db:
-                ids = [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT task_id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
-                        (cutoff, batch),
-                    )
-                ]
-                marks = ",".join("?" * len(ids))
-                if ids:
-                    db.execute(f"DELETE FROM events WHERE task_id IN ({marks})", ids)
-                    db.execute(f"DELETE FROM tasks WHERE task_id IN ({marks})", ids)
-            with self._parsed_lock:
-                for task_id in ids:
-                    self._parsed.pop(task_id, None)
-            purged += len(ids)
-            if len(ids) < batch:
-                break
-        return purged
 
     # --- events --------------------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
-Run = Callable[[str, Lease], Awaitable[TaskStatus | None]]
+Run = Callable[..., Awaitable[TaskStatus | None]]  # (task_id, lease, first=None): LocalRunner.run
 
 # No `*_created` timestamp series next to each counter and histogram: noise for a scraper.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -170,11 +170,11 @@ class PrometheusSink:
     def timed(self, run: Run, store: TaskStore) -> Run:
         """``run`` that also observes the task's run time, labelled with how it ended."""
 
-        async def timed_run(task_id: str, lease: Lease) -> TaskStatus | None:
+        async def timed_run(task_id: str, lease: Lease, first: Any = None) -> TaskStatus | None:
             started = time.perf_counter()
             ended: TaskStatus | None = None
             try:
-                ended = await run(task_id, lease)
+                ended = await run(task_id, lease, first)
                 return ended
             finally:
                 try:

@@ -91,6 +91,7 @@ def build_local_system(settings: Settings) -> LocalSystem:
         lease_seconds=settings.lease_seconds,
         renew_seconds=settings.lease_renew_seconds,
         retention_seconds=settings.retention_days * 86400 if settings.retention_days else None,
+        first_write=runner.first_write,
     )
     metrics.watch_executor(lambda: executor.waiting, lambda: executor.running)
     store.bus.on_run_end = executor.run_ending

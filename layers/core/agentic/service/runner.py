@@ -29,11 +29,19 @@ class LocalRunner:
         self.time_scale = time_scale
         self.jitter = jitter
 
-    async def run(self, task_id: str, lease: Lease | None = None) -> TaskStatus | None:
-        """Run the task from where it stands; return the status the run ended it in (None: not ended here)."""
+    async def run(
+        self, task_id: str, lease: Lease | None = None, first: tuple[TaskState, bool] | None = None
+    ) -> TaskStatus | None:
+        """Run the task from where it stands; return the status the run ended it in (None: not ended here).
+
+        ``first``: what ``first_write`` returned, made already in the claim's commit (``claim_then``).
+        """
         try:
             io = self.ops.io  # each operation may be made again after StoreBusy (they are repeatable)
-            task, started = await io(self.ops.plan_and_start, task_id, lease=lease)
+            if first is not None:
+                task, started = first
+            else:
+                task, started = await io(self.ops.plan_and_start, task_id, lease=lease)
             if task.status is TaskStatus.AWAITING_APPROVAL:
                 status: TaskStatus | None = await io(self._approval_expired, task, lease)
                 return status
@@ -115,6 +123,10 @@ class LocalRunner:
             except Exception:
                 logger.exception("could not mark the task failed", extra={"task_id": task_id})
                 return None
+
+    def first_write(self, task_id: str, lease: Lease) -> tuple[TaskState, bool]:
+        """A run's first write (``plan_and_start``), for the executor to make in the claim's commit."""
+        return self.ops.plan_and_start(task_id, lease=lease)
 
     def _approval_expired(self, task: TaskState, lease: Lease | None) -> TaskStatus | None:
         """Picked up while waiting for approval: its deadline passed (the store wakes it then)."""
