@@ -67,7 +67,8 @@ def test_the_claim_and_the_runs_first_write_are_one_commit(store):
     assert claimed is not None
     lease, (task, started) = claimed
     assert len(commits) == 1
-    assert started and task.status is TaskStatus.EXECUTING
+    assert started
+    assert task.status is TaskStatus.EXECUTING
     assert task.lease == lease
     assert committed(store, "t") == ("executing", "me", ["task_started", "plan_created", "step_started"])
     # and the streams heard of the three events once, after that commit
@@ -109,7 +110,8 @@ def test_a_first_write_that_fails_is_undone_and_the_claim_is_committed_alone(sto
     assert announced == []
     # and the run, making the write again under that lease, starts the task once
     task, started = ops.plan_and_start("t", lease=lease)
-    assert started and task.status is TaskStatus.EXECUTING
+    assert started
+    assert task.status is TaskStatus.EXECUTING
     assert committed(store, "t") == ("executing", "me", ["task_started", "plan_created", "step_started"])
 
 
@@ -177,3 +179,80 @@ async def test_the_slot_of_a_claim_in_flight_is_taken():
     assert executor.running == 1
     gate.set()
     await asyncio.wait_for(executor.drain(), 5)
+
+
+class LostClaimStore(SlowClaimStore):
+    """Its slow claim with a first write is lost to another process; a plain claim is won."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[object] = []
+
+    def claim_then(self, task_id, runner, ttl_seconds, first_write):
+        self.go.wait(5)
+        self.claimed.append(task_id)
+        return None
+
+    def claim(self, task_id, runner, ttl_seconds):
+        return Lease(runner=runner, epoch=1)
+
+    def append_event(self, event):
+        self.events.append(event)
+
+
+async def test_a_slot_kept_for_a_claim_that_is_lost_goes_to_the_task_that_queued_meanwhile():
+    # Given one slot and a queue of one, and a start whose claim is being made (it will be lost)
+    store = LostClaimStore()
+    ran: list[str] = []
+
+    async def run(task_id, lease, first=None):
+        ran.append(task_id)
+
+    executor = LocalExecutor(run, store, max_concurrent=1, max_queue=1, first_write=lambda task_id, lease: "planned")
+    first = asyncio.ensure_future(executor.start("a"))
+    await asyncio.sleep(0.05)
+    # When another task is executed meanwhile (it queues: the slot is kept for the first)
+    await executor.start("b")
+    assert executor.waiting == 1
+    # and the first claim is lost to another process
+    store.go.set()
+    await first
+    # Then the queued task runs in the slot that was kept: nothing waits with a slot free
+    await asyncio.wait_for(executor.drain(), 5)
+    assert ran == ["b"]
+    assert executor.waiting == 0
+
+
+class FailedFirstWriteStore(LostClaimStore):
+    """Its slow claim is won, but the first write made with it failed (the claim committed alone)."""
+
+    def claim_then(self, task_id, runner, ttl_seconds, first_write):
+        self.go.wait(5)
+        self.claimed.append(task_id)
+        return Lease(runner=runner, epoch=1), None
+
+
+async def test_a_task_claimed_in_a_kept_slot_runs_in_it_even_when_its_first_write_failed():
+    # Given one slot and a queue of one, and a start whose claim is being made (its first write fails)
+    store = FailedFirstWriteStore()
+    ran: list[tuple[str, object]] = []
+    gate = asyncio.Event()
+
+    async def run(task_id, lease, first=None):
+        ran.append((task_id, first))
+        await gate.wait()
+
+    executor = LocalExecutor(run, store, max_concurrent=1, max_queue=1, first_write=lambda task_id, lease: "planned")
+    first = asyncio.ensure_future(executor.start("a"))
+    await asyncio.sleep(0.05)
+    await executor.start("b")  # queues: the slot is kept for the first
+    # When the first claim is won without its first write
+    store.go.set()
+    await first
+    await asyncio.sleep(0)
+    # Then the first task runs in its slot (its run makes the first write itself) and the other waits
+    assert ran == [("a", None)]
+    assert executor.waiting == 1
+    gate.set()
+    await asyncio.wait_for(executor.drain(), 5)
+    assert [task_id for task_id, _ in ran] == ["a", "b"]

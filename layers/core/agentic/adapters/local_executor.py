@@ -165,6 +165,7 @@ class LocalExecutor:
         if self._first_write is not None and not self._waiting and self._occupied() < self.max_concurrent:
             # It runs at once: the claim and the run's first write are one commit (``claim_then``),
             # and its slot is kept meanwhile (the claim may wait for the store on another thread).
+            claimed = None
             self._reserved += 1
             try:
                 first_write = functools.partial(self._first_write, task_id)
@@ -173,22 +174,24 @@ class LocalExecutor:
                 )
             finally:
                 self._reserved -= 1
+                if claimed is None:  # not won (or it failed): its slot goes to whoever queued meanwhile
+                    self._fill_slots()
             if claimed is not None:
-                await self._admit(task_id, *claimed)
+                won, first = claimed
+                await self._admit(task_id, won, first, slot_kept=True)
             return
         lease = await call_store(self._store, self._store.claim, task_id, self.runner_id, self.lease_seconds)
         if lease is not None:
             await self._admit(task_id, lease)
 
-    async def _admit(self, task_id: str, lease: Lease, first: object | None = None) -> None:
-        """Run (or queue) a task claimed here; ``first``: its first write was made with the claim, in
-        the slot kept for it, so it runs at once."""
+    async def _admit(self, task_id: str, lease: Lease, first: object | None = None, *, slot_kept: bool = False) -> None:
+        """Run (or queue) a task claimed here. ``slot_kept``: a slot was kept for it while it was
+        claimed, so it runs at once; ``first``: its first write was made with the claim."""
         if self._stopping:  # stopped while claiming: hand it back at once
             await call_store(self._store, self._store.release, self.runner_id, [task_id])
             return
         self._held[task_id] = lease
-        # Waiting tasks go first (a run whose first write is made had its slot kept).
-        if first is not None or (not self._waiting and self._occupied() < self.max_concurrent):
+        if slot_kept or (not self._waiting and self._occupied() < self.max_concurrent):  # waiting ones go first
             self._launch(task_id, eager=True, first=first)
             return
         self._waiting.append(task_id)
@@ -250,10 +253,14 @@ class LocalExecutor:
         self._held.pop(task_id, None)
         with self._ending_lock:
             self._ending.discard(task_id)
-        while self._waiting and self._occupied() < self.max_concurrent and not self._stopping:
-            self._launch(self._waiting.popleft())
+        self._fill_slots()
         if not self._running:
             self._idle.set()
+
+    def _fill_slots(self) -> None:
+        """Start waiting tasks, in order, in the slots that are free."""
+        while self._waiting and self._occupied() < self.max_concurrent and not self._stopping:
+            self._launch(self._waiting.popleft())
 
     # --- task control (the store has recorded the change already) -------------------------------
 
