@@ -54,6 +54,10 @@ TaskStarter = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 FREE_PAGES_PER_CALL = 1024
 
 
+#: Python 3.12+ starts a task eagerly (``asyncio.Task(..., eager_start=True)``).
+EAGER_STARTS = sys.version_info >= (3, 12)
+
+
 def start_eagerly(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
     """A task of ``coro`` whose first part (up to its first wait) runs now, on Python 3.12+.
 
@@ -64,7 +68,7 @@ def start_eagerly(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[No
     eagerly, each run's first agent call begins as its request is handled. On 3.11 (no eager start
     in asyncio) it is ``create_task``.
     """
-    if sys.version_info >= (3, 12):
+    if sys.version_info >= (3, 12):  # (spelled out for the type checker)
         return asyncio.Task(coro, loop=asyncio.get_running_loop(), name=name, eager_start=True)
     return asyncio.create_task(coro, name=name)
 
