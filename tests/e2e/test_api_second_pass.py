@@ -72,7 +72,12 @@ def test_json_nested_too_deeply_is_a_documented_422(api):
     response = api.post("/tasks", content=deep.encode(), headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "validation_error"
-    assert response.json()["message"] == "body: not valid JSON (it is nested too deeply)"
+    try:  # Python 3.13's json parses it (an array, then refused as not an object); earlier ones cannot
+        json.loads(deep)
+    except RecursionError:
+        assert response.json()["message"] == "body: not valid JSON (it is nested too deeply)"
+    else:
+        assert response.json()["message"] == "body: Input should be a valid dictionary or object to extract fields from"
     documented = api.get("/openapi.json").json()["paths"]["/tasks"]["post"]["responses"]
     assert "422" in documented
     assert "400" not in documented
