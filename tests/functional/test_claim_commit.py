@@ -50,8 +50,8 @@ def count_commits(store: SQLiteTaskStore) -> list[str]:
     return seen
 
 
-def ops_of(store: SQLiteTaskStore) -> PipelineOps:
-    return PipelineOps(store, default_registry(0), load_pipeline())
+def ops_of(store: SQLiteTaskStore, latency_scale: float = 0) -> PipelineOps:
+    return PipelineOps(store, default_registry(latency_scale), load_pipeline())
 
 
 def test_the_claim_and_the_runs_first_write_are_one_commit(store):
@@ -116,8 +116,9 @@ def test_a_first_write_that_fails_is_undone_and_the_claim_is_committed_alone(sto
 
 
 def test_a_run_admitted_at_once_is_claimed_and_started_in_one_commit_then_completes(store):
-    # Given the local executor, wired as the server wires it
-    runner = LocalRunner(ops_of(store), time_scale=0)
+    # Given the local executor, wired as the server wires it, and agents that take a little time (on
+    # Python 3.12+ a run starts eagerly: agents that never wait would finish the task inside start())
+    runner = LocalRunner(ops_of(store, latency_scale=0.01), time_scale=0)
 
     async def scenario():
         executor = LocalExecutor(runner.run, store, lease_seconds=30, runner_id="me", first_write=runner.first_write)
