@@ -1,10 +1,11 @@
 """Runs pipelines in-process on asyncio: leases shared through the store, and backpressure.
 
 Ownership: a task is run by whoever holds its lease. ``start`` claims the lease with a conditional
-write (exactly one process wins, however many share the store file); a background loop renews the
-leases this process holds and resumes tasks whose lease expired because their process died. A
-process that lost a lease (it stalled past the expiry and another took over) stops that run; the
-store's fenced writes would refuse its writes anyway.
+write (exactly one process wins, however many share the store file; with ``first_write``, a task
+that runs at once is claimed in the same commit as its run's first write, ``claim_then``); a
+background loop renews the leases this process holds and resumes tasks whose lease expired because
+their process died. A process that lost a lease (it stalled past the expiry and another took over)
+stops that run; the store's fenced writes would refuse its writes anyway.
 
 Backpressure is per process: at most ``max_concurrent`` pipelines run and ``max_queue`` more wait
 here, in order, each holding its lease so that no other process runs it meanwhile.
