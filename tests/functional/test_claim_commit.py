@@ -23,13 +23,6 @@ from agentic.service.runner import LocalRunner
 pytestmark = pytest.mark.functional
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = SQLiteTaskStore(tmp_path / "tasks.db")
-    yield s
-    s.close()
-
-
 def committed(store: SQLiteTaskStore, task_id: str) -> tuple[str, str | None, list[str]]:
     """The task's status, lease owner and event types, as another connection to the file sees them."""
     db = sqlite3.connect(str(store.path))
@@ -54,15 +47,15 @@ def ops_of(store: SQLiteTaskStore, latency_scale: float = 0) -> PipelineOps:
     return PipelineOps(store, default_registry(latency_scale), load_pipeline())
 
 
-def test_the_claim_and_the_runs_first_write_are_one_commit(store):
+def test_the_claim_and_the_runs_first_write_are_one_commit(sqlite_store):
     # Given a pending task
-    store.create(TaskState(task_id="t", owner="o", user_input="Explain idempotency keys"))
-    ops = ops_of(store)
-    commits = count_commits(store)
+    sqlite_store.create(TaskState(task_id="t", owner="o", user_input="Explain idempotency keys"))
+    ops = ops_of(sqlite_store)
+    commits = count_commits(sqlite_store)
     announced: list[str] = []
-    store.bus.publish_events = lambda written: announced.extend(e.event_type.value for e, _ in written)  # type: ignore[method-assign]
+    sqlite_store.bus.publish_events = lambda written: announced.extend(e.event_type.value for e, _ in written)  # type: ignore[method-assign]
     # When it is claimed with the run's first write
-    claimed = store.claim_then("t", "me", 30, lambda lease: ops.plan_and_start("t", lease=lease))
+    claimed = sqlite_store.claim_then("t", "me", 30, lambda lease: ops.plan_and_start("t", lease=lease))
     # Then one commit holds the lease, the start, the plan and the first step's start
     assert claimed is not None
     lease, (task, started) = claimed
@@ -70,60 +63,62 @@ def test_the_claim_and_the_runs_first_write_are_one_commit(store):
     assert started
     assert task.status is TaskStatus.EXECUTING
     assert task.lease == lease
-    assert committed(store, "t") == ("executing", "me", ["task_started", "plan_created", "step_started"])
+    assert committed(sqlite_store, "t") == ("executing", "me", ["task_started", "plan_created", "step_started"])
     # and the streams heard of the three events once, after that commit
     assert announced == ["task_started", "plan_created", "step_started"]
 
 
-def test_a_task_another_runner_holds_is_not_claimed_and_its_first_write_is_not_made(store):
+def test_a_task_another_runner_holds_is_not_claimed_and_its_first_write_is_not_made(sqlite_store):
     # Given a task claimed by another runner
-    store.create(TaskState(task_id="t", owner="o", user_input="Explain idempotency keys"))
-    assert store.claim("t", "other", 30) is not None
+    sqlite_store.create(TaskState(task_id="t", owner="o", user_input="Explain idempotency keys"))
+    assert sqlite_store.claim("t", "other", 30) is not None
     made: list[Lease] = []
     # When this runner claims it with a first write
-    claimed = store.claim_then("t", "me", 30, made.append)
+    claimed = sqlite_store.claim_then("t", "me", 30, made.append)
     # Then it gets nothing and wrote nothing
     assert claimed is None
     assert made == []
-    assert committed(store, "t") == ("pending", "other", [])
+    assert committed(sqlite_store, "t") == ("pending", "other", [])
 
 
-def test_a_first_write_that_fails_is_undone_and_the_claim_is_committed_alone(store):
+def test_a_first_write_that_fails_is_undone_and_the_claim_is_committed_alone(sqlite_store):
     # Given a pending task and a first write that writes, then fails (a fault of the pipeline)
-    store.create(TaskState(task_id="t", owner="o", user_input="Explain idempotency keys"))
-    ops = ops_of(store)
+    sqlite_store.create(TaskState(task_id="t", owner="o", user_input="Explain idempotency keys"))
+    ops = ops_of(sqlite_store)
     announced: list[str] = []
-    store.bus.publish_events = lambda written: announced.extend(e.event_type.value for e, _ in written)  # type: ignore[method-assign]
+    sqlite_store.bus.publish_events = lambda written: announced.extend(e.event_type.value for e, _ in written)  # type: ignore[method-assign]
 
     def writes_then_fails(lease):
         ops.plan_and_start("t", lease=lease)
         raise RuntimeError("the analyzer broke")
 
     # When it is claimed with that write
-    claimed = store.claim_then("t", "me", 30, writes_then_fails)
+    claimed = sqlite_store.claim_then("t", "me", 30, writes_then_fails)
     # Then the claim stands alone: the task is still pending, held by this runner, with no events,
     # and no stream heard of the events that were undone
     assert claimed is not None
     lease, first = claimed
     assert first is None
-    assert committed(store, "t") == ("pending", "me", [])
+    assert committed(sqlite_store, "t") == ("pending", "me", [])
     assert announced == []
     # and the run, making the write again under that lease, starts the task once
     task, started = ops.plan_and_start("t", lease=lease)
     assert started
     assert task.status is TaskStatus.EXECUTING
-    assert committed(store, "t") == ("executing", "me", ["task_started", "plan_created", "step_started"])
+    assert committed(sqlite_store, "t") == ("executing", "me", ["task_started", "plan_created", "step_started"])
 
 
-def test_a_run_admitted_at_once_is_claimed_and_started_in_one_commit_then_completes(store):
+def test_a_run_admitted_at_once_is_claimed_and_started_in_one_commit_then_completes(sqlite_store):
     # Given the local executor, wired as the server wires it, and agents that take a little time (on
     # Python 3.12+ a run starts eagerly: agents that never wait would finish the task inside start())
-    runner = LocalRunner(ops_of(store, latency_scale=0.01), time_scale=0)
+    runner = LocalRunner(ops_of(sqlite_store, latency_scale=0.01), time_scale=0)
 
     async def scenario():
-        executor = LocalExecutor(runner.run, store, lease_seconds=30, runner_id="me", first_write=runner.first_write)
-        store.create(TaskState(task_id="t", owner="o", user_input="Explain idempotency keys"))
-        commits = count_commits(store)
+        executor = LocalExecutor(
+            runner.run, sqlite_store, lease_seconds=30, runner_id="me", first_write=runner.first_write
+        )
+        sqlite_store.create(TaskState(task_id="t", owner="o", user_input="Explain idempotency keys"))
+        commits = count_commits(sqlite_store)
         # When the task is executed
         await executor.start("t")
         first_commits = len(commits)
@@ -133,7 +128,7 @@ def test_a_run_admitted_at_once_is_claimed_and_started_in_one_commit_then_comple
     first_commits = asyncio.run(scenario())
     # Then its claim and its first write were one commit, and the run went on from there to the end
     assert first_commits == 1
-    status, _, types = committed(store, "t")
+    status, _, types = committed(sqlite_store, "t")
     assert status == "completed"
     assert types.count(EventType.TASK_STARTED.value) == 1
     assert types[-1] == EventType.TASK_COMPLETED.value

@@ -262,20 +262,17 @@ class SQLiteFile(FileUpkeep):
                     self._shrink_wal()
                 loop = getattr(self._local, "loop", None) if no_wait else None
                 callbacks = after_commit if after_commit is not None else []
-                opened: _OpenWrite | None = None
                 try:
                     self._db.execute("BEGIN IMMEDIATE")
                     if loop is None:
-                        with self._open(callbacks) as opened:
+                        with self._open(callbacks):  # (a failed commit too forgets what nested writes remembered)
                             yield self._db
-                        self._db.execute("COMMIT")
+                            self._db.execute("COMMIT")
                 except BaseException as exc:
                     # SQLite rolls some failures back by itself (a full disk, an I/O error); the rest here.
                     if self._db.in_transaction:
                         with suppress(sqlite3.Error):
                             self._db.execute("ROLLBACK")
-                    if opened is not None and opened.nested:
-                        self._forget_uncommitted()  # (the commit failed after writes nested in it)
                     code = getattr(exc, "sqlite_errorcode", None)
                     if code == sqlite3.SQLITE_FULL:
                         self._wal_to_shrink = True
@@ -303,13 +300,13 @@ class SQLiteFile(FileUpkeep):
         self._probe = (self._clock(), None)
 
     @contextmanager
-    def _open(self, callbacks: list[Callable[[], None]]) -> Iterator[_OpenWrite]:
+    def _open(self, callbacks: list[Callable[[], None]]) -> Iterator[None]:
         """While a write's transaction is open on this thread, writes made in it join it (``_nested``);
         what they announce goes into ``callbacks``, run after its commit. If it is rolled back after
         such writes, what they remembered of their rows is forgotten."""
         outer = self._local.open_write = _OpenWrite(callbacks)
         try:
-            yield outer
+            yield
         except BaseException:
             if outer.nested:
                 self._forget_uncommitted()
