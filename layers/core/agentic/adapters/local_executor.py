@@ -16,8 +16,8 @@ crash) and hands their leases back, so any live process resumes them at once.
 
 Runs go on the loop that serves requests and streams: their writes go through ``call_store``,
 which never makes that loop wait for the store's lock (a write that would wait is made on the
-store's writer thread instead). On Python 3.12+ a run admitted by a request starts eagerly
-(``start_eagerly``): its first part, up to its first agent call, runs inside that request.
+store's writer thread instead). A run admitted by a request starts eagerly (``start_eagerly``): its
+first part, up to its first agent call, runs inside that request.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import asyncio
 import functools
 import os
 import socket
-import sys
 import threading
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
+from agentic.adapters.eager_start import start_eagerly
 from agentic.errors import Backpressure, StoreUnavailable
 from agentic.models import EventType, Lease, NewEvent, TaskState
 from agentic.observability import logger
@@ -53,25 +53,6 @@ TaskStarter = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 #: Pages the retention pass frees per store call: each call is one short transaction, and other
 #: writes go between the calls.
 FREE_PAGES_PER_CALL = 1024
-
-
-#: Python 3.12+ starts a task eagerly (``asyncio.Task(..., eager_start=True)``).
-EAGER_STARTS = sys.version_info >= (3, 12)
-
-
-def start_eagerly(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-    """A task of ``coro`` whose first part (up to its first wait) runs now, on Python 3.12+.
-
-    Why: a task made with ``create_task`` starts after everything already queued on the loop. When a
-    hundred executes arrive together, every request was handled before any of their runs began, so
-    the runs' first agent calls started in a bunch and reached every later step boundary in a bunch
-    too, each waiting for the others' commits (~40 ms at the end of the last one, measured). Started
-    eagerly, each run's first agent call begins as its request is handled. On 3.11 (no eager start
-    in asyncio) it is ``create_task``.
-    """
-    if sys.version_info >= (3, 12):  # (spelled out for the type checker)
-        return asyncio.Task(coro, loop=asyncio.get_running_loop(), name=name, eager_start=True)
-    return asyncio.create_task(coro, name=name)
 
 
 def new_runner_id() -> str:

@@ -13,7 +13,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from agentic.adapters.local_executor import EAGER_STARTS, LocalExecutor
+from agentic.adapters.eager_start import EAGER_STARTS
+from agentic.adapters.local_executor import LocalExecutor
 from agentic.adapters.model_clients import build_model_client
 from agentic.adapters.sqlite_store import SQLiteTaskStore
 from agentic.agents.catalog import registry_for
@@ -91,10 +92,10 @@ def build_local_system(settings: Settings) -> LocalSystem:
         lease_seconds=settings.lease_seconds,
         renew_seconds=settings.lease_renew_seconds,
         retention_seconds=settings.retention_days * 86400 if settings.retention_days else None,
-        # Claimed and started in one commit where runs start eagerly. On Python 3.11 a run starts
-        # after the request's turn of the loop: with its first write made in the request, the runs of
-        # a burst would start their agents all at once at the next turn (measured: 100 at once
-        # 1.50x -> 1.61x); made in the run, their starts spread over that turn as before.
+        # Claimed and started in one commit where runs start eagerly (everywhere but an interpreter
+        # without asyncio's private current-task map). A run started after the request's turn of the
+        # loop with its first write made in the request would start its agent together with every
+        # other run of that turn (measured on 3.11 before its eager start: 100 at once 1.50x -> 1.61x).
         first_write=runner.first_write if EAGER_STARTS else None,
     )
     metrics.watch_executor(lambda: executor.waiting, lambda: executor.running)
