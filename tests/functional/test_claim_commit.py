@@ -109,8 +109,8 @@ def test_a_first_write_that_fails_is_undone_and_the_claim_is_committed_alone(sql
 
 
 def test_a_run_admitted_at_once_is_claimed_and_started_in_one_commit_then_completes(sqlite_store):
-    # Given the local executor, wired as the server wires it, and agents that take a little time (on
-    # Python 3.12+ a run starts eagerly: agents that never wait would finish the task inside start())
+    # Given the local executor, wired as the server wires it, and agents that take a little time (a
+    # run starts eagerly: agents that never wait would finish the task inside start())
     runner = LocalRunner(ops_of(sqlite_store, latency_scale=0.01), time_scale=0)
 
     async def scenario():

@@ -12,7 +12,7 @@ agent work against 1.42x on 3.13). There this module does what 3.12's ``Task.__e
 the coroutine's first step runs now, in the new task's context and as the loop's current task, and
 the task is given the coroutine as it stands (``_Started``), to drive from its first wait on. It
 needs one private name of 3.11's asyncio, ``tasks._current_tasks`` (the map ``current_task()``
-reads; 3.12 swaps it the same way, in C); where that is missing it is a plain ``create_task``.
+reads; 3.12 swaps it the same way, in C).
 """
 
 from __future__ import annotations
@@ -25,35 +25,27 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_CURRENT_TASKS: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = getattr(
-    asyncio.tasks, "_current_tasks", None
-)
-
-#: Whether ``start_eagerly`` starts a task's first part at once on this interpreter.
-EAGER_STARTS = sys.version_info >= (3, 12) or isinstance(_CURRENT_TASKS, dict)
-
 
 def start_eagerly(coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
     """A task of ``coro`` whose first part (up to its first wait) has run when this returns."""
     loop = asyncio.get_running_loop()
     if sys.version_info >= (3, 12):  # (spelled out for the type checker)
         return asyncio.Task(coro, loop=loop, name=name, eager_start=True)
-    if _CURRENT_TASKS is None:  # pragma: no cover - every CPython 3.11 has it
-        return asyncio.create_task(coro, name=name)
+    current_tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = asyncio.tasks._current_tasks  # type: ignore[attr-defined]
     started = _Started(coro)
     context = contextvars.copy_context()
     task: asyncio.Task[T] = loop.create_task(started, name=name, context=context)
     # The first step, as the task's own: ``current_task()`` (``asyncio.timeout`` cancels the task it
     # names) and the context variables it sets are the task's, as in every later step.
-    outer = _CURRENT_TASKS.get(loop)
-    _CURRENT_TASKS[loop] = task
+    outer = current_tasks.get(loop)
+    current_tasks[loop] = task
     try:
         context.run(started.first_step)
     finally:
         if outer is None:
-            _CURRENT_TASKS.pop(loop, None)
+            current_tasks.pop(loop, None)
         else:
-            _CURRENT_TASKS[loop] = outer
+            current_tasks[loop] = outer
     return task
 
 

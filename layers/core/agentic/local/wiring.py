@@ -13,7 +13,6 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from agentic.adapters.eager_start import EAGER_STARTS
 from agentic.adapters.local_executor import LocalExecutor
 from agentic.adapters.model_clients import build_model_client
 from agentic.adapters.sqlite_store import SQLiteTaskStore
@@ -92,11 +91,9 @@ def build_local_system(settings: Settings) -> LocalSystem:
         lease_seconds=settings.lease_seconds,
         renew_seconds=settings.lease_renew_seconds,
         retention_seconds=settings.retention_days * 86400 if settings.retention_days else None,
-        # Claimed and started in one commit where runs start eagerly (everywhere but an interpreter
-        # without asyncio's private current-task map). A run started after the request's turn of the
-        # loop with its first write made in the request would start its agent together with every
-        # other run of that turn (measured on 3.11 before its eager start: 100 at once 1.50x -> 1.61x).
-        first_write=runner.first_write if EAGER_STARTS else None,
+        # Claimed and started in one commit: runs start eagerly (``adapters/eager_start.py``), so the
+        # first write in the request does not make the runs of a burst start their agents together.
+        first_write=runner.first_write,
     )
     metrics.watch_executor(lambda: executor.waiting, lambda: executor.running)
     store.bus.on_run_end = executor.run_ending
