@@ -1,5 +1,6 @@
 """Store calls made on the event loop's own thread (``call_store``): a write whose lock is free
-commits there, one that would wait for the lock goes to the writer thread instead, and a run whose
+commits there, one whose lock is taken is made again there a few times over ~16 ms and only then
+goes to the writer thread (which waits for the lock), and a run whose
 writes meet a lock held by another connection goes on once it is free, without a step counted twice
 or the loop held up meanwhile."""
 
@@ -17,7 +18,7 @@ from agentic.agents.catalog import default_registry
 from agentic.errors import StoreBusy
 from agentic.models import EventType, NewEvent, StepStatus, TaskState, TaskStatus
 from agentic.pipeline import load_pipeline
-from agentic.service.io import call_store
+from agentic.service.io import BUSY_RETRIES, call_store
 from agentic.service.pipeline_ops import PipelineOps
 from agentic.service.runner import LocalRunner
 
@@ -127,10 +128,11 @@ async def test_a_run_meeting_a_held_lock_goes_on_after_it_without_counting_anyth
     assert keys.count(EventType.TASK_COMPLETED) == 1
 
 
-async def test_an_operation_refused_midway_is_made_again_from_the_start_on_the_writer_thread(store):
-    # Given a task whose start was committed on its own (by an earlier version), so that planning it
-    # is two writes (the task_started event again, skipped by its key, then the plan), and whose
-    # plan write finds the lock taken
+def planned_with_the_lock_busy(store: SQLiteTaskStore, busy_while) -> list[tuple[str, int]]:
+    """A task whose start was committed on its own (by an earlier version), so that planning it is
+    two writes (the task_started event again, skipped by its key, then the plan); the plan's write
+    on the loop's thread finds the lock taken while ``busy_while(loop attempts so far)`` is true, as
+    if another process held it. Returns the calls made, with their threads."""
     store.create(TaskState(task_id="t", owner="o", user_input="Explain idempotency keys"))
     store.update(
         "t",
@@ -138,9 +140,9 @@ async def test_an_operation_refused_midway_is_made_again_from_the_start_on_the_w
         status=TaskStatus.ANALYZING,
         events=[NewEvent(task_id="t", event_type=EventType.TASK_STARTED, data={}, key="task:task_started")],
     )
-    ops, _ = wired(store)
     update, append = store.update, store.append_event
     calls: list[tuple[str, int]] = []
+    loop = threading.get_ident()
 
     def appending(event):
         calls.append(("append", threading.get_ident()))
@@ -148,26 +150,78 @@ async def test_an_operation_refused_midway_is_made_again_from_the_start_on_the_w
 
     def busy_at_the_plan(task_id, expect, **kwargs):
         calls.append(("update", threading.get_ident()))
-        if len(calls) == 2:  # the plan's write, on the loop's thread: as if another process held the lock
+        on_loop = [c for c in calls if c == ("update", loop)]
+        if threading.get_ident() == loop and busy_while(len(on_loop)):
             raise StoreBusy("another process holds the write lock")
         return update(task_id, expect, **kwargs)
 
     store.append_event = appending  # type: ignore[method-assign]
     store.update = busy_at_the_plan  # type: ignore[method-assign]
-    # When the operation is made through the ops' store caller
-    task, started = await ops.io(ops.plan_and_start, "t")
-    # Then it was made again from its start on the writer thread, and the task was planned once,
-    # its first step started
-    loop = threading.get_ident()
-    assert calls[:2] == [("append", loop), ("update", loop)]
-    assert [kind for kind, _ in calls[2:]] == ["append", "update"]
-    assert all(thread != loop for _, thread in calls[2:])
+    return calls
+
+
+def planned_once(store: SQLiteTaskStore) -> None:
+    task = store.get("t")
+    assert task is not None
     assert task.status is TaskStatus.EXECUTING
-    assert started
     types = [e.event_type for e in store.read_events("t")]
     assert types.count(EventType.TASK_STARTED) == 1
     assert types.count(EventType.PLAN_CREATED) == 1
     assert types.count(EventType.STEP_STARTED) == 1
+
+
+async def test_an_operation_refused_midway_is_made_again_from_the_start_on_the_loop(store):
+    # Given a task whose plan write finds the lock taken once (another process's short transaction)
+    calls = planned_with_the_lock_busy(store, lambda attempts: attempts == 1)
+    ops, _ = wired(store)
+    # When the operation is made through the ops' store caller
+    _task, started = await ops.io(ops.plan_and_start, "t")
+    # Then it was made again from its start, on the loop's thread (no thread hop), after a short pause,
+    # and the task was planned once, its first step started
+    loop = threading.get_ident()
+    assert calls == [("append", loop), ("update", loop), ("append", loop), ("update", loop)]
+    assert started
+    planned_once(store)
+
+
+async def test_an_operation_refused_on_every_retry_is_made_again_on_the_writer_thread(store):
+    # Given a task whose plan write finds the lock taken on every attempt on the loop (a long transaction)
+    calls = planned_with_the_lock_busy(store, lambda attempts: True)
+    ops, _ = wired(store)
+    # When the operation is made through the ops' store caller
+    _task, started = await ops.io(ops.plan_and_start, "t")
+    # Then after its retries on the loop it was made again from its start on the writer thread, and
+    # the task was planned once, its first step started
+    loop = threading.get_ident()
+    on_loop = [c for c in calls if c[1] == loop]
+    elsewhere = [c for c in calls if c[1] != loop]
+    assert on_loop == [("append", loop), ("update", loop)] * (len(BUSY_RETRIES) + 1)
+    assert [kind for kind, _ in elsewhere] == ["append", "update"]
+    assert calls[-2:] == elsewhere
+    assert started
+    planned_once(store)
+
+
+async def test_a_write_meeting_a_short_transaction_of_another_connection_commits_on_the_loop(store, tmp_path):
+    # Given a task and another connection holding the write lock for a moment (a few milliseconds)
+    store.create(TaskState(task_id="t", owner="o", user_input="x"))
+    holder = LockHolder(tmp_path / "t.db")
+    asyncio.get_running_loop().call_later(0.003, holder.release)
+    threads: list[int] = []
+    append = store.append_event
+
+    def recording(event):
+        threads.append(threading.get_ident())
+        return append(event)
+
+    # When an event is appended through call_store
+    written = await call_store(
+        store, recording, NewEvent(task_id="t", event_type=EventType.TASK_QUEUED, data={"position": 1})
+    )
+    # Then it waited on the loop (never on a thread) and committed there once the lock was free
+    assert len(threads) >= 2
+    assert set(threads) == {threading.get_ident()}
+    assert [e.cursor for e in store.read_events("t")] == [written.cursor]
 
 
 async def test_a_renewal_right_after_a_run_ended_its_task_does_not_stop_that_run(store, caplog):

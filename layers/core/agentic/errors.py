@@ -83,10 +83,16 @@ class StoreUnavailable(AgenticError):
 class StoreBusy(Exception):
     """A call made without waiting found the store's write lock taken; nothing of it was kept.
 
-    Not an error anyone sees: ``service.io.call_store`` then makes the same call again where a wait
-    stalls nothing (the store's writer thread). Deliberately not an ``AgenticError``: no handler may
-    turn it into an answer or a recorded failure.
+    Not an error anyone sees: ``service.io.call_store`` then makes the same call again, on the loop
+    after a short pause (``may_retry_here``) or where a wait stalls nothing (the store's writer
+    thread). Deliberately not an ``AgenticError``: no handler may turn it into an answer or a
+    recorded failure.
     """
+
+    def __init__(self, reason: str, *, may_retry_here: bool = True) -> None:
+        super().__init__(reason)
+        #: False: the call is never made without waiting (it commits more than once): no retries.
+        self.may_retry_here = may_retry_here
 
 
 class LeaseLost(InvalidTransition):

@@ -9,9 +9,10 @@ Async callers (``service.io.call_store``) make each call on the event loop's own
 waiting (``attempt``): a read never waits in WAL mode, and a write whose lock is free commits there
 and then (~50 µs; no thread hop, no GIL handed over). A write that would have to wait for the lock
 (another process holds it, or this process's writer thread) raises ``StoreBusy`` before it has
-changed anything, and the call is made again where ``route`` says: writes on one writer thread,
-reads on a pool of reader threads. So the event loop never waits on the file. A write waits for
-the lock at most ``busy_timeout_seconds`` from the moment it was submitted (time queued behind
+changed anything; the call is made again on the loop after a short pause a few times, then where
+``route`` says: writes on one writer thread, reads on a pool of reader threads (``service.io``).
+So the event loop never waits on the file. A write waits for the lock at most
+``busy_timeout_seconds`` from the moment it reached the writer thread's queue (time queued behind
 other writes included), then fails with ``StoreUnavailable`` (503 with Retry-After).
 
 With ``group_commit`` (``SQLITE_GROUP_COMMIT``) the writes made on the loop's thread in one turn share
@@ -141,7 +142,7 @@ class SQLiteFile(FileUpkeep):
         commits once, or an operation whose every write is conditional and keyed (``PipelineOps``).
         """
         if getattr(method, "__name__", "") in self.multi_commit_methods:
-            raise StoreBusy("made on the writer thread only")
+            raise StoreBusy("made on the writer thread only", may_retry_here=False)
         if getattr(self._local, "no_wait", False):  # nested: the outer attempt decides
             return call()
         self._local.no_wait = True

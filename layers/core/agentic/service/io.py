@@ -15,15 +15,26 @@ from agentic.ports import TaskStore
 P = ParamSpec("P")
 T = TypeVar("T")
 
+#: Pauses (seconds) between the attempts on the loop of a write that found the lock taken, before
+#: it goes to the writer thread. Why not the thread at once: there, the write waits in SQLite's busy
+#: handler, which sleeps 1, 2, 5, 10 ms... between looks and so misses the lock's many short free
+#: moments while another process writes; and a thread that got the lock still needs the GIL back for
+#: each statement, so it holds the file's lock for as long as the loop keeps the GIL (up to 5 ms a
+#: statement): two servers on one file took turns to stall (see the README's *Speed*, eighth pass).
+BUSY_RETRIES = (0.001, 0.001, 0.002, 0.004, 0.008)
+
 
 async def call_store(store: TaskStore, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Make a call of the store (or an operation built on it) without the loop ever waiting on it.
 
-    A store that can make calls without waiting (``attempt``: the SQLite file) makes it here first;
-    only when a write would have to wait for the lock (``StoreBusy``, nothing kept) does the call go
-    to a thread, the store's own (``route``: reads beside writes, see ``sqlite_file``). Most calls
-    so cost no thread hop at all. A blocking store without either (DynamoDB) runs in the loop's
-    default pool; a non-blocking store's call runs inline.
+    A store that can make calls without waiting (``attempt``: the SQLite file) makes it here first.
+    A write that would have to wait for the lock (``StoreBusy``, nothing kept) is made again here a
+    few times over ~16 ms (``BUSY_RETRIES``): another process's transaction lasts a fraction of a
+    millisecond, so it nearly always gets in. Only a lock held longer (a long or frozen transaction)
+    sends the call to a thread, the store's own (``route``: reads beside writes, see ``sqlite_file``),
+    which waits for it until the write's deadline. Most calls so cost no thread hop at all. A
+    blocking store without either (DynamoDB) runs in the loop's default pool; a non-blocking store's
+    call runs inline.
 
     A call made here may share its commit with the other writes of the loop's turn (group commit,
     see ``adapters.sqlite_group``): it returns (or raises) only once that commit is done, and raises
@@ -35,15 +46,18 @@ async def call_store(store: TaskStore, fn: Callable[P, T], *args: P.args, **kwar
         return fn(*args, **kwargs)
     attempt = getattr(store, "attempt", None)
     if attempt is not None:
-        try:
-            result: T = attempt(fn, functools.partial(fn, *args, **kwargs))
-        except StoreBusy:
-            pass
-        except BaseException:
-            if (pending := _pending_commit(store)) is not None:
-                await pending  # what it wrote before it failed, or what it decided on
-            raise
-        else:
+        for pause in (*BUSY_RETRIES, None):
+            try:
+                result: T = attempt(fn, functools.partial(fn, *args, **kwargs))
+            except StoreBusy as busy:
+                if pause is None or not busy.may_retry_here:
+                    break
+                await asyncio.sleep(pause)  # the loop goes on meanwhile; nothing of the call was kept
+                continue
+            except BaseException:
+                if (pending := _pending_commit(store)) is not None:
+                    await pending  # what it wrote before it failed, or what it decided on
+                raise
             if (pending := _pending_commit(store)) is not None:
                 await pending
             return result
