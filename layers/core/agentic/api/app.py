@@ -23,7 +23,8 @@ def all_routers() -> tuple[APIRouter, ...]:
     buffered API functions')."""
     from agentic.api.routes import control, knowledge, stream, tasks
 
-    return (tasks.write_router, control.router, tasks.read_router, stream.router, health.router, knowledge.router)
+    # The two routes of every task first: a request is matched against the routes in this order.
+    return (tasks.write_router, stream.router, control.router, tasks.read_router, health.router, knowledge.router)
 
 
 DESCRIPTION = """
