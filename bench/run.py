@@ -8,8 +8,9 @@
    those 400 ms for one task and for 100 concurrent tasks.
 3. The issue-17 table, every row measured in this run beside the peer (LangGraph, installed into
    its own ``.venv-peer`` by ``bench.peer``; ``--no-peer`` skips it): the server's CPU per task over
-   HTTP (600 tasks from 16 clients), 100 tasks at once with the seed's latencies, in-process
-   throughput, and an idle server's CPU per second. Import times: ``make coldstart``.
+   HTTP (600 tasks from 16 clients), 100 tasks at once with the seed's latencies (one server
+   process, and ``WORKERS`` = the machine's cores), in-process throughput, and an idle server's CPU
+   per second. Import times: ``make coldstart``.
 """
 
 from __future__ import annotations
@@ -140,6 +141,13 @@ def table(tmp: Path, with_peer: bool, rounds: int = 3) -> None:
     with contextlib.ExitStack() as stack:
         ours = stack.enter_context(LocalServer(tmp / "table.db", **server_env("0")))
         ours_seed = stack.enter_context(LocalServer(tmp / "table-seed.db", **server_env("1")))
+        # One worker process per core (WORKERS, see the README's "Several processes"), for 100 at once.
+        cores = os.cpu_count() or 1
+        ours_workers = None
+        if cores > 1:
+            ours_workers = stack.enter_context(
+                LocalServer(tmp / "table-workers.db", **server_env("1"), WORKERS=str(cores))
+            )
         theirs = theirs_seed = None
         if problem is None:
             theirs = stack.enter_context(peer.PeerServer(0))
@@ -147,6 +155,8 @@ def table(tmp: Path, with_peer: bool, rounds: int = 3) -> None:
         assert ours.proc is not None
         asyncio.run(over_http(ours.url, 50, TABLE_CLIENTS))  # warm-up
         asyncio.run(over_http(ours_seed.url, 100, 100))
+        if ours_workers is not None:
+            asyncio.run(over_http(ours_workers.url, 100, 100))
         if theirs is not None and theirs_seed is not None:
             asyncio.run(peer.over_http(theirs.url, 50, TABLE_CLIENTS))
             asyncio.run(peer.over_http(theirs_seed.url, 100, 100))
@@ -156,7 +166,7 @@ def table(tmp: Path, with_peer: bool, rounds: int = 3) -> None:
         idle_ms = (tree_cpu_seconds(ours.proc.pid) - before) / IDLE_SECONDS * 1000
 
         cpu: dict[str, list[float]] = {"ours": [], "peer": []}
-        at_once: dict[str, list[float]] = {"ours": [], "peer": []}
+        at_once: dict[str, list[float]] = {"ours": [], "workers": [], "peer": []}
         rate: dict[str, list[float]] = {"ours": [], "peer": [], "grouped": []}
         for _ in range(rounds):
             before = tree_cpu_seconds(ours.proc.pid)
@@ -164,6 +174,9 @@ def table(tmp: Path, with_peer: bool, rounds: int = 3) -> None:
             cpu["ours"].append((tree_cpu_seconds(ours.proc.pid) - before) / TABLE_TASKS * 1000)
             wall, _ = asyncio.run(over_http(ours_seed.url, 100, 100))
             at_once["ours"].append(wall / AGENT_WORK_SECONDS)
+            if ours_workers is not None:
+                wall, _ = asyncio.run(over_http(ours_workers.url, 100, 100))
+                at_once["workers"].append(wall / AGENT_WORK_SECONDS)
             wall, _ = asyncio.run(in_process(tmp, 0, TABLE_TASKS, 50))
             rate["ours"].append(TABLE_TASKS / wall)
             wall, _ = asyncio.run(in_process(tmp, 0, TABLE_TASKS, 50, group_commit=True))
@@ -181,6 +194,7 @@ def table(tmp: Path, with_peer: bool, rounds: int = 3) -> None:
 
     ours_cpu, peer_cpu = median(cpu["ours"]) or 0.0, median(cpu["peer"])
     ours_100, peer_100 = median(at_once["ours"]) or 0.0, median(at_once["peer"])
+    workers_100 = median(at_once["workers"])
     ours_rate, peer_rate = median(rate["ours"]) or 0.0, median(rate["peer"])
     grouped_rate = median(rate["grouped"]) or 0.0
 
@@ -199,6 +213,13 @@ def table(tmp: Path, with_peer: bool, rounds: int = 3) -> None:
             "100 tasks at once, seed latencies, HTTP",
             f"{ours_100:.2f}x the agent work",
             f"{peer_100:.2f}x" if peer_100 else "-",
+            "",
+            "<= 1.4x the agent work",
+        ),
+        (
+            f"  the same, WORKERS={cores} (a process per core)",
+            f"{workers_100:.2f}x the agent work" if workers_100 else "- (one core)",
+            "",
             "",
             "<= 1.4x the agent work",
         ),

@@ -91,6 +91,10 @@ class Settings(BaseModel):
     # --- HTTP ----------------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8000
+    # Server processes of `python -m agentic.local` on one port and one SQLite file: 1 (the default)
+    # runs everything in one process on one core; one per core serves a burst on every core (the
+    # first worker also follows KNOWLEDGE_DIR and INBOX_DIR). See the README's "Several processes".
+    workers: int = Field(default=1, ge=1, le=64)
     api_token: SecretStr | None = None
     # Several callers locally: "alice=token1,bob=token2" (each token's tasks are its owner's own).
     api_tokens: SecretStr | None = None

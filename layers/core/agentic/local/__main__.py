@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import socket
 import sqlite3
@@ -27,12 +28,15 @@ from agentic.agents.catalog import check_model_settings
 from agentic.agents.faults import FaultPlan
 from agentic.errors import AgenticError, StoreUnavailable
 from agentic.local.wiring import create_local_app
+from agentic.local.workers import Supervisor, listen
 from agentic.pipeline import load_pipeline
 from agentic.settings import Settings
 
 PROG = "python -m agentic.local"
 #: The exit code of a bad setting or argument (argparse's, too).
 EXIT_BAD_SETTING = 2
+#: The most server processes ``WORKERS`` may ask for.
+MAX_WORKERS = 64
 #: How often the server's main loop wakes while a connection is open (uvicorn's own: 0.1 s).
 IDLE_TICK_SECONDS = 1.0
 #: Allocations between two collections of the garbage collector's young generation (CPython: 700).
@@ -161,15 +165,43 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     parser.add_argument("--host", default=settings.host)
     parser.add_argument("--port", type=int, default=settings.port)
+    parser.add_argument("--workers", type=int, default=settings.workers, help="server processes (WORKERS)")
     args = parser.parse_args(argv)
+    if not 1 <= args.workers <= MAX_WORKERS:
+        fail(f"invalid setting WORKERS={args.workers}: between 1 and {MAX_WORKERS}")
     # Bind first: a server that cannot take its port stops here, before it opens the store or
     # resumes anyone's tasks.
     try:
-        sock = socket.create_server((args.host, args.port))
+        sock = listen(args.host, args.port) if args.workers > 1 else socket.create_server((args.host, args.port))
     except OSError as exc:
         fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{sock.getsockname()[1]}"
+    processes = f", {args.workers} worker processes" if args.workers > 1 else ""
+    print(
+        f"{PROG}: listening on {url} (web view {url}/ui, API docs {url}/docs{processes}); Ctrl-C stops",
+        file=sys.stderr,
+    )
+    if args.workers == 1:
+        serve(settings, sock)
+        code = 0
+    else:
+        say = functools.partial(print, f"{PROG}:", file=sys.stderr)
+        code = Supervisor(
+            args.workers,
+            sock,
+            lambda index, worker_sock: serve(settings, worker_sock, worker=index),
+            startup_failure=EXIT_BAD_SETTING,
+            say=say,
+        ).run()
+    print(f"{PROG}: stopped", file=sys.stderr)
+    sys.exit(code)
+
+
+def serve(settings: Settings, sock: socket.socket, worker: int = 0) -> int:
+    """Serve on ``sock`` until a stop signal: one process, or worker ``worker`` of several."""
     try:
-        app = create_local_app(settings)
+        app = create_local_app(settings, worker=worker)
     except (OSError, sqlite3.Error, StoreUnavailable) as exc:
         fail(f"cannot open DATABASE_PATH={str(settings.database_path)!r}: {exc}")
     freeze_startup_heap()
@@ -180,14 +212,11 @@ def main(argv: list[str] | None = None) -> None:
     config = uvicorn.Config(
         app, access_log=settings.access_log, log_level=settings.log_level.lower(), timeout_keep_alive=30
     )
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    url = f"http://{host}:{sock.getsockname()[1]}"
-    print(f"{PROG}: listening on {url} (web view {url}/ui, API docs {url}/docs); Ctrl-C stops", file=sys.stderr)
     # uvicorn re-raises Ctrl-C after its graceful shutdown, unless the stop came in before it had
     # captured the signal: either way the server has stopped, and says so in one line.
     with suppress(KeyboardInterrupt):
         QuietServer(config).run(sockets=[sock])
-    print(f"{PROG}: stopped", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -136,9 +136,13 @@ def on_stop_signals(callback: Callable[[], None]) -> Callable[[], None]:
     return undo
 
 
-def create_local_app(settings: Settings | None = None) -> FastAPI:
+def create_local_app(settings: Settings | None = None, *, worker: int = 0) -> FastAPI:
+    """The local server's app. ``worker``: its index among the server's processes (``WORKERS``); only
+    worker 0 follows the KNOWLEDGE_DIR folder and the INBOX_DIR (the others search the same index
+    file, and the inbox's files are each taken once)."""
     settings = settings or Settings()
     system = build_local_system(settings)
+    follows_folders = worker == 0
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -146,12 +150,12 @@ def create_local_app(settings: Settings | None = None) -> FastAPI:
         # Resume tasks whose runner died (and renew our leases) from now on. The server binds its
         # port before the app starts (see __main__), so a process that cannot serve takes nothing.
         system.executor.start_maintenance()
-        if isinstance(system.knowledge, FolderKnowledge):  # follow KNOWLEDGE_DIR while serving
+        if isinstance(system.knowledge, FolderKnowledge) and follows_folders:  # follow KNOWLEDGE_DIR
             system.knowledge.start(settings.knowledge_poll_seconds)
         stopping: list[asyncio.Future[None]] = []
         undo_signals = on_stop_signals(lambda: stopping.append(begin_stop(system)))
         watcher = None
-        if settings.inbox_dir is not None:
+        if settings.inbox_dir is not None and follows_folders:
             from agentic.local.inbox import InboxWatcher
 
             watcher = InboxWatcher(
