@@ -126,10 +126,16 @@ def test_a_killed_worker_is_replaced_and_its_tasks_are_finished_by_the_others(tm
         # Then the supervisor starts another in its place
         assert wait_for(lambda: len(workers_of(server.proc.pid)) == 2 and victim not in workers_of(server.proc.pid))
         assert "exited with -9; starting another" in server.log.read_text()
-        # And every task completes (the dead worker's once its leases expire), each step run to completion once
-        assert wait_for(lambda: all(client.get(f"/tasks/{t}/status").json()["status"] == "completed" for t in ids), 60)
+
+        # And every task completes (the dead worker's once its leases expire), each step run to completion
+        # once (each request on a new connection: the client's one may have gone to the dead worker)
+        def status(task_id: str) -> str:
+            return str(httpx.get(f"{server.url}/tasks/{task_id}/status", timeout=30).json()["status"])
+
+        assert wait_for(lambda: all(status(t) == "completed" for t in ids), 60)
         for task_id in ids:
-            events = [json.loads(line) for line in client.get(f"/tasks/{task_id}/events").text.splitlines() if line]
+            text = httpx.get(f"{server.url}/tasks/{task_id}/events", timeout=30).text
+            events = [json.loads(line) for line in text.splitlines() if line]
             completed = [e["data"]["step_id"] for e in events if e["event_type"] == "step_completed"]
             assert sorted(completed) == ["step_001", "step_002", "step_003"]
 
