@@ -24,6 +24,8 @@ pytestmark = pytest.mark.e2e
         ("KNOWLEDGE_DIR", "/no/such/docs", "invalid setting KNOWLEDGE_DIR: '/no/such/docs' is not a folder"),
         ("LEASE_SECONDS", "0.3", "invalid setting LEASE_SECONDS=0.3 is below the floor of 2 s"),
         ("LEASE_RENEW_SECONDS", "2.5", "invalid setting LEASE_RENEW_SECONDS=2.5 must be at most a third of"),
+        ("WORKERS", "0", "invalid setting WORKERS='0': Input should be greater than or equal to 1"),
+        ("WORKERS", "65", "invalid setting WORKERS='65': Input should be less than or equal to 64"),
     ],
 )
 def test_a_bad_setting_stops_the_server_with_one_line_and_exit_code_2(tmp_path, setting, value, line):

@@ -28,6 +28,10 @@ class ModelPrice(BaseModel):
 _JSON_FIELDS = frozenset({"model_prices"})
 
 
+#: The most server processes ``WORKERS`` may ask for.
+MAX_WORKERS = 64
+
+
 class Settings(BaseModel):
     """Each field from the environment variable of its name in any case (``STORE``, ``store``); the
     keyword arguments of ``Settings(...)`` win over the environment.
@@ -94,7 +98,7 @@ class Settings(BaseModel):
     # Server processes of `python -m agentic.local` on one port and one SQLite file: 1 (the default)
     # runs everything in one process on one core; one per core serves a burst on every core (the
     # first worker also follows KNOWLEDGE_DIR and INBOX_DIR). See the README's "Several processes".
-    workers: int = Field(default=1, ge=1, le=64)
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     api_token: SecretStr | None = None
     # Several callers locally: "alice=token1,bob=token2" (each token's tasks are its owner's own).
     api_tokens: SecretStr | None = None

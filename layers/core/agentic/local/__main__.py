@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import functools
 import gc
+import os
 import socket
 import sqlite3
 import sys
@@ -30,13 +31,11 @@ from agentic.errors import AgenticError, StoreUnavailable
 from agentic.local.wiring import create_local_app
 from agentic.local.workers import Supervisor, listen
 from agentic.pipeline import load_pipeline
-from agentic.settings import Settings
+from agentic.settings import MAX_WORKERS, Settings
 
 PROG = "python -m agentic.local"
 #: The exit code of a bad setting or argument (argparse's, too).
 EXIT_BAD_SETTING = 2
-#: The most server processes ``WORKERS`` may ask for.
-MAX_WORKERS = 64
 #: How often the server's main loop wakes while a connection is open (uvicorn's own: 0.1 s).
 IDLE_TICK_SECONDS = 1.0
 #: Allocations between two collections of the garbage collector's young generation (CPython: 700).
@@ -169,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 1 <= args.workers <= MAX_WORKERS:
         fail(f"invalid setting WORKERS={args.workers}: between 1 and {MAX_WORKERS}")
+    if args.workers > 1 and not hasattr(os, "fork"):
+        fail(f"invalid setting WORKERS={args.workers}: several processes need os.fork (Linux, macOS)")
     # Bind first: a server that cannot take its port stops here, before it opens the store or
     # resumes anyone's tasks.
     try:
