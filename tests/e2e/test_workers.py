@@ -36,6 +36,14 @@ def workers_of(supervisor: int) -> list[int]:
     return sorted(children)
 
 
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped has stopped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def cpu_ms(pid: int) -> float:
     """User + system CPU of one process so far (``/proc/<pid>/stat``), in milliseconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -92,19 +100,18 @@ def test_two_workers_serve_one_port_and_every_task_completes(tmp_path):
 
 def test_a_stop_signal_stops_every_worker_and_the_server_says_stopped_once(tmp_path):
     # Given a server with two worker processes
-    server = LocalServer(tmp_path / "t.db", WORKERS="2").start()
-    assert server.proc is not None
-    assert wait_for(lambda: len(workers_of(server.proc.pid)) == 2)
-    workers = workers_of(server.proc.pid)
-    # When the supervisor is sent SIGTERM
-    server.proc.send_signal(signal.SIGTERM)
-    # Then it exits 0 once its workers have stopped gracefully, and says so once
-    assert server.proc.wait(timeout=30) == 0
-    for pid in workers:
-        assert not Path(f"/proc/{pid}").exists() or "(Z)" in Path(f"/proc/{pid}/stat").read_text()
-    log = server.log.read_text()
-    assert log.count("python -m agentic.local: stopped") == 1
-    assert log.count("Application shutdown complete") == 2
+    with LocalServer(tmp_path / "t.db", WORKERS="2") as server:
+        assert server.proc is not None
+        assert wait_for(lambda: len(workers_of(server.proc.pid)) == 2)
+        workers = workers_of(server.proc.pid)
+        # When the supervisor is sent SIGTERM
+        server.proc.send_signal(signal.SIGTERM)
+        # Then it exits 0 once its workers have stopped gracefully, and says so once
+        assert server.proc.wait(timeout=30) == 0
+        assert not any(alive(pid) for pid in workers)
+        log = server.log.read_text()
+        assert log.count("python -m agentic.local: stopped") == 1
+        assert log.count("Application shutdown complete") == 2
 
 
 def test_a_killed_worker_is_replaced_and_its_tasks_are_finished_by_the_others(tmp_path):
@@ -124,8 +131,8 @@ def test_a_killed_worker_is_replaced_and_its_tasks_are_finished_by_the_others(tm
         # When the worker running them is killed with SIGKILL mid-run
         os.kill(victim, signal.SIGKILL)
         # Then the supervisor starts another in its place
-        assert wait_for(lambda: len(workers_of(server.proc.pid)) == 2 and victim not in workers_of(server.proc.pid))
-        assert "exited with -9; starting another" in server.log.read_text()
+        assert wait_for(lambda: "exited with -9; starting another" in server.log.read_text())
+        assert wait_for(lambda: len(live := workers_of(server.proc.pid)) == 2 and victim not in live)
 
         # And every task completes (the dead worker's once its leases expire), each step run to completion
         # once (each request on a new connection: the client's one may have gone to the dead worker)
@@ -142,15 +149,15 @@ def test_a_killed_worker_is_replaced_and_its_tasks_are_finished_by_the_others(tm
 
 def test_the_workers_stop_when_the_supervisor_is_killed(tmp_path):
     # Given a server with two worker processes
-    server = LocalServer(tmp_path / "t.db", WORKERS="2").start()
-    assert server.proc is not None
-    assert wait_for(lambda: len(workers_of(server.proc.pid)) == 2)
-    workers = workers_of(server.proc.pid)
-    # When the supervisor is killed with SIGKILL (it cannot stop them itself)
-    server.proc.kill()
-    server.proc.wait(timeout=10)
-    # Then each worker notices its supervisor is gone and stops by itself
-    assert wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 30)
+    with LocalServer(tmp_path / "t.db", WORKERS="2") as server:
+        assert server.proc is not None
+        assert wait_for(lambda: len(workers_of(server.proc.pid)) == 2)
+        workers = workers_of(server.proc.pid)
+        # When the supervisor is killed with SIGKILL (it cannot stop them itself)
+        server.proc.kill()
+        server.proc.wait(timeout=10)
+        # Then each worker notices its supervisor is gone and stops by itself
+        assert wait_for(lambda: not any(alive(pid) for pid in workers), 30)
 
 
 def test_a_worker_that_cannot_open_the_store_stops_the_server_with_exit_code_2(tmp_path):
@@ -174,3 +181,37 @@ def test_a_worker_that_cannot_open_the_store_stops_the_server_with_exit_code_2(t
     assert "could not start; stopping" in result.stderr
     assert "starting another" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_stop_right_after_start_stops_every_worker(tmp_path):
+    # Given a server with four workers, told to stop while it is still forking them
+    server = LocalServer(tmp_path / "t.db", WORKERS="4")
+    proc = server.spawn()
+    try:
+        assert wait_for(lambda: "listening on" in server.log.read_text(), 30)
+        # When it is sent SIGTERM at once
+        proc.send_signal(signal.SIGTERM)
+        # Then it and every worker stop (none goes on serving)
+        assert proc.wait(timeout=30) == 0
+        assert workers_of(proc.pid) == []
+    finally:
+        server.stop(signal.SIGKILL)
+
+
+def test_a_second_server_with_workers_cannot_take_a_port_already_served(tmp_path):
+    # Given a server with two workers on a port
+    with LocalServer(tmp_path / "a.db", WORKERS="2") as first:
+        # When another is started with two workers on the same port
+        env = {**os.environ, "DATABASE_PATH": str(tmp_path / "b.db"), "WORKERS": "2"}
+        result = subprocess.run(
+            [sys.executable, "-m", "agentic.local", "--port", str(first.port)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        # Then it refuses, instead of sharing the port's connections with the first
+        assert result.returncode == 2
+        assert "cannot listen on" in result.stderr

@@ -173,7 +173,10 @@ def main(argv: list[str] | None = None) -> None:
     # Bind first: a server that cannot take its port stops here, before it opens the store or
     # resumes anyone's tasks.
     try:
-        sock = listen(args.host, args.port) if args.workers > 1 else socket.create_server((args.host, args.port))
+        if args.workers > 1:
+            sock = listen(args.host, args.port, first=True)
+        else:
+            sock = socket.create_server((args.host, args.port))
     except OSError as exc:
         fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     host = f"[{args.host}]" if ":" in args.host else args.host

@@ -39,12 +39,19 @@ from types import FrameType
 #: Replacements of dead workers allowed within RESTART_WINDOW_SECONDS before the supervisor gives up.
 MAX_RESTARTS = 5
 RESTART_WINDOW_SECONDS = 60.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Where the kernel spreads the connections of one port over several listening sockets.
 SPREADS_CONNECTIONS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket a worker may share the port with (``SO_REUSEPORT`` where it spreads load)."""
+def listen(host: str, port: int, *, first: bool = False) -> socket.socket:
+    """A listening socket a worker may share the port with (``SO_REUSEPORT`` where it spreads load).
+
+    ``first``: the supervisor's, which must find the port free: another server's ``SO_REUSEPORT``
+    sockets would otherwise let it join their group and split the connections with it."""
+    if first and SPREADS_CONNECTIONS:
+        with socket.create_server((host, port)) as probe:  # fails if anyone listens there
+            port = probe.getsockname()[1]
     return socket.create_server((host, port), reuse_port=SPREADS_CONNECTIONS)
 
 
@@ -74,9 +81,13 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the workers and supervise them until they have all stopped; the exit code."""
-        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, self._stop) for sig in STOP_SIGNALS}
+        # An ignored SIGCHLD (inherited across exec) would reap the workers unseen by os.wait.
+        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         try:
             for index in range(self.count):
+                if self.stopping:
+                    break
                 self._fork(index)
             if SPREADS_CONNECTIONS:
                 self.sock.close()  # worker 0 listens on it; a socket nobody accepts on would hold connections
@@ -121,17 +132,22 @@ class Supervisor:
         self._fork(index, replacement=True)
 
     def _fork(self, index: int, replacement: bool = False) -> None:
+        # Stop signals are held back across the fork: one that reached the child before it had its
+        # own handlers would run the supervisor's there (and be used up), and the child would serve on.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid:
             self.workers[pid] = index
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a stop held back runs now
             if self.stopping:  # a stop came in while it was being forked
                 os.kill(pid, signal.SIGTERM)
             return
         code = 1
         try:
             os.setpgid(0, 0)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a stop sent meanwhile ends it now
             os.close(self._lifeline_write)
             threading.Thread(target=_stop_when_closed, args=(self._lifeline_read,), daemon=True).start()
             sock = self.sock
