@@ -23,6 +23,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def run_to_exit(port: int | str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m agentic.local`` on ``port`` with ``env`` added, run until it exits by itself."""
+    return subprocess.run(
+        [sys.executable, "-m", "agentic.local", "--port", str(port)],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 class LocalServer:
     _started = 0
 

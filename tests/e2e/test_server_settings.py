@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import httpx
 import pytest
 
-from tests.e2e.server import REPO, LocalServer
+from tests.e2e.server import LocalServer, run_to_exit
 
 pytestmark = pytest.mark.e2e
 
@@ -29,16 +25,7 @@ pytestmark = pytest.mark.e2e
     ],
 )
 def test_a_bad_setting_stops_the_server_with_one_line_and_exit_code_2(tmp_path, setting, value, line):
-    env = {**os.environ, "DATABASE_PATH": str(tmp_path / "db.sqlite"), setting: value}
-    result = subprocess.run(
-        [sys.executable, "-m", "agentic.local", "--port", "1"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_to_exit(1, DATABASE_PATH=str(tmp_path / "db.sqlite"), **{setting: value})
     assert result.returncode == 2
     assert result.stderr.startswith(f"python -m agentic.local: {line}")
     assert result.stderr.count("\n") == 1  # one line, no traceback

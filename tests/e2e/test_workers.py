@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import REPO, LocalServer
+from tests.e2e.server import LocalServer, run_to_exit
 
 pytestmark = pytest.mark.e2e
 
@@ -164,17 +162,8 @@ def test_a_worker_that_cannot_open_the_store_stops_the_server_with_exit_code_2(t
     # Given a database path that cannot be created
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    env = {**os.environ, "DATABASE_PATH": str(blocker / "t.db"), "WORKERS": "2"}
     # When the server starts with two workers
-    result = subprocess.run(
-        [sys.executable, "-m", "agentic.local", "--port", "0"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_to_exit(0, DATABASE_PATH=str(blocker / "t.db"), WORKERS="2")
     # Then it stops with exit code 2, saying why, and does not restart workers in a loop
     assert result.returncode == 2
     assert "cannot open DATABASE_PATH" in result.stderr
@@ -202,16 +191,7 @@ def test_a_second_server_with_workers_cannot_take_a_port_already_served(tmp_path
     # Given a server with two workers on a port
     with LocalServer(tmp_path / "a.db", WORKERS="2") as first:
         # When another is started with two workers on the same port
-        env = {**os.environ, "DATABASE_PATH": str(tmp_path / "b.db"), "WORKERS": "2"}
-        result = subprocess.run(
-            [sys.executable, "-m", "agentic.local", "--port", str(first.port)],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_to_exit(first.port, DATABASE_PATH=str(tmp_path / "b.db"), WORKERS="2")
         # Then it refuses, instead of sharing the port's connections with the first
         assert result.returncode == 2
         assert "cannot listen on" in result.stderr
