@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 
 import pytest
 
@@ -45,10 +46,11 @@ async def test_the_retention_pass_shrinks_the_file(tmp_path):
     await executor.maintain_once()
     store.close()
     with sqlite3.connect(path) as db:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         tasks = db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
     # Then the tasks are gone, no free page is left in the file, and the file is a small part of what it was
+    assert busy == 0
     assert tasks == 0
     assert free == 0
     assert path.stat().st_size < full / 10
@@ -77,3 +79,41 @@ def test_freeing_pages_goes_in_bounded_batches_to_the_end(tmp_path):
     with store._read() as db:
         assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0
     store.close()
+
+
+def test_close_waits_for_a_checkpoint_under_way(tmp_path, monkeypatch):
+    # Given a store whose background checkpoint is under way (held there until the test lets it go)
+    under_way, let_go = threading.Event(), threading.Event()
+
+    class HeldConnection(sqlite3.Connection):
+        def execute(self, sql, *args):
+            if "wal_checkpoint" in sql:
+                under_way.set()
+                let_go.wait(10)
+            return super().execute(sql, *args)
+
+    connect = sqlite3.connect
+
+    def connect_checkpointer_held(*args, **kwargs):
+        if threading.current_thread().name == "sqlite-checkpoint":
+            kwargs["factory"] = HeldConnection
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect_checkpointer_held)
+    path = tmp_path / "t.db"
+    store = SQLiteTaskStore(path)
+    store.create(TaskState(task_id="t", owner="o", user_input="x"))
+    assert under_way.wait(10)
+    # When the store is closed
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(0.5)
+    returned_mid_checkpoint = not closer.is_alive()
+    let_go.set()
+    closer.join(10)
+    # Then close returned only once the checkpoint was over, and the next opener's truncating checkpoint completes
+    assert not returned_mid_checkpoint
+    monkeypatch.undo()
+    with sqlite3.connect(path) as db:
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0

@@ -114,14 +114,22 @@ class SQLiteFile(FileUpkeep):
                 str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout_seconds
             )
             open_schema(self._db, self.synchronous, self._clock())
+        self._checkpointer: threading.Thread | None = None
         if not self.in_memory:
-            threading.Thread(target=self._checkpoint_in_background, name="sqlite-checkpoint", daemon=True).start()
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_in_background, name="sqlite-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
 
     def close(self) -> None:
         if self._group is not None and self._group.thread == threading.get_ident():
             self._commit_group()  # stopping on the loop's thread: what it wrote is committed first
         self._closed.set()
         self._written.set()
+        # A checkpoint still under way when close returns would make the next opener's checkpoint
+        # (another process, or a test reading the file's size) find the file busy.
+        if self._checkpointer is not None:
+            self._checkpointer.join()
         self._read_pool.shutdown(wait=True, cancel_futures=True)
         self._write_pool.shutdown(wait=True, cancel_futures=True)
         with self._readers_lock:
