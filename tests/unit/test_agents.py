@@ -7,6 +7,7 @@ import pytest
 from agentic.agents.analyzer import AnalyzerAgent, analyze_task, parse_sources
 from agentic.agents.base import StepContext
 from agentic.agents.catalog import default_registry
+from agentic.agents.passages import Passage, format_passages
 from agentic.agents.registry import AgentRegistry
 from agentic.agents.retriever import knowledge_index, query_terms
 from agentic.errors import PermanentAgentError
@@ -112,6 +113,25 @@ def test_analysis_reports_gaps_the_context_does_not_cover():
     assert analysis.sources == []
     assert "quantum" in analysis.gaps
     assert analysis.coverage == 0
+
+
+def test_analysis_counts_the_words_of_the_passages_it_was_given_as_covered():
+    # Given a retriever output whose passages hold one of the task's words in a heading, one in a text
+    retrieved = format_passages(
+        "lease renewal checkpoints",
+        [
+            Passage(1, "guide.md", "Lease", "A runner renews its claim.", 1.5),
+            Passage(2, "ops.md", "", "Checkpoints keep the log short.", 1.0),
+        ],
+    )
+    # When the same passages are analysed for two tasks (the second reads them from the cache)
+    first = analyze_task("lease renewal checkpoints", retrieved)
+    second = analyze_task("checkpoints of leases, and recovery", retrieved)
+    # Then words found in the passages are covered and the others are gaps, both times
+    assert first.covered_terms == ["lease", "checkpoints"]
+    assert first.gaps == ["renewal"]
+    assert second.covered_terms == ["checkpoints", "leases"]
+    assert second.gaps == ["recovery"]
 
 
 def test_unknown_agent_types_fail_permanently():
