@@ -23,6 +23,7 @@ from agentic.agents.retriever import retrieve
 from agentic.aws.knowledge_handlers import build_indexer, handle_knowledge_event, reset_indexer
 from agentic.aws.wiring import build_aws_system
 from agentic.knowledge.folder import FolderKnowledge
+from agentic.knowledge.index import PassageIndex
 from agentic.settings import Settings
 from agentic.triggers import start_task_from_s3_object
 from tests.functional.aws.support import EVENTS, REGION, invoke, load_event
@@ -118,6 +119,19 @@ def test_an_overwrite_replaces_the_passages(bucket):
     assert kb.search("storage lead", 3)[0].source == "oncall.html"
     assert kb.search("database owner", 3) == []
     assert [(s.source, s.passages) for s in kb.sources()] == [("oncall.html", 1)]
+
+
+def test_the_index_object_is_written_with_its_segments_merged(bucket, tmp_path):
+    # Given several uploads, each indexed by its own event
+    for source, body in DOCS.items():
+        bucket.put(source, body)
+    # When the index object is read back
+    path = tmp_path / "index.sqlite"
+    bucket.client.download_file(BUCKET, INDEX_KEY, str(path))
+    index = PassageIndex(path, wal=False)
+    # Then the writes left nothing to merge: every reader searches one segment
+    assert index.merge_segments() is False
+    index.close()
 
 
 def test_a_delete_removes_the_passages(bucket):

@@ -170,6 +170,8 @@ class S3KnowledgeIndexer:
                 known = index.known()
                 for source, key in sorted(sources.items()):
                     self._reconcile(index, known.get(source), source, key, report)
+                if report.indexed or report.removed or report.skipped:
+                    index.merge_segments()  # one bounded step a write: every reader searches fewer segments
             finally:
                 index.close()
             if not (report.indexed or report.removed or report.skipped):

@@ -35,6 +35,7 @@ def builtin_index(min_score: float = 0.0) -> PassageIndex:
         index.replace(
             doc.doc_id, version="builtin", sha256=doc.doc_id, size=len(body), chunks=[Chunk(doc.title, doc.body)]
         )
+    index.merge_all_segments()
     return index
 
 

@@ -72,6 +72,8 @@ class FolderKnowledge:
         self.index = PassageIndex(index_path, min_score=min_score, busy_timeout_seconds=busy_timeout_seconds)
         self._sync_lock = threading.Lock()
         self._missing_warned = False
+        #: Whether the index may hold segments to merge (a file opened as it is, or a pass that changed it).
+        self._unmerged = True
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -158,6 +160,11 @@ class FolderKnowledge:
                     "knowledge index updated",
                     extra={"indexed": len(report.indexed), "removed": len(report.removed), "folder": str(self.folder)},
                 )
+                self._unmerged = True
+            if self._unmerged:
+                # One bounded step a pass: a large index is merged over several passes, never in one
+                # long hold of its write lock.
+                self._unmerged = self.index.merge_segments()
             return report
 
     def start(self, poll_seconds: float) -> None:
