@@ -337,6 +337,34 @@ def test_update_writes_its_events_with_the_change_and_skips_keys_already_written
 # --- events ---------------------------------------------------------------------------------------
 
 
+def test_a_key_already_written_in_the_middle_of_an_update_leaves_no_gap(store):
+    # Given a running task whose step_started event was written once already
+    store.create(make_task("t-1"))
+    store.update("t-1", {TaskStatus.PENDING}, status=TaskStatus.EXECUTING)
+    first = store.append_event(event("t-1", EventType.STEP_STARTED, key="s1:0:step_started"))
+    # When an update writes a new event, that one again, and two more new ones
+    store.update(
+        "t-1",
+        {TaskStatus.EXECUTING},
+        current_step_index=1,
+        events=[
+            event("t-1", EventType.PARTIAL_OUTPUT, key="s1:partial_output", n=1),
+            event("t-1", EventType.STEP_STARTED, key="s1:0:step_started"),
+            event("t-1", EventType.STEP_COMPLETED, key="s1:step_completed", n=2),
+            event("t-1", EventType.STEP_STARTED, key="s2:0:step_started", n=3),
+        ],
+    )
+    # Then each event is in the log once, in order, on the cursors right after the first one
+    log = store.read_events("t-1")
+    assert [(e.event_type, e.data.get("n")) for e in log] == [
+        (EventType.STEP_STARTED, None),
+        (EventType.PARTIAL_OUTPUT, 1),
+        (EventType.STEP_COMPLETED, 2),
+        (EventType.STEP_STARTED, 3),
+    ]
+    assert [e.cursor for e in log] == [first.cursor + n for n in range(4)]
+
+
 def test_append_assigns_strictly_increasing_cursors(store):
     # Given a task
     store.create(make_task("t-1"))
