@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 
 from agentic import __version__
@@ -35,8 +36,8 @@ wins when both are given).
 Every error is JSON, `{"error": "<code>", "message": "<what went wrong>"}` (schema `ErrorBody`).
 """
 
-#: Declares ``Authorization: Bearer`` in OpenAPI (so /docs can authorize). It only reads the header:
-#: the identity resolver decides who the caller is, and whether a token is needed at all.
+#: Declares ``Authorization: Bearer`` in OpenAPI (so /docs can authorize). Only declared: the identity
+#: resolver reads the header and decides who the caller is, and whether a token is needed at all.
 bearer_scheme = HTTPBearer(
     auto_error=False,
     scheme_name="bearerAuth",
@@ -79,30 +80,42 @@ def create_app(
     app.state.identity = identity
     if routers is None:
         routers = all_routers()
+    # The task routes' operations declare the bearer token in OpenAPI, as ``Depends(bearer_scheme)``
+    # on them would; as a dependency FastAPI ran the scheme on every request for nothing.
+    secured: set[tuple[str, str]] = set()
     for router in routers:
         if router is health.router:
             app.include_router(router)
             continue
         # Every task route knows its caller: it may answer 401.
-        app.include_router(
-            router,
-            dependencies=[Depends(bearer_scheme)] if bearer_auth else None,
-            responses=error_responses(401),
-        )
+        app.include_router(router, responses=error_responses(401))
+        if bearer_auth:
+            secured |= {(r.path, m.lower()) for r in router.routes if isinstance(r, APIRoute) for m in r.methods or ()}
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
-    _describe_stream_lines(app)
+    _describe_openapi(app, secured)
     return app
 
 
-def _describe_stream_lines(app: FastAPI) -> None:
+def _describe_openapi(app: FastAPI, secured: set[tuple[str, str]]) -> None:
+    """The stream's lines, and the bearer token on the operations of ``secured`` (path, method)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             from agentic.api.routes import stream  # on the first /openapi.json, not at import
 
-            app.openapi_schema = stream.describe_lines(generate())
+            spec = stream.describe_lines(generate())
+            if secured:
+                for path, operations in spec.get("paths", {}).items():
+                    for method, operation in operations.items():
+                        if (path, method) in secured:
+                            operation["security"] = [{bearer_scheme.scheme_name: []}]
+                schemes = spec.setdefault("components", {}).setdefault("securitySchemes", {})
+                schemes[bearer_scheme.scheme_name] = bearer_scheme.model.model_dump(
+                    mode="json", by_alias=True, exclude_none=True
+                )
+            app.openapi_schema = spec
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

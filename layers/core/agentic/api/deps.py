@@ -6,7 +6,7 @@ request for what is a dictionary lookup.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from fastapi import Depends, Path, Request
 
@@ -14,9 +14,16 @@ from agentic.api.answers import TASK_ID_MAX_LENGTH
 from agentic.service.tasks import TaskService
 
 
-async def _service(request: Request) -> TaskService:
-    service: TaskService = request.app.state.service
-    return service
+class TaskCaller(NamedTuple):
+    """The service and who calls it: what every task route needs (``service, owner = caller``)."""
+
+    service: TaskService
+    owner: str
+
+
+async def _caller(request: Request) -> TaskCaller:
+    state = request.app.state
+    return TaskCaller(state.service, state.identity(request))
 
 
 async def _owner(request: Request) -> str:
@@ -24,7 +31,9 @@ async def _owner(request: Request) -> str:
     return owner
 
 
-Service = Annotated[TaskService, Depends(_service)]
+# One dependency for both: FastAPI resolves each dependency of a request anew (its parameters, its
+# cache key), ~30 µs apiece, and every task route needs both.
+Caller = Annotated[TaskCaller, Depends(_caller)]
 Owner = Annotated[str, Depends(_owner)]
 # Task ids are UUIDs; anything much longer is refused before it reaches a store (DynamoDB rejects
 # keys over 2 KB with an error of its own).

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends
 
-from agentic.api.deps import Owner, Service, TaskId
+from agentic.api.deps import Caller, TaskId
 from agentic.api.errors import error_responses
 from agentic.api.limits import require_json
 from agentic.models import ApproveRequest, CancelRequest, RejectRequest, RetryRequest, TaskPublic
@@ -25,9 +25,10 @@ router = APIRouter(prefix="/tasks", tags=["control"], dependencies=[Depends(requ
     responses=error_responses(404, 409, 413, 415, 422, 503, s409="The task has finished (`invalid_transition`)"),
 )
 async def cancel_task(
-    task_id: TaskId, service: Service, owner: Owner, body: Annotated[CancelRequest | None, Body()] = None
+    task_id: TaskId, caller: Caller, body: Annotated[CancelRequest | None, Body()] = None
 ) -> TaskPublic:
     """Cancel a pending or running task: its run stops now (`task_cancelled`) and its slot is free."""
+    service, owner = caller
     return TaskPublic.of(await service.cancel(owner, task_id, body.reason if body else None))
 
 
@@ -39,9 +40,10 @@ async def cancel_task(
     ),
 )
 async def approve_task(
-    task_id: TaskId, service: Service, owner: Owner, body: Annotated[ApproveRequest | None, Body()] = None
+    task_id: TaskId, caller: Caller, body: Annotated[ApproveRequest | None, Body()] = None
 ) -> TaskPublic:
     """Approve a task awaiting approval: it goes on to its final step (`approval_granted`)."""
+    service, owner = caller
     return TaskPublic.of(await service.approve(owner, task_id, body.comment if body else None))
 
 
@@ -53,9 +55,10 @@ async def approve_task(
     ),
 )
 async def reject_task(
-    task_id: TaskId, service: Service, owner: Owner, body: Annotated[RejectRequest | None, Body()] = None
+    task_id: TaskId, caller: Caller, body: Annotated[RejectRequest | None, Body()] = None
 ) -> TaskPublic:
     """Reject a task awaiting approval: it ends `failed` with `ApprovalRejected` (`approval_rejected`)."""
+    service, owner = caller
     return TaskPublic.of(await service.reject(owner, task_id, body.reason if body else None))
 
 
@@ -74,7 +77,8 @@ async def reject_task(
     ),
 )
 async def retry_task(
-    task_id: TaskId, service: Service, owner: Owner, body: Annotated[RetryRequest | None, Body()] = None
+    task_id: TaskId, caller: Caller, body: Annotated[RetryRequest | None, Body()] = None
 ) -> TaskPublic:
     """Run a failed or cancelled task again from the step that did not complete (`task_retried`)."""
+    service, owner = caller
     return TaskPublic.of(await service.retry(owner, task_id, body.from_step if body else None))

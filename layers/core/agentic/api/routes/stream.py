@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
-from agentic.api.deps import Owner, Service, TaskId
+from agentic.api.deps import Caller, TaskId
 from agentic.api.errors import error_responses
 from agentic.api.ndjson import NdjsonResponse
 from agentic.errors import InvalidInput
@@ -44,12 +44,13 @@ def describe_lines(spec: dict[str, Any]) -> dict[str, Any]:
 _NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def resume_cursor(
-    after: Annotated[
-        int | None, Query(ge=0, le=MAX_CURSOR, description="Resume after this cursor (wins over Last-Event-ID)")
-    ] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", description="Resume after this cursor")] = None,
-) -> int:
+After = Annotated[
+    int | None, Query(ge=0, le=MAX_CURSOR, description="Resume after this cursor (wins over Last-Event-ID)")
+]
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", description="Resume after this cursor")]
+
+
+def resume_cursor(after: int | None, last_event_id: str | None) -> int:
     """Where a stream resumes: ``?after=<cursor>``, else ``Last-Event-ID``, else the start (?after wins)."""
     if after is not None:
         return after
@@ -61,9 +62,6 @@ async def resume_cursor(
     return 0
 
 
-ResumeCursor = Annotated[int, Depends(resume_cursor)]
-
-
 @router.post(
     "/{task_id}/execute",
     response_class=StreamingResponse,
@@ -71,12 +69,13 @@ ResumeCursor = Annotated[int, Depends(resume_cursor)]
 )
 async def execute_task(
     task_id: TaskId,
-    service: Service,
-    owner: Owner,
-    cursor: ResumeCursor,
+    caller: Caller,
+    after: After = None,
+    last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """Start the task (if pending) and stream its events. Running or finished tasks are attached to."""
-    lines = await service.execute_and_stream(owner, task_id, cursor)
+    service, owner = caller
+    lines = await service.execute_and_stream(owner, task_id, resume_cursor(after, last_event_id))
     return NdjsonResponse(lines, media_type=NDJSON, headers=_NO_BUFFERING)
 
 
@@ -87,10 +86,11 @@ async def execute_task(
 )
 async def task_events(
     task_id: TaskId,
-    service: Service,
-    owner: Owner,
-    cursor: ResumeCursor,
+    caller: Caller,
+    after: After = None,
+    last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """Re-attach to a task's stream without starting it."""
-    lines = await service.stream(owner, task_id, cursor)
+    service, owner = caller
+    lines = await service.stream(owner, task_id, resume_cursor(after, last_event_id))
     return NdjsonResponse(lines, media_type=NDJSON, headers=_NO_BUFFERING)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from agentic.api.answers import CURSOR_MAX_LENGTH, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, create_answer, task_page
-from agentic.api.deps import Owner, Service, TaskId
+from agentic.api.deps import Caller, TaskId
 from agentic.api.errors import error_responses
 from agentic.api.limits import require_json
 from agentic.models import TaskCreate, TaskList, TaskPublic, TaskStatus
@@ -40,12 +40,12 @@ read_router = APIRouter(prefix="/tasks", tags=["tasks"])
 )
 async def create_task(
     body: TaskCreate,
-    service: Service,
-    owner: Owner,
+    caller: Caller,
     response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> TaskPublic | JSONResponse:
     """Create a pending task. With ``execute: true`` it also starts (stream it from ``/events``)."""
+    service, owner = caller
     answer = await create_answer(service, owner, body, idempotency_key)
     if not isinstance(answer.body, TaskPublic):  # execute hit backpressure: the 429
         return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
@@ -56,8 +56,7 @@ async def create_task(
 
 @read_router.get("", response_model=TaskList, responses=error_responses(422, 503))
 async def list_tasks(
-    service: Service,
-    owner: Owner,
+    caller: Caller,
     limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = LIST_LIMIT_DEFAULT,
     cursor: Annotated[str | None, Query(max_length=CURSOR_MAX_LENGTH)] = None,
     task_status: Annotated[TaskStatus | None, Query(alias="status")] = None,
@@ -67,10 +66,12 @@ async def list_tasks(
     ``limit`` is 20 by default, at most 100. Each final output is cut to its first 2000 characters
     (``final_output_truncated`` says so); ``GET /tasks/{task_id}/status`` returns it whole.
     """
+    service, owner = caller
     return await task_page(service, owner, limit, cursor, task_status)
 
 
 @read_router.get("/{task_id}/status", response_model=TaskPublic, responses=error_responses(404, 422, 503))
-async def task_status(task_id: TaskId, service: Service, owner: Owner) -> TaskPublic:
+async def task_status(task_id: TaskId, caller: Caller) -> TaskPublic:
     """The task: its status, steps (status, attempts, error), final output and error message."""
+    service, owner = caller
     return TaskPublic.of(await service.get(owner, task_id))
