@@ -41,17 +41,21 @@ read_router = APIRouter(prefix="/tasks", tags=["tasks"])
 async def create_task(
     body: TaskCreate,
     caller: Caller,
-    response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> TaskPublic | JSONResponse:
+) -> Response:
     """Create a pending task. With ``execute: true`` it also starts (stream it from ``/events``)."""
     service, owner = caller
     answer = await create_answer(service, owner, body, idempotency_key)
     if not isinstance(answer.body, TaskPublic):  # execute hit backpressure: the 429
         return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
-    response.status_code = answer.status
-    response.headers.update(answer.headers)
-    return answer.body
+    # The JSON FastAPI would make of the response model, without validating again the model this
+    # service just built (a fifth of the route's own CPU).
+    return Response(
+        answer.body.model_dump_json(by_alias=True),
+        status_code=answer.status,
+        headers=answer.headers,
+        media_type="application/json",
+    )
 
 
 @read_router.get("", response_model=TaskList, responses=error_responses(422, 503))
