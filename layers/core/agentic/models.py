@@ -131,7 +131,10 @@ class ExecutionStep(LazyModel):
     # own retry budget): an attempt index a run passes in is relative to this.
     attempt_base: int = 0
     error: str | None = None
-    output: str | None = None
+    # Not part of the stored document: each store keeps a step's output apart (SQLite in the step's
+    # partial_output event, DynamoDB in an OUT# item) and puts it back when it reads the task. Left
+    # out by the field itself, not by each dump: an exclude argument cost a quarter of the dump.
+    output: str | None = Field(default=None, exclude=True)
     started_at: datetime | None = None
     completed_at: datetime | None = None
     # A model-backed step: the model, the tokens of its completed attempt, and their price (when

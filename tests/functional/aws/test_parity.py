@@ -16,7 +16,7 @@ import pytest
 from agentic.agents.faults import FaultPlan
 from agentic.aws.wiring import get_system
 from agentic.local.wiring import build_local_system
-from agentic.models import TaskStatus
+from agentic.models import TaskState, TaskStatus
 from tests.fake_bedrock import Reply, analysis
 from tests.functional.aws.control_support import control, create
 from tests.functional.aws.support import OWNER, Pipeline, http_event, invoke
@@ -42,7 +42,7 @@ def local_run(tmp_path: Path, faults: str) -> tuple[list[str], dict[str, Any]]:
         task_id = asyncio.run(run())
         task = system.store.get(task_id)
         assert task is not None
-        return [e.event_type.value for e in system.store.read_events(task_id)], task.model_dump()
+        return [e.event_type.value for e in system.store.read_events(task_id)], as_dict(task)
     finally:
         system.store.close()
 
@@ -56,7 +56,17 @@ def aws_run(pipeline: Pipeline, faults: str) -> tuple[list[str], dict[str, Any]]
     store = get_system().store
     task = store.get(task_id)
     assert task is not None
-    return [e.event_type.value for e in store.read_events(task_id)], task.model_dump()
+    return [e.event_type.value for e in store.read_events(task_id)], as_dict(task)
+
+
+def as_dict(task: TaskState | None) -> dict[str, Any]:
+    """The task as a dict with its steps' outputs (``model_dump`` leaves them out, as the stores do)."""
+    assert task is not None
+    data = task.model_dump()
+    if task.execution_plan is not None:
+        for step, dumped in zip(task.execution_plan.steps, data["execution_plan"]["steps"], strict=True):
+            dumped["output"] = step.output
+    return data
 
 
 def outcome(task: dict[str, Any]) -> tuple[Any, ...]:
@@ -114,7 +124,7 @@ def local_control_run(tmp_path: Path, scenario: str) -> tuple[list[tuple[str, An
         task_id = asyncio.run(run())
         task = system.store.get(task_id)
         assert task is not None
-        return logged(task_id, system.store.read_events(task_id)), task.model_dump()
+        return logged(task_id, system.store.read_events(task_id)), as_dict(task)
     finally:
         system.store.close()
 
@@ -136,7 +146,7 @@ def aws_control_run(pipeline: Pipeline, scenario: str) -> tuple[list[tuple[str, 
     store = get_system().store
     task = store.get(task_id)
     assert task is not None
-    return logged(task_id, store.read_events(task_id)), task.model_dump()
+    return logged(task_id, store.read_events(task_id)), as_dict(task)
 
 
 def logged(task_id: str, events: list[Any]) -> list[tuple[str, Any]]:
@@ -232,7 +242,7 @@ def test_local_and_aws_paths_write_the_same_events_with_the_same_bedrock_model(
 
         local_id = asyncio.run(run())
         local_events = model_logged(local_id, system.store.read_events(local_id))
-        local_task = system.store.get(local_id).model_dump()
+        local_task = as_dict(system.store.get(local_id))
     finally:
         system.store.close()
     fake_bedrock.script(*MODEL_SCRIPTS[script])

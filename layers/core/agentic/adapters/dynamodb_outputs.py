@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 OUTPUT_PREFIX = "OUT#"
 #: The stored task document leaves out step outputs (they are OUT# items).
-_WITHOUT_OUTPUTS: Any = {"execution_plan": {"steps": {"__all__": {"output"}}}}
-_WITHOUT_OUTPUTS_AND_FINAL: Any = {**_WITHOUT_OUTPUTS, "final_output": True}
+# The steps' outputs are left out by ExecutionStep.output itself.
+_WITHOUT_FINAL: Any = {"final_output": True}
 #: Output texts a store keeps (they never change once written), in characters.
 TEXT_CACHE_CHARS = 8_000_000
 #: BatchGetItem reads at most 100 keys per call.
@@ -110,9 +110,7 @@ def preview(item: Item) -> str | None:
 
 def dump_task(task: TaskState, final_sk: str | None) -> str:
     """The stored document: no step outputs, no final output when an OUT# item holds it, no defaults."""
-    return task.model_dump_json(
-        exclude=_WITHOUT_OUTPUTS if final_sk is None else _WITHOUT_OUTPUTS_AND_FINAL, exclude_defaults=True
-    )
+    return task.model_dump_json(exclude=None if final_sk is None else _WITHOUT_FINAL, exclude_defaults=True)
 
 
 def output_put(table_name: str, task_id: str, sk: str, text: str, expires_at: str) -> TransactWriteItemTypeDef:

@@ -21,7 +21,6 @@ _PARSED_CACHE_SIZE = 4096
 Columns = tuple[str | None, float | None]
 
 # The stored task document leaves out step outputs (they live in the partial_output events).
-_WITHOUT_OUTPUTS: Any = {"execution_plan": {"steps": {"__all__": {"output"}}}}
 
 
 class TaskDocuments(SQLiteFile):
@@ -53,7 +52,7 @@ class TaskDocuments(SQLiteFile):
 
     @staticmethod
     def _dump(task: TaskState) -> str:
-        return task.model_dump_json(exclude=_WITHOUT_OUTPUTS)
+        return task.model_dump_json()  # without the steps' outputs (ExecutionStep.output)
 
     def _parse(self, db: sqlite3.Connection, task_id: str, doc: str) -> TaskState:
         """The task of a stored document, with the outputs of its completed steps put back."""
