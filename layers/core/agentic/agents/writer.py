@@ -24,7 +24,7 @@ QUOTE_WORDS = 60
 
 def quote(passage: Passage, words: int = QUOTE_WORDS) -> str:
     """The passage's opening words, on one line."""
-    tokens = passage.text.split()
+    tokens = passage.text.split(maxsplit=words)  # the rest stays one token: not split for nothing
     return " ".join(tokens[:words]) + (" …" if len(tokens) > words else "")
 
 
