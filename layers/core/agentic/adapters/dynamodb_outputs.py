@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     Item = Mapping[str, AttributeValueTypeDef]
 
 OUTPUT_PREFIX = "OUT#"
-#: The stored task document leaves out step outputs (they are OUT# items).
-# The steps' outputs are left out by ExecutionStep.output itself.
+#: The stored task document leaves out step outputs (they are OUT# items; ExecutionStep.output is
+#: never dumped) and, when an OUT# item holds it, the final output.
 _WITHOUT_FINAL: Any = {"final_output": True}
 #: Output texts a store keeps (they never change once written), in characters.
 TEXT_CACHE_CHARS = 8_000_000

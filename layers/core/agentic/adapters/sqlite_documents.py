@@ -20,8 +20,6 @@ _PARSED_CACHE_SIZE = 4096
 #: A task row's lease_owner and finished_at.
 Columns = tuple[str | None, float | None]
 
-# The stored task document leaves out step outputs (they live in the partial_output events).
-
 
 class TaskDocuments(SQLiteFile):
     def __init__(
@@ -52,7 +50,8 @@ class TaskDocuments(SQLiteFile):
 
     @staticmethod
     def _dump(task: TaskState) -> str:
-        return task.model_dump_json()  # without the steps' outputs (ExecutionStep.output)
+        # Without the steps' outputs (ExecutionStep.output): they live in the partial_output events.
+        return task.model_dump_json()
 
     def _parse(self, db: sqlite3.Connection, task_id: str, doc: str) -> TaskState:
         """The task of a stored document, with the outputs of its completed steps put back."""
