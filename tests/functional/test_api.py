@@ -63,6 +63,18 @@ def test_execute_twice_replays_the_log_instead_of_running_again(client):
     assert event_types(second).count("task_started") == 1
 
 
+def test_execute_on_the_server_that_created_a_task_another_server_cancelled_does_not_start_it(tmp_path):
+    # Given a task created through server A and cancelled through server B, on one file
+    with local_client(tmp_path) as a, local_client(tmp_path) as b:
+        task_id = create(a).json()["task_id"]
+        assert b.post(f"/tasks/{task_id}/cancel").json()["status"] == "cancelled"
+        # When A, which remembers the task as it created it (pending), is asked to execute it
+        events = ndjson(a.post(f"/tasks/{task_id}/execute").text)
+        # Then A streams the task's end and never starts it
+        assert event_types(events) == ["task_cancelled"]
+        assert a.get(f"/tasks/{task_id}/status").json()["status"] == "cancelled"
+
+
 def test_resume_after_a_cursor_returns_exactly_the_rest(client):
     task_id = create(client).json()["task_id"]
     events = ndjson(client.post(f"/tasks/{task_id}/execute").text)

@@ -35,9 +35,10 @@ class TaskStore(Protocol):
 
     def get_as_written(self, task_id: str) -> TaskState | None:
         """The task as this process's last write (or claim) of it left it, if the store remembers
-        that; else as stored (``get``). For a run's own decisions, never for answers: every write is
-        conditional on the stored row, so a change another process made since is found by the write
-        (a cancel, a lost lease), exactly as if it had landed a moment after a read."""
+        that; else as stored (``get``). For decisions that end in a conditional write (a run's own,
+        an execute's start, which the claim decides), never for answers: every write is conditional
+        on the stored row, so a change another process made since is found by the write (a cancel, a
+        lost lease), exactly as if it had landed a moment after a read."""
         ...
 
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:

@@ -69,8 +69,9 @@ class SQLiteTaskStore(LeaseRows):
                 )
         except sqlite3.IntegrityError:
             raise TaskAlreadyExists(task.task_id) from None
-        # Parsed already: the execute that follows reads this document, and its claim reads it again.
-        self._remember(task.task_id, doc, task)
+        # As written here (no lease, not finished): the execute that follows starts from memory,
+        # and its claim reads the row again under the write lock.
+        self._remember(task.task_id, doc, task, (None, None))
         return task
 
     def list(self, owner: str, *, limit: int, cursor: str | None = None, status: TaskStatus | None = None) -> TaskPage:

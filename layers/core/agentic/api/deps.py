@@ -21,9 +21,14 @@ class TaskCaller(NamedTuple):
     owner: str
 
 
-async def _caller(request: Request) -> TaskCaller:
+def caller_of(request: Request) -> TaskCaller:
+    """The service and who calls it (401 for a caller the identity refuses)."""
     state = request.app.state
     return TaskCaller(state.service, state.identity(request))
+
+
+async def _caller(request: Request) -> TaskCaller:
+    return caller_of(request)
 
 
 async def _owner(request: Request) -> str:

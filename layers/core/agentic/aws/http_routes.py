@@ -12,24 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel
 
 from agentic.api.answers import (
-    CURSOR_MAX_LENGTH,
     LIST_LIMIT_DEFAULT,
-    LIST_LIMIT_MAX,
-    TASK_ID_MAX_LENGTH,
     Answer,
     create_answer,
     health_answer,
     http_error_answer,
     json_body_refusal,
     task_page,
-    validation_answer,
 )
+from agentic.api.checks import NO_BODY, Checks
 from agentic.models import (
     ApproveRequest,
     CancelRequest,
@@ -38,16 +34,12 @@ from agentic.models import (
     TaskCreate,
     TaskPublic,
     TaskState,
-    TaskStatus,
 )
 from agentic.service.tasks import TaskService
 
 from .identity import event_owner
 
 M = TypeVar("M", bound=BaseModel)
-
-#: A body that was not sent (FastAPI's ``Undefined``): required bodies are missing, optional ones None.
-NO_BODY: Any = object()
 
 
 @dataclass
@@ -78,57 +70,6 @@ class Route:
     call: RouteCall
     #: reads (and parses) a body: the body limit and the 415 apply
     reads_body: bool = False
-
-
-# --- parameters, validated as FastAPI validates them ------------------------------------------------
-
-
-@cache
-def _adapter(kind: str) -> TypeAdapter[Any]:
-    """Parameter validators, built on the first request that needs one (not at import)."""
-    annotations: dict[str, Any] = {
-        "task_id": Annotated[str, Field(min_length=1, max_length=TASK_ID_MAX_LENGTH)],
-        "limit": Annotated[int, Field(ge=1, le=LIST_LIMIT_MAX)],
-        "cursor": Annotated[str | None, Field(max_length=CURSOR_MAX_LENGTH)],
-        "status": TaskStatus | None,
-    }
-    return TypeAdapter(annotations[kind])
-
-
-class Checks:
-    """Collects every parameter's errors (each ``loc`` prefixed by where it was: path, query, header,
-    body) before one 422, as FastAPI does."""
-
-    def __init__(self) -> None:
-        self.errors: list[dict[str, Any]] = []
-
-    def _failed(self, prefix: tuple[str, ...], exc: ValidationError) -> None:
-        self.errors.extend({**e, "loc": (*prefix, *e["loc"])} for e in exc.errors(include_url=False))
-
-    def param(self, where: str, name: str, raw: str | None, default: Any = None) -> Any:
-        if raw is None:
-            return default
-        try:
-            return _adapter(name).validate_python(raw, from_attributes=True)
-        except ValidationError as exc:
-            self._failed((where, name), exc)
-            return None
-
-    def body(self, model: type[M], raw: Any, *, required: bool) -> M | None:
-        if raw is NO_BODY:
-            if required:
-                self.errors.append({"type": "missing", "loc": ("body",), "msg": "Field required", "input": None})
-            return None
-        if raw is None and not required:  # JSON null for an optional body
-            return None
-        try:
-            return model.model_validate(raw, from_attributes=True)
-        except ValidationError as exc:
-            self._failed(("body",), exc)
-            return None
-
-    def refused(self) -> Answer | None:
-        return validation_answer(self.errors) if self.errors else None
 
 
 def _query(request: HttpRequest, name: str) -> str | None:

@@ -37,12 +37,13 @@ from agentic.api.answers import (
     unparsable_answer,
     validation_answer,
 )
+from agentic.api.checks import json_error, parse_body
 from agentic.errors import AgenticError
 from agentic.observability import logger
 from agentic.service.tasks import TaskService
 
 from .http_event import request_correlation_id, thread_event_loop
-from .http_routes import NO_BODY, HttpRequest, Route
+from .http_routes import HttpRequest, Route
 from .powertools import LambdaEvent, LambdaHandler, instrumented
 from .wiring import get_system
 
@@ -81,23 +82,6 @@ def _body_bytes(event: LambdaEvent) -> bytes:
     return body if isinstance(body, bytes) else body.encode()
 
 
-def _parse_body(raw: bytes, headers: dict[str, str]) -> Any:
-    """The body as FastAPI reads it: JSON when labelled JSON, else the bytes; raises what json.loads does."""
-    if not raw:
-        return NO_BODY
-    content_type = headers.get("content-type")
-    if not content_type:
-        return raw
-    from email.message import Message  # loaded already by then (botocore's http.client)
-
-    message = Message()
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    if message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json")):
-        return json.loads(raw)
-    return raw
-
-
 async def _answer(router: _Router, event: LambdaEvent, service: TaskService, max_bytes: int) -> Answer:
     http = event["requestContext"]["http"]
     # Values as Starlette decodes the bytes Mangum made of them (latin-1 of UTF-8): an Idempotency-Key
@@ -118,10 +102,9 @@ async def _answer(router: _Router, event: LambdaEvent, service: TaskService, max
         if len(raw) > max_bytes:
             return http_error_answer(413, too_large_message(max_bytes))
         try:
-            request.body = _parse_body(raw, headers)
+            request.body = parse_body(raw, headers.get("content-type"))
         except json.JSONDecodeError as exc:
-            error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error"}
-            return validation_answer([{**error, "ctx": {"error": exc.msg}}])
+            return validation_answer([json_error(exc)])
         except Exception as exc:  # not UTF-8, nested too deeply, ...: FastAPI's 400, this API's 422
             return unparsable_answer(exc)
     return await route.call(request)

@@ -103,7 +103,13 @@ class TaskService:
 
     async def execute(self, owner: str, task_id: str) -> TaskState:
         """Start the task if it is pending; a started or finished task is left as it is (attach)."""
-        task = await self.get(owner, task_id)
+        # As this process last wrote it, when it did (a task created here a moment ago): the start
+        # is decided again by the claim, under the write lock, and the stream by the log, so a
+        # change another process made since costs nothing but a claim not won (a read saved).
+        task = await call_store(self.store, self.store.get_as_written, task_id)
+        # Another owner's task is reported exactly like a missing one: ids leak nothing.
+        if task is None or task.owner != owner:
+            raise TaskNotFound(task_id)
         if task.status is TaskStatus.PENDING:
             await self.executor.start(task_id)
         return task

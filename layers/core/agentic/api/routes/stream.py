@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from agentic.api.deps import Caller, TaskId
+from agentic.api.checks import Checks
+from agentic.api.deps import Caller, TaskId, caller_of
 from agentic.api.errors import error_responses
+from agentic.api.hand_parsed import HandParsedRoute, checked, read_by
 from agentic.api.ndjson import NdjsonResponse
 from agentic.errors import InvalidInput
 from agentic.models import MAX_CURSOR, StreamLine
 
-router = APIRouter(prefix="/tasks", tags=["stream"])
+router = APIRouter(prefix="/tasks", tags=["stream"], route_class=HandParsedRoute)
 
 NDJSON = "application/x-ndjson"
 _STREAM_OK: dict[int | str, dict[str, object]] = {
@@ -62,11 +64,23 @@ def resume_cursor(after: int | None, last_event_id: str | None) -> int:
     return 0
 
 
+async def _read_stream(request: Request) -> dict[str, Any]:
+    """A stream route's arguments, read as FastAPI would read its signature: the caller, then the task
+    id and ``?after`` (Last-Event-ID is checked by ``resume_cursor``)."""
+    caller = caller_of(request)
+    checks = Checks()
+    task_id = checks.param("path", "task_id", request.path_params["task_id"])
+    after = checks.param("query", "after", request.query_params.get("after"))
+    checked(checks)
+    return {"task_id": task_id, "caller": caller, "after": after, "last_event_id": request.headers.get("last-event-id")}
+
+
 @router.post(
     "/{task_id}/execute",
     response_class=StreamingResponse,
     responses={**_STREAM_OK, **error_responses(404, 422, 429, 503)},
 )
+@read_by(_read_stream)
 async def execute_task(
     task_id: TaskId,
     caller: Caller,
@@ -84,6 +98,7 @@ async def execute_task(
     response_class=StreamingResponse,
     responses={**_STREAM_OK, **error_responses(404, 422, 503)},
 )
+@read_by(_read_stream)
 async def task_events(
     task_id: TaskId,
     caller: Caller,
