@@ -3,9 +3,10 @@
 Why: FastAPI's solver is generic. For each parameter and dependency of each request it looks up, again,
 what the declaration says (aliases, whether the type is a sequence or a model, the dependency's cache
 key and scopes) and makes a sub-response per dependency: ~95 µs for ``POST /tasks`` and ~85 µs for
-``POST /tasks/{id}/execute``, a seventh of the server's CPU from a task's create to its first step.
-Read by hand from the same declarations' bounds (``agentic.api.checks``, which the Lambda API
-functions' lean front uses too), each costs ~20 µs.
+``POST /tasks/{id}/execute``, a sixth of the server's CPU from a task's create to its first step.
+Read by hand with the same bounds (``agentic.api.checks``, which the Lambda API functions' lean
+front uses too): ~45 µs for the create (reading and parsing its body included, which FastAPI does
+before its solver) and ~20 µs for an execute.
 
 What stays FastAPI's: the route, its endpoint and signature (the OpenAPI document is made from them,
 unchanged), the exception handlers that answer. The reader gives the endpoint the arguments FastAPI
