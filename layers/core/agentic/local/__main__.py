@@ -29,7 +29,7 @@ from agentic.agents.catalog import check_model_settings
 from agentic.agents.faults import FaultPlan
 from agentic.errors import AgenticError, StoreUnavailable
 from agentic.local.wiring import create_local_app
-from agentic.local.workers import Supervisor, listen
+from agentic.local.workers import OpenSocket, Supervisor, listen
 from agentic.pipeline import load_pipeline
 from agentic.settings import MAX_WORKERS, Settings
 
@@ -187,14 +187,14 @@ def main(argv: list[str] | None = None) -> None:
         file=sys.stderr,
     )
     if args.workers == 1:
-        serve(settings, sock)
+        serve(settings, lambda: sock)
         code = 0
     else:
         say = functools.partial(print, f"{PROG}:", file=sys.stderr)
         code = Supervisor(
             args.workers,
             sock,
-            lambda index, worker_sock: serve(settings, worker_sock, worker=index),
+            lambda index, open_socket: serve(settings, open_socket, worker=index),
             startup_failure=EXIT_BAD_SETTING,
             say=say,
         ).run()
@@ -202,8 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
-def serve(settings: Settings, sock: socket.socket, worker: int = 0) -> int:
-    """Serve on ``sock`` until a stop signal: one process, or worker ``worker`` of several."""
+def serve(settings: Settings, open_socket: OpenSocket, worker: int = 0) -> int:
+    """Serve until a stop signal: one process, or worker ``worker`` of several. The socket is taken
+    (``open_socket``) once the app is built: a worker's own socket takes connections from then on."""
     try:
         app = create_local_app(settings, worker=worker)
     except (OSError, sqlite3.Error, StoreUnavailable) as exc:
@@ -219,7 +220,7 @@ def serve(settings: Settings, sock: socket.socket, worker: int = 0) -> int:
     # uvicorn re-raises Ctrl-C after its graceful shutdown, unless the stop came in before it had
     # captured the signal: either way the server has stopped, and says so in one line.
     with suppress(KeyboardInterrupt):
-        QuietServer(config).run(sockets=[sock])
+        QuietServer(config).run(sockets=[open_socket()])
     return 0
 
 

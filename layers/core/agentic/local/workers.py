@@ -26,6 +26,7 @@ workers share the supervisor's socket.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -55,14 +56,21 @@ def listen(host: str, port: int, *, first: bool = False) -> socket.socket:
     return socket.create_server((host, port), reuse_port=SPREADS_CONNECTIONS)
 
 
+#: A worker's listening socket, opened when the worker is ready to serve (its app built).
+OpenSocket = Callable[[], socket.socket]
+
+
 class Supervisor:
-    """Forks ``count`` workers, each running ``serve(index, sock)`` (its exit code), and keeps them up."""
+    """Forks ``count`` workers, each running ``serve(index, open_socket)`` (its exit code), and keeps
+    them up. A worker calls ``open_socket`` once its app is built: a socket of its own starts taking
+    a share of the port's connections as soon as it listens, so one opened earlier would hold them
+    while the worker starts (or reset them, if it cannot)."""
 
     def __init__(
         self,
         count: int,
         sock: socket.socket,
-        serve: Callable[[int, socket.socket], int],
+        serve: Callable[[int, OpenSocket], int],
         *,
         startup_failure: int,
         say: Callable[[str], None],
@@ -151,10 +159,11 @@ class Supervisor:
             os.close(self._lifeline_write)
             threading.Thread(target=_stop_when_closed, args=(self._lifeline_read,), daemon=True).start()
             sock = self.sock
+            open_socket: OpenSocket = lambda: sock  # noqa: E731 - the supervisor's, listening already
             if SPREADS_CONNECTIONS and (index or replacement):
                 sock.close()
-                sock = listen(self.host, self.port)
-            code = self.serve(index, sock)
+                open_socket = functools.partial(listen, self.host, self.port)
+            code = self.serve(index, open_socket)
         except SystemExit as exc:  # the worker's own ``fail`` (a bad setting): its message is out
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
